@@ -1,0 +1,612 @@
+//! ncat's command line: the flags as clap sees them, then the checks and
+//! defaults that turn them into a [`Config`] the modes run from.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::addrset::AddrSet;
+use crate::error::Failure;
+use crate::timespec;
+
+/// The port ncat uses when none is given.
+pub const DEFAULT_PORT: u16 = 31337;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "oxcat",
+    about = "Concatenate and redirect sockets: a drop-in replacement for Nmap's ncat",
+    override_usage = "oxcat [options] [hostname] [port]\n       oxcat demo [--help]",
+    version,
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+pub struct Args {
+    /// Use IPv4 only
+    #[arg(short = '4', overrides_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use IPv6 only
+    #[arg(short = '6', overrides_with = "ipv4")]
+    pub ipv6: bool,
+    /// Use Unix domain sockets only
+    #[arg(short = 'U', long = "unixsock")]
+    pub unixsock: bool,
+    /// Use CRLF for EOL sequence
+    #[arg(short = 'C', long)]
+    pub crlf: bool,
+    /// Executes the given command via /bin/sh
+    #[arg(short = 'c', long = "sh-exec", value_name = "command")]
+    pub sh_exec: Option<String>,
+    /// Executes the given command
+    #[arg(short = 'e', long = "exec", value_name = "command")]
+    pub exec: Option<String>,
+    /// Maximum <n> simultaneous connections
+    #[arg(short = 'm', long = "max-conns", value_name = "n")]
+    pub max_conns: Option<String>,
+    /// Wait between read/writes
+    #[arg(short = 'd', long = "delay", value_name = "time")]
+    pub delay: Option<String>,
+    /// Dump session data to a file
+    #[arg(short = 'o', long = "output", value_name = "filename")]
+    pub output: Option<PathBuf>,
+    /// Dump session data as hex to a file
+    #[arg(short = 'x', long = "hex-dump", value_name = "filename")]
+    pub hex_dump: Option<PathBuf>,
+    /// Idle read/write timeout
+    #[arg(short = 'i', long = "idle-timeout", value_name = "time")]
+    pub idle_timeout: Option<String>,
+    /// Specify source port to use (the port to listen on with -l)
+    #[arg(short = 'p', long = "source-port", value_name = "port")]
+    pub port: Option<String>,
+    /// Specify source address to use (doesn't affect -l)
+    #[arg(short = 's', long = "source", value_name = "addr")]
+    pub source: Option<String>,
+    /// Bind and listen for incoming connections
+    #[arg(short = 'l', long = "listen")]
+    pub listen: bool,
+    /// Accept multiple connections in listen mode
+    #[arg(short = 'k', long = "keep-open")]
+    pub keep_open: bool,
+    /// Do not resolve hostnames via DNS
+    #[arg(short = 'n', long = "nodns")]
+    pub nodns: bool,
+    /// Use UDP instead of default TCP
+    #[arg(short = 'u', long = "udp")]
+    pub udp: bool,
+    /// Set verbosity level (can be used several times)
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Connect timeout
+    #[arg(short = 'w', long = "wait", value_name = "time")]
+    pub wait: Option<String>,
+    /// Zero-I/O mode, report connection status only
+    #[arg(short = 'z')]
+    pub zero_io: bool,
+    /// Append rather than clobber specified output files
+    #[arg(long = "append-output")]
+    pub append_output: bool,
+    /// Only send data, ignoring received; quit on EOF
+    #[arg(long = "send-only")]
+    pub send_only: bool,
+    /// Only receive data, never send anything
+    #[arg(long = "recv-only")]
+    pub recv_only: bool,
+    /// Continue half-duplex when receiving EOF on stdin
+    #[arg(long = "no-shutdown")]
+    pub no_shutdown: bool,
+    /// Allow only given hosts to connect
+    #[arg(long = "allow", value_name = "hosts")]
+    pub allow: Vec<String>,
+    /// A file of hosts allowed to connect
+    #[arg(long = "allowfile", value_name = "file")]
+    pub allowfile: Vec<PathBuf>,
+    /// Deny given hosts from connecting
+    #[arg(long = "deny", value_name = "hosts")]
+    pub deny: Vec<String>,
+    /// A file of hosts denied from connecting
+    #[arg(long = "denyfile", value_name = "file")]
+    pub denyfile: Vec<PathBuf>,
+    /// Print each socket call with a microsecond timestamp (to stderr, or to FILE)
+    #[arg(long = "trace", value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
+    pub trace: Option<PathBuf>,
+    /// Print "NCAT TEST: LISTEN" to stderr once listening (ncat's test hook)
+    #[arg(long = "test", hide = true)]
+    pub test: bool,
+    /// Display version information and exit
+    #[arg(long = "version")]
+    pub version: bool,
+
+    // ncat flags whose features arrive in later releases: recognised here
+    // so that a script using them fails loudly instead of running without them.
+    /// Answer Telnet negotiations (not in this build)
+    #[arg(short = 't', long = "telnet")]
+    pub telnet: bool,
+    /// Use SCTP instead of default TCP (not in this build)
+    #[arg(long = "sctp")]
+    pub sctp: bool,
+    /// Use vsock sockets only (not in this build)
+    #[arg(long = "vsock")]
+    pub vsock: bool,
+    /// Executes the given Lua script (not in this build)
+    #[arg(long = "lua-exec", value_name = "filename")]
+    pub lua_exec: Option<String>,
+    /// Loose source routing hop points (not in this build)
+    #[arg(short = 'g', value_name = "hop1[,hop2,...]")]
+    pub source_route: Option<String>,
+    /// Loose source routing hop pointer (not in this build)
+    #[arg(short = 'G', value_name = "n")]
+    pub source_route_pointer: Option<String>,
+    /// Enable connection brokering mode (not in this build)
+    #[arg(long = "broker")]
+    pub broker: bool,
+    /// Start a simple chat server (not in this build)
+    #[arg(long = "chat", alias = "talk")]
+    pub chat: bool,
+    /// Specify address of host to proxy through (not in this build)
+    #[arg(long = "proxy", value_name = "addr[:port]")]
+    pub proxy: Option<String>,
+    /// Specify proxy type (not in this build)
+    #[arg(long = "proxy-type", value_name = "type")]
+    pub proxy_type: Option<String>,
+    /// Authenticate with HTTP or SOCKS proxy server (not in this build)
+    #[arg(long = "proxy-auth", value_name = "auth")]
+    pub proxy_auth: Option<String>,
+    /// Specify where to resolve proxy destination (not in this build)
+    #[arg(long = "proxy-dns", value_name = "type")]
+    pub proxy_dns: Option<String>,
+    /// Connect or listen with SSL (not in this build)
+    #[arg(long = "ssl")]
+    pub ssl: bool,
+    /// Specify SSL certificate file (not in this build)
+    #[arg(long = "ssl-cert", value_name = "file")]
+    pub ssl_cert: Option<String>,
+    /// Specify SSL private key (not in this build)
+    #[arg(long = "ssl-key", value_name = "file")]
+    pub ssl_key: Option<String>,
+    /// Verify trust and domain name of certificates (not in this build)
+    #[arg(long = "ssl-verify")]
+    pub ssl_verify: bool,
+    /// PEM file containing trusted SSL certificates (not in this build)
+    #[arg(long = "ssl-trustfile", value_name = "file")]
+    pub ssl_trustfile: Option<String>,
+    /// Cipherlist containing SSL ciphers to use (not in this build)
+    #[arg(long = "ssl-ciphers", value_name = "ciphers")]
+    pub ssl_ciphers: Option<String>,
+    /// Request distinct server name (not in this build)
+    #[arg(long = "ssl-servername", value_name = "name")]
+    pub ssl_servername: Option<String>,
+    /// ALPN protocol list to use (not in this build)
+    #[arg(long = "ssl-alpn", value_name = "list")]
+    pub ssl_alpn: Option<String>,
+
+    /// [hostname] [port]
+    #[arg(value_name = "ARGS", allow_hyphen_values = false)]
+    pub positional: Vec<String>,
+}
+
+/// Address family restriction from -4 / -6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Any,
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => ip.is_ipv4(),
+            Family::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// What to run in place of stdin/stdout for each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecCommand {
+    /// `-e`: the command line split on whitespace, run directly.
+    Direct(String),
+    /// `-c`: run by `/bin/sh -c`.
+    Shell(String),
+}
+
+/// Where the output logs (`-o`, `-x`) go.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    pub output: Option<PathBuf>,
+    pub hex_dump: Option<PathBuf>,
+    pub append: bool,
+}
+
+/// Everything a mode needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: bool,
+    pub keep_open: bool,
+    pub udp: bool,
+    pub unix: bool,
+    pub family: Family,
+    pub nodns: bool,
+    /// Connect mode: the host to reach; listen mode: the address to bind, if given.
+    pub host: Option<String>,
+    /// Connect mode: the remote port; listen mode: the local port.
+    pub port: u16,
+    /// Connect mode: `-s`.
+    pub source_addr: Option<String>,
+    /// Connect mode: `-p`.
+    pub source_port: Option<u16>,
+    pub verbose: u8,
+    pub wait: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub delay: Option<Duration>,
+    pub zero_io: bool,
+    pub send_only: bool,
+    pub recv_only: bool,
+    pub no_shutdown: bool,
+    pub crlf: bool,
+    pub exec: Option<ExecCommand>,
+    pub max_conns: usize,
+    /// -m was given (ncat warns when it has no effect).
+    pub max_conns_given: bool,
+    pub allow: Option<AddrSet>,
+    pub deny: Option<AddrSet>,
+    pub logs: LogFiles,
+    pub trace: Option<PathBuf>,
+    pub test: bool,
+}
+
+/// ncat's default for -m: 100 connections (60 on Windows).
+const DEFAULT_MAX_CONNS: usize = 100;
+
+fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
+    let unbuilt: &[(bool, &str, &str)] = &[
+        (args.ssl, "--ssl", "TLS"),
+        (args.ssl_cert.is_some(), "--ssl-cert", "TLS"),
+        (args.ssl_key.is_some(), "--ssl-key", "TLS"),
+        (args.ssl_verify, "--ssl-verify", "TLS"),
+        (args.ssl_trustfile.is_some(), "--ssl-trustfile", "TLS"),
+        (args.ssl_ciphers.is_some(), "--ssl-ciphers", "TLS"),
+        (args.ssl_servername.is_some(), "--ssl-servername", "TLS"),
+        (args.ssl_alpn.is_some(), "--ssl-alpn", "TLS"),
+        (args.proxy.is_some(), "--proxy", "proxy support"),
+        (args.proxy_type.is_some(), "--proxy-type", "proxy support"),
+        (args.proxy_auth.is_some(), "--proxy-auth", "proxy support"),
+        (args.proxy_dns.is_some(), "--proxy-dns", "proxy support"),
+        (args.broker, "--broker", "connection brokering"),
+        (args.chat, "--chat", "chat mode"),
+        (args.telnet, "--telnet", "Telnet negotiation"),
+        (args.lua_exec.is_some(), "--lua-exec", "Lua scripting"),
+        (args.source_route.is_some(), "-g", "loose source routing"),
+        (
+            args.source_route_pointer.is_some(),
+            "-G",
+            "loose source routing",
+        ),
+        (args.sctp, "--sctp", "SCTP"),
+        (args.vsock, "--vsock", "vsock"),
+    ];
+    for (given, flag, feature) in unbuilt {
+        if *given {
+            return Err(Failure::usage(format!(
+                "{flag}: {feature} is not available in this oxcat build"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a port as ncat does: a decimal number from 0 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, Failure> {
+    let bad = || Failure::usage(format!("Invalid port number \"{text}\""));
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    text.parse::<u16>().map_err(|_| bad())
+}
+
+fn parse_time(flag: &str, what: &str, text: &str) -> Result<Duration, Failure> {
+    match timespec::parse(text) {
+        // ncat's guard from when the unit changed to seconds: a bare number of 100 or more
+        // was probably meant as milliseconds.
+        Some(d) if timespec::is_unitless(text) && d.as_secs_f64() >= 100.0 => Err(Failure::usage(format!(
+            "Since April 2010, the default unit for {flag} {what} is seconds, so your time of \"{text}\" is {:.1} minutes. Use \"{text}ms\" for {text} milliseconds",
+            d.as_secs_f64() / 60.0
+        ))),
+        Some(d) if !d.is_zero() && d.as_secs() < 2_147_483 => Ok(d),
+        _ => Err(Failure::usage(format!(
+            "Invalid {flag} {what} \"{text}\" (must be greater than 0 and less than 2147483s)"
+        ))),
+    }
+}
+
+fn is_port_like(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, Failure> {
+        reject_unbuilt(&args)?;
+
+        let family = match (args.ipv4, args.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        };
+        if args.unixsock && (args.ipv4 || args.ipv6) {
+            return Err(Failure::usage("-U and -4/-6 are mutually exclusive"));
+        }
+        if args.exec.is_some() && args.sh_exec.is_some() {
+            return Err(Failure::usage(
+                "Only one of --exec, --sh-exec, and --lua-exec is allowed",
+            ));
+        }
+        if (args.exec.is_some() || args.sh_exec.is_some()) && args.zero_io {
+            return Err(Failure::usage(
+                "Command execution can't be done along with option -z",
+            ));
+        }
+        if args.listen && args.source.is_some() {
+            return Err(Failure::usage(
+                "-l and -s are incompatible.  Specify the address and port to bind to like you would a host to connect to",
+            ));
+        }
+        if !args.listen
+            && (!args.allow.is_empty()
+                || !args.allowfile.is_empty()
+                || !args.deny.is_empty()
+                || !args.denyfile.is_empty())
+        {
+            return Err(Failure::usage(
+                "Invalid option combination: allow/deny with connect",
+            ));
+        }
+        if !args.listen && args.max_conns.is_some() {
+            return Err(Failure::usage(
+                "Invalid option combination: `--max-conns' with connect",
+            ));
+        }
+        if args.listen
+            && args.udp
+            && args.keep_open
+            && args.exec.is_none()
+            && args.sh_exec.is_none()
+        {
+            return Err(Failure::usage(
+                "UDP mode does not support the -k or --keep-open options, except with --exec or --sh-exec",
+            ));
+        }
+        if args.listen && args.zero_io {
+            return Err(Failure::usage(
+                "Services designed for LISTENING can't be used with -z",
+            ));
+        }
+        if args.keep_open && args.zero_io {
+            return Err(Failure::usage(
+                "Services designed for LISTENING can't be used with -z",
+            ));
+        }
+
+        let wait = args
+            .wait
+            .as_deref()
+            .map(|t| parse_time("-w", "timeout", t))
+            .transpose()?;
+        let idle_timeout = args
+            .idle_timeout
+            .as_deref()
+            .map(|t| parse_time("-i", "timeout", t))
+            .transpose()?;
+        let delay = args
+            .delay
+            .as_deref()
+            .map(|t| parse_time("-d", "delay", t))
+            .transpose()?;
+        let max_conns_flag = args.max_conns.is_some();
+        let max_conns = match args.max_conns.as_deref() {
+            None => DEFAULT_MAX_CONNS,
+            Some(t) => match t.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(Failure::usage(format!(
+                        "Invalid -m value \"{t}\" (must be a positive number)"
+                    )))
+                }
+            },
+        };
+
+        let exec = match (args.exec, args.sh_exec) {
+            (Some(e), None) => Some(ExecCommand::Direct(e)),
+            (None, Some(c)) => Some(ExecCommand::Shell(c)),
+            _ => None,
+        };
+
+        let p_flag = args.port.as_deref().map(parse_port).transpose()?;
+
+        let mut positional = args.positional;
+        if positional.len() > 2 {
+            return Err(Failure::usage(format!(
+                "Got more than two arguments: \"{}\"",
+                positional[2]
+            )));
+        }
+        let (host, port, source_port) = if args.unixsock {
+            // -U takes one argument, the socket path.
+            match positional.len() {
+                1 => (Some(positional.remove(0)), 0, None),
+                0 => {
+                    return Err(Failure::usage(
+                        "You must specify a path to a socket to connect to or listen on",
+                    ))
+                }
+                _ => return Err(Failure::usage("Only one path may be given with -U")),
+            }
+        } else if args.listen {
+            // ncat: "-l [host] [port]"; one argument is a port when it looks like one.
+            let (host, pos_port) = match positional.len() {
+                0 => (None, None),
+                1 if is_port_like(&positional[0]) => (None, Some(parse_port(&positional[0])?)),
+                1 => (Some(positional.remove(0)), None),
+                _ => {
+                    let port = parse_port(&positional[1])?;
+                    (Some(positional.remove(0)), Some(port))
+                }
+            };
+            if pos_port.is_some() && p_flag.is_some() && pos_port != p_flag {
+                return Err(Failure::usage(
+                    "Got two different ports to listen on (-p and an argument)",
+                ));
+            }
+            (host, pos_port.or(p_flag).unwrap_or(DEFAULT_PORT), None)
+        } else {
+            match positional.len() {
+                0 => return Err(Failure::usage("You must specify a host to connect to")),
+                1 => (Some(positional.remove(0)), DEFAULT_PORT, p_flag),
+                _ => {
+                    let port = parse_port(&positional[1])?;
+                    (Some(positional.remove(0)), port, p_flag)
+                }
+            }
+        };
+
+        let allow = AddrSet::from_specs(&args.allow, &args.allowfile, args.nodns)?;
+        let deny = AddrSet::from_specs(&args.deny, &args.denyfile, args.nodns)?;
+
+        Ok(Config {
+            listen: args.listen,
+            keep_open: args.keep_open,
+            udp: args.udp,
+            unix: args.unixsock,
+            family,
+            nodns: args.nodns,
+            host,
+            port,
+            source_addr: args.source,
+            source_port,
+            verbose: args.verbose,
+            wait,
+            idle_timeout,
+            delay,
+            zero_io: args.zero_io,
+            send_only: args.send_only,
+            recv_only: args.recv_only,
+            no_shutdown: args.no_shutdown,
+            crlf: args.crlf,
+            exec,
+            max_conns,
+            max_conns_given: max_conns_flag,
+            allow,
+            deny,
+            logs: LogFiles {
+                output: args.output,
+                hex_dump: args.hex_dump,
+                append: args.append_output,
+            },
+            trace: args.trace,
+            test: args.test,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(argv: &[&str]) -> Result<Config, Failure> {
+        let args = Args::try_parse_from(std::iter::once("oxcat").chain(argv.iter().copied()))
+            .expect("clap parse");
+        Config::from_args(args)
+    }
+
+    #[test]
+    fn port_may_come_before_the_flags() {
+        let c = config(&["40000", "-l"]).unwrap();
+        assert!(c.listen);
+        assert_eq!(c.port, 40000);
+        assert_eq!(c.host, None);
+    }
+
+    #[test]
+    fn listen_defaults_to_31337() {
+        let c = config(&["-l"]).unwrap();
+        assert_eq!(c.port, DEFAULT_PORT);
+        let c = config(&["-lk", "-p", "4000"]).unwrap();
+        assert_eq!(c.port, 4000);
+        assert!(c.keep_open);
+    }
+
+    #[test]
+    fn listen_host_and_port() {
+        let c = config(&["-l", "::1", "8080"]).unwrap();
+        assert_eq!(c.host.as_deref(), Some("::1"));
+        assert_eq!(c.port, 8080);
+    }
+
+    #[test]
+    fn connect_needs_a_host() {
+        assert_eq!(config(&[]).unwrap_err().exit_code(), 2);
+        let c = config(&["localhost"]).unwrap();
+        assert_eq!(c.port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn bad_ports_are_usage_errors() {
+        for p in ["99999", "abc", "65536", ""] {
+            let e = config(&["127.0.0.1", p]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "port {p:?}");
+        }
+    }
+
+    #[test]
+    fn unbuilt_features_are_rejected() {
+        for argv in [
+            &["--ssl", "h", "1"][..],
+            &["--broker", "-l"],
+            &["--proxy", "h:1", "h", "1"],
+            &["-t", "h", "1"],
+        ] {
+            let e = config(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("not available"), "{e}");
+        }
+    }
+
+    #[test]
+    fn time_flags() {
+        let c = config(&["-w", "500ms", "-i", "2", "-d", "1.5s", "h", "1"]).unwrap();
+        assert_eq!(c.wait, Some(Duration::from_millis(500)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.delay, Some(Duration::from_millis(1500)));
+        assert_eq!(config(&["-w", "0", "h", "1"]).unwrap_err().exit_code(), 2);
+        assert_eq!(config(&["-w", "x", "h", "1"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn conflicting_flags() {
+        assert_eq!(
+            config(&["-4", "-6", "h", "1"]).unwrap().family,
+            Family::V6,
+            "the last of -4/-6 wins, as in ncat"
+        );
+        assert_eq!(
+            config(&["--allow", "127.0.0.1", "h", "1"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(config(&["-m", "2", "h", "1"]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            config(&["-l", "-s", "127.0.0.1", "1"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(config(&["-l", "-u", "-k", "1"]).unwrap_err().exit_code(), 2);
+        assert_eq!(config(&["-w", "100", "h", "1"]).unwrap_err().exit_code(), 2);
+        assert!(config(&["-w", "100ms", "h", "1"]).is_ok());
+        assert_eq!(config(&["-l", "-z", "1"]).unwrap_err().exit_code(), 2);
+        assert_eq!(config(&["h", "1", "2"]).unwrap_err().exit_code(), 2);
+    }
+}

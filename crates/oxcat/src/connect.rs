@@ -1,0 +1,251 @@
+//! Connect mode: `oxcat HOST PORT`, `oxcat -u HOST PORT`, `oxcat -U PATH`.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustix::event::PollFlags;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::cli::Config;
+use crate::error::{describe, Failure};
+use crate::exec::{self, Endpoints};
+use crate::relay::{self, RelayOptions};
+use crate::resolve::resolve;
+use crate::session_log::SessionLog;
+use crate::{sys, verbose};
+
+/// ncat gives up on a connection attempt after 10 s unless `-w` says otherwise.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub fn relay_options(cfg: &Config, datagram: bool) -> RelayOptions {
+    RelayOptions {
+        send_only: cfg.send_only,
+        recv_only: cfg.recv_only,
+        no_shutdown: cfg.no_shutdown,
+        crlf: cfg.crlf,
+        delay: cfg.delay,
+        idle_timeout: cfg.idle_timeout,
+        keep_half_open: cfg.keep_open && !cfg.listen,
+        datagram,
+        quit_on_stdin_eof: false,
+    }
+}
+
+/// Connects a non-blocking socket, waiting at most `-w`.
+fn connect_one(cfg: &Config, addr: SocketAddr, ty: Type) -> Result<Socket, std::io::Error> {
+    let sock = sys::socket(Domain::for_address(addr), ty)?;
+    sock.set_nonblocking(true)?;
+    if cfg.source_addr.is_some() || cfg.source_port.is_some() {
+        let ip = match &cfg.source_addr {
+            Some(s) => s.parse().map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad source address")
+            })?,
+            None if addr.is_ipv4() => std::net::IpAddr::from([0u8; 4]),
+            None => std::net::IpAddr::from([0u16; 8]),
+        };
+        sock.set_reuse_address(true)?;
+        sys::bind(
+            &sock,
+            &SockAddr::from(SocketAddr::new(ip, cfg.source_port.unwrap_or(0))),
+        )?;
+    }
+    if sys::connect_start(&sock, &SockAddr::from(addr))? {
+        return Ok(sock);
+    }
+    let mut fds = [sys::pollfd(&sock, PollFlags::OUT)];
+    let start = Instant::now();
+    loop {
+        let left = Some(
+            cfg.wait
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+                .saturating_sub(start.elapsed()),
+        );
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TIMEOUT"));
+        }
+        if sys::poll(&mut fds, left)? > 0 {
+            break;
+        }
+    }
+    sys::connect_result(&sock)?;
+    Ok(sock)
+}
+
+fn start_stats() -> Instant {
+    Instant::now()
+}
+
+fn report_stats(stats: relay::Stats, start: Instant) {
+    verbose!(
+        1,
+        "{} bytes sent, {} bytes received in {:.2} seconds.",
+        stats.sent,
+        stats.received,
+        start.elapsed().as_secs_f64()
+    );
+}
+
+pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
+    if cfg.unix {
+        return run_unix(cfg, log);
+    }
+    let host = cfg.host.as_deref().unwrap_or("localhost");
+    if let Some(src) = &cfg.source_addr {
+        if src.parse::<std::net::IpAddr>().is_err() {
+            return Err(Failure::usage(format!(
+                "Could not resolve source address \"{src}\""
+            )));
+        }
+    }
+    let addrs = resolve(host, cfg.port, cfg.family, cfg.nodns)?;
+    let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
+
+    let mut last_err = None;
+    let mut connected = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        match connect_one(cfg, *addr, ty) {
+            Ok(s) => {
+                connected = Some((s, *addr));
+                break;
+            }
+            Err(e) => {
+                if i + 1 < addrs.len() {
+                    verbose!(1, "Connection to {addr} failed: {}.", describe(&e));
+                    verbose!(1, "Trying next address...");
+                }
+                last_err = Some((e, *addr));
+            }
+        }
+    }
+    let (sock, addr) = match connected {
+        Some(c) => c,
+        None => {
+            let Some((e, addr)) = last_err else {
+                return Err(Failure::network("No address to connect to"));
+            };
+            if cfg.zero_io && crate::msg::verbosity() == 0 {
+                // A port check (-z) fails quietly, as ncat's does: the exit code says it.
+                return Ok(1);
+            }
+            return Err(connect_failure(&e, &crate::msg::show_socket(&addr)));
+        }
+    };
+    let start = start_stats();
+    verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));
+    if cfg.zero_io {
+        return zero_io_probe(cfg, sock, start);
+    }
+    if let Some(command) = &cfg.exec {
+        let ends = Endpoints {
+            local: sock.local_addr().ok().and_then(|a| a.as_socket()),
+            remote: Some(addr),
+            proto: if cfg.udp { "UDP" } else { "TCP" },
+        };
+        return exec::run(command, OwnedFd::from(sock), ends);
+    }
+    let mut opts = relay_options(cfg, cfg.udp);
+    // UDP has no EOF to wait for: ncat quits when stdin ends.
+    opts.quit_on_stdin_eof = cfg.udp;
+    let stats = relay::relay(sock.as_fd(), &opts, log)?;
+    report_stats(stats, start);
+    sys::close(sock);
+    Ok(0)
+}
+
+/// `-z`: a TCP connection that opened is the answer. For UDP, as ncat does,
+/// send one zero byte and wait a moment for the ICMP port-unreachable that
+/// a closed port answers with.
+fn zero_io_probe(cfg: &Config, sock: Socket, start: Instant) -> Result<i32, Failure> {
+    let mut sent = 0;
+    if cfg.udp {
+        let r = rustix::io::write(&sock, &[0u8]).map_err(std::io::Error::from);
+        sys::sock_write(sock.as_raw_fd(), &r, 1);
+        sent = 1;
+        let mut fds = [sys::pollfd(&sock, PollFlags::IN)];
+        let wait = cfg
+            .idle_timeout
+            .unwrap_or(std::time::Duration::from_secs(2));
+        if sys::poll(&mut fds, Some(wait)).map_err(|e| Failure::io("poll", &e))? > 0 {
+            let mut b = [0u8; 1];
+            if let Err(e) = rustix::io::read(&sock, &mut b) {
+                let e = std::io::Error::from(e);
+                if crate::msg::verbosity() == 0 {
+                    return Ok(1);
+                }
+                return Err(Failure::network(describe(&e)));
+            }
+        }
+        verbose!(1, "UDP packet sent successfully");
+    }
+    sys::close(sock);
+    verbose!(
+        1,
+        "{sent} bytes sent, 0 bytes received in {:.2} seconds.",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+/// A failed connect in ncat's words (`Connection refused`, `TIMEOUT`), with the target.
+pub fn connect_failure(e: &std::io::Error, target: &str) -> Failure {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        Failure::network(format!("Connection to {target} failed: TIMEOUT"))
+    } else {
+        Failure::network(format!("Connection to {target} failed: {}", describe(e)))
+    }
+}
+
+/// A unique path for the client end of a Unix datagram socket, so the
+/// server has an address to answer to (ncat does the same).
+fn datagram_client_path() -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("oxcat.{}.{n}.sock", std::process::id()))
+}
+
+/// Removes a socket file when the run ends.
+pub struct Unlink(pub PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn run_unix(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
+    let path = Path::new(cfg.host.as_deref().unwrap_or(""));
+    let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
+    let target = SockAddr::unix(path)
+        .map_err(|e| Failure::io(format!("socket path {}", path.display()), &e))?;
+    let sock = sys::socket(Domain::UNIX, ty).map_err(|e| Failure::io("socket", &e))?;
+    let mut _client_path = None;
+    if cfg.udp {
+        let own = datagram_client_path();
+        let own_addr = SockAddr::unix(&own).map_err(|e| Failure::io("socket path", &e))?;
+        sys::bind(&sock, &own_addr)
+            .map_err(|e| Failure::io(format!("bind {}", own.display()), &e))?;
+        _client_path = Some(Unlink(own));
+    }
+    sys::connect_start(&sock, &target)
+        .map_err(|e| connect_failure(&e, &path.display().to_string()))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| Failure::io("fcntl", &e))?;
+    let start = start_stats();
+    verbose!(1, "Connected to {}.", path.display());
+    if cfg.zero_io {
+        return Ok(0);
+    }
+    if let Some(command) = &cfg.exec {
+        let ends = Endpoints {
+            local: None,
+            remote: None,
+            proto: if cfg.udp { "UDP" } else { "TCP" },
+        };
+        return exec::run(command, OwnedFd::from(sock), ends);
+    }
+    let stats = relay::relay(sock.as_fd(), &relay_options(cfg, cfg.udp), log)?;
+    report_stats(stats, start);
+    Ok(0)
+}

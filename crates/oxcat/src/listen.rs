@@ -1,0 +1,566 @@
+//! Listen mode: `oxcat -l [HOST] [PORT]`, one client (then the listening
+//! sockets are closed, as ncat does) or, with `-k`, many.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rustix::event::PollFlags;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::addrset::admitted;
+use crate::cli::{Config, Family};
+use crate::connect::{relay_options, Unlink};
+use crate::error::{describe, Failure};
+use crate::exec::{self, Endpoints};
+use crate::relay;
+use crate::resolve::resolve;
+use crate::session_log::{Direction, SessionLog};
+use crate::sys;
+
+/// ncat's listen backlog for a single client (what its `listen(3, 10)` shows).
+const BACKLOG_ONE: i32 = 10;
+/// With -k, a deeper queue so bursts of clients are not dropped.
+const BACKLOG_MANY: i32 = 1024;
+
+struct Listener {
+    sock: Socket,
+    shown: String,
+}
+
+fn bind_addresses(cfg: &Config) -> Result<Vec<SocketAddr>, Failure> {
+    match &cfg.host {
+        Some(h) => resolve(h, cfg.port, cfg.family, cfg.nodns),
+        None => {
+            // No address: both stacks, IPv6 first as ncat binds them.
+            let mut v = Vec::new();
+            if cfg.family != Family::V4 {
+                v.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port));
+            }
+            if cfg.family != Family::V6 {
+                v.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port));
+            }
+            Ok(v)
+        }
+    }
+}
+
+fn bind_failure(addr: &str, e: &io::Error) -> Failure {
+    // ncat treats a listener it cannot open as a usage error (exit 2).
+    Failure::usage(format!("bind to {addr}: {}", describe(e)))
+}
+
+/// Opens a listening (TCP) or bound (UDP) socket on every address.
+fn open_inet(cfg: &Config, ty: Type) -> Result<Vec<Listener>, Failure> {
+    let addrs = bind_addresses(cfg)?;
+    let explicit = cfg.host.is_some() || cfg.family != Family::Any;
+    let mut out = Vec::new();
+    for addr in addrs {
+        let shown = crate::msg::show_socket(&addr);
+        let sock = match sys::socket(Domain::for_address(addr), ty) {
+            Ok(s) => s,
+            // A machine without IPv6 still listens on IPv4.
+            Err(e) if !explicit && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => continue,
+            Err(e) => return Err(Failure::io("socket", &e)),
+        };
+        let _ = sock.set_reuse_address(true);
+        if addr.is_ipv6() {
+            let _ = sock.set_only_v6(true);
+        }
+        if let Err(e) = sys::bind(&sock, &SockAddr::from(addr)) {
+            if !explicit && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && addr.is_ipv6() {
+                continue;
+            }
+            return Err(bind_failure(&shown, &e));
+        }
+        if ty == Type::STREAM {
+            let backlog = if cfg.keep_open {
+                BACKLOG_MANY
+            } else {
+                BACKLOG_ONE
+            };
+            sys::listen(&sock, backlog)
+                .map_err(|e| Failure::io(format!("listen on {shown}"), &e))?;
+        }
+        sock.set_nonblocking(true)
+            .map_err(|e| Failure::io("fcntl", &e))?;
+        if crate::msg::verbosity() >= 1 {
+            crate::msg::say_raw(&format!("Listening on {shown}"));
+        }
+        out.push(Listener { sock, shown });
+    }
+    if out.is_empty() {
+        return Err(Failure::network("Unable to open any listening socket"));
+    }
+    Ok(out)
+}
+
+fn open_unix(cfg: &Config, ty: Type) -> Result<(Vec<Listener>, Unlink), Failure> {
+    let path = PathBuf::from(cfg.host.as_deref().unwrap_or(""));
+    let addr = SockAddr::unix(&path)
+        .map_err(|e| Failure::io(format!("socket path {}", path.display()), &e))?;
+    let sock = sys::socket(Domain::UNIX, ty).map_err(|e| Failure::io("socket", &e))?;
+    let shown = path.display().to_string();
+    sys::bind(&sock, &addr).map_err(|e| bind_failure(&shown, &e))?;
+    let unlink = Unlink(path);
+    if ty == Type::STREAM {
+        let backlog = if cfg.keep_open {
+            BACKLOG_MANY
+        } else {
+            BACKLOG_ONE
+        };
+        sys::listen(&sock, backlog).map_err(|e| Failure::io(format!("listen on {shown}"), &e))?;
+    }
+    sock.set_nonblocking(true)
+        .map_err(|e| Failure::io("fcntl", &e))?;
+    if crate::msg::verbosity() >= 1 {
+        crate::msg::say_raw(&format!("Listening on {shown}"));
+    }
+    Ok((vec![Listener { sock, shown }], unlink))
+}
+
+fn announce_listening(cfg: &Config) {
+    if cfg.test {
+        eprintln!("NCAT TEST: LISTEN");
+    }
+}
+
+pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
+    if cfg.max_conns_given && !cfg.keep_open {
+        crate::msg::say_raw("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.");
+    }
+    let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
+    let (listeners, _unlink) = if cfg.unix {
+        let (l, u) = open_unix(cfg, ty)?;
+        (l, Some(u))
+    } else {
+        (open_inet(cfg, ty)?, None)
+    };
+    announce_listening(cfg);
+    let result = match (cfg.udp, cfg.keep_open) {
+        (false, false) => serve_one(cfg, listeners, log),
+        (false, true) => serve_many(cfg, listeners, log),
+        (true, _) => serve_datagrams(cfg, listeners, log),
+    };
+    // In listen mode ncat ends an idle session as it ends on bad usage: exit 2.
+    result.map_err(|f| match f {
+        Failure::Network(m) if m.starts_with("Idle timeout") => Failure::Usage(m),
+        other => other,
+    })
+}
+
+fn peer_ip(addr: &SockAddr) -> Option<IpAddr> {
+    addr.as_socket().map(|s| s.ip())
+}
+
+fn is_admitted(cfg: &Config, addr: &SockAddr) -> bool {
+    match peer_ip(addr) {
+        Some(ip) => admitted(&ip, cfg.allow.as_ref(), cfg.deny.as_ref()),
+        None => true, // Unix sockets have no address to check
+    }
+}
+
+fn proto(cfg: &Config) -> &'static str {
+    if cfg.udp {
+        "UDP"
+    } else {
+        "TCP"
+    }
+}
+
+fn endpoints(cfg: &Config, conn: &Socket, peer: &SockAddr) -> Endpoints {
+    Endpoints {
+        local: conn.local_addr().ok().and_then(|a| a.as_socket()),
+        remote: peer.as_socket(),
+        proto: proto(cfg),
+    }
+}
+
+/// Waits for readability on all listeners; returns the indexes that are ready.
+fn wait_listeners(listeners: &[Listener]) -> Result<Vec<usize>, Failure> {
+    loop {
+        let mut fds: Vec<_> = listeners
+            .iter()
+            .map(|l| sys::pollfd(&l.sock, PollFlags::IN))
+            .collect();
+        let n = sys::poll(&mut fds, None).map_err(|e| Failure::io("poll", &e))?;
+        if n > 0 {
+            return Ok(fds
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(i, _)| i)
+                .collect());
+        }
+    }
+}
+
+/// One client: accept, close the listeners, relay.
+fn serve_one(
+    cfg: &Config,
+    listeners: Vec<Listener>,
+    log: &mut Option<SessionLog>,
+) -> Result<i32, Failure> {
+    let (conn, peer) = 'accepted: loop {
+        for i in wait_listeners(&listeners)? {
+            match sys::accept(&listeners[i].sock) {
+                Ok((conn, peer)) => {
+                    announce_connection(&peer, true);
+                    if is_admitted(cfg, &peer) {
+                        break 'accepted (conn, peer);
+                    }
+                    // Unlike ncat 7.93, which then hangs, keep listening for an allowed client.
+                    deny_message("not allowed");
+                    sys::close(conn);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => return Err(Failure::io(format!("accept on {}", listeners[i].shown), &e)),
+            }
+        }
+    };
+    for l in listeners {
+        sys::close(l.sock);
+    }
+    if let Some(command) = &cfg.exec {
+        let ends = endpoints(cfg, &conn, &peer);
+        return exec::run(command, OwnedFd::from(conn), ends);
+    }
+    conn.set_nonblocking(true)
+        .map_err(|e| Failure::io("fcntl", &e))?;
+    relay::relay(conn.as_fd(), &relay_options(cfg, false), log)?;
+    sys::close(conn);
+    Ok(0)
+}
+
+/// ncat's -v lines for a new client: the address, then (TCP) address and port.
+fn announce_connection(peer: &SockAddr, with_port: bool) {
+    if crate::msg::verbosity() == 0 {
+        return;
+    }
+    match peer.as_socket() {
+        Some(s) => {
+            crate::msg::say(&format!("Connection from {}.", s.ip()));
+            if with_port {
+                crate::msg::say(&format!("Connection from {}.", crate::msg::show_socket(&s)));
+            }
+        }
+        None => crate::msg::say("Connection from a client on Unix domain socket."),
+    }
+}
+
+fn deny_message(why: &str) {
+    if crate::msg::verbosity() >= 1 {
+        crate::msg::say_raw(&format!("New connection denied: {why}"));
+    }
+}
+
+struct Client {
+    sock: Socket,
+    /// Our write side was shut down (stdin reached EOF).
+    write_shut: bool,
+}
+
+/// Writes all of `data` to a non-blocking socket, waiting for room as needed.
+fn write_all_sock(sock: &Socket, data: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        let r = rustix::io::write(sock, &data[off..]).map_err(io::Error::from);
+        sys::sock_write(sock.as_raw_fd(), &r, data.len() - off);
+        match r {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [sys::pollfd(sock, PollFlags::OUT)];
+                sys::poll(&mut fds, Some(Duration::from_secs(1)))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_all_fd(fd: impl AsFd, data: &[u8]) -> io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        match rustix::io::write(&fd, &data[off..]) {
+            Ok(n) => off += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => {
+                let mut fds = [rustix::event::PollFd::new(&fd, PollFlags::OUT)];
+                let _ = rustix::event::poll(&mut fds, None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Many clients (`-k`): stdin goes to every client, every client's bytes go to
+/// stdout; with `-e`/`-c`, each client gets its own program instead.
+fn serve_many(
+    cfg: &Config,
+    listeners: Vec<Listener>,
+    log: &mut Option<SessionLog>,
+) -> Result<i32, Failure> {
+    let stdin = rustix::stdio::stdin();
+    let stdout = rustix::stdio::stdout();
+    let mut clients: Vec<Client> = Vec::new();
+    let mut children: Vec<Child> = Vec::new();
+    let mut stdin_open = !cfg.recv_only && cfg.exec.is_none();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut crlf_last_cr = false;
+    let mut last_activity = Instant::now();
+
+    loop {
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+
+        let mut fds = Vec::with_capacity(listeners.len() + clients.len() + 1);
+        for l in &listeners {
+            fds.push(sys::pollfd(&l.sock, PollFlags::IN));
+        }
+        let stdin_slot = if stdin_open && !clients.is_empty() {
+            fds.push(sys::pollfd(&stdin, PollFlags::IN));
+            Some(fds.len() - 1)
+        } else {
+            None
+        };
+        let first_client = fds.len();
+        for c in &clients {
+            fds.push(sys::pollfd(&c.sock, PollFlags::IN));
+        }
+        let mut timeout = if children.is_empty() {
+            None
+        } else {
+            Some(Duration::from_millis(100))
+        };
+        // -i ends the session when connected clients stay silent (never while nobody is connected).
+        if let (Some(idle), false) = (cfg.idle_timeout, clients.is_empty()) {
+            let left = idle.saturating_sub(last_activity.elapsed());
+            if left.is_zero() {
+                return Err(Failure::network(format!(
+                    "Idle timeout expired ({} ms)",
+                    idle.as_millis()
+                )));
+            }
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        let n = sys::poll(&mut fds, timeout).map_err(|e| Failure::io("poll", &e))?;
+        if n == 0 {
+            continue;
+        }
+        last_activity = Instant::now();
+        let listener_ready: Vec<bool> = fds[..listeners.len()]
+            .iter()
+            .map(|f| !f.revents().is_empty())
+            .collect();
+        let stdin_ready = stdin_slot.is_some_and(|s| !fds[s].revents().is_empty());
+        let client_ready: Vec<bool> = fds[first_client..]
+            .iter()
+            .map(|f| !f.revents().is_empty())
+            .collect();
+        drop(fds);
+
+        // Bytes from clients go to stdout (or nowhere with --send-only).
+        let mut gone = Vec::new();
+        for (i, ready) in client_ready.iter().enumerate() {
+            if !ready {
+                continue;
+            }
+            let sock = &clients[i].sock;
+            let r = rustix::io::read(sock, &mut buf).map_err(io::Error::from);
+            sys::sock_read(sock.as_raw_fd(), &r, buf.len());
+            match r {
+                Ok(0) => gone.push(i),
+                Ok(n) => {
+                    if !cfg.send_only {
+                        if let Some(l) = log.as_mut() {
+                            l.record(Direction::Received, &buf[..n]);
+                        }
+                        if write_all_fd(stdout, &buf[..n]).is_err() {
+                            // stdout is gone: nothing more can be delivered.
+                            return Ok(0);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => gone.push(i),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            let c = clients.swap_remove(i);
+            sys::close(c.sock);
+        }
+
+        // stdin goes to every client.
+        if stdin_ready {
+            match rustix::io::read(stdin, &mut buf) {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    if !cfg.no_shutdown {
+                        for c in clients.iter_mut() {
+                            let _ = sys::shutdown_write(c.sock.as_fd());
+                            c.write_shut = true;
+                        }
+                    }
+                }
+                Ok(n) => {
+                    let data = if cfg.crlf {
+                        let mut out = Vec::with_capacity(n + n / 8);
+                        for &b in &buf[..n] {
+                            if b == b'\n' && !crlf_last_cr {
+                                out.push(b'\r');
+                            }
+                            out.push(b);
+                            crlf_last_cr = b == b'\r';
+                        }
+                        out
+                    } else {
+                        buf[..n].to_vec()
+                    };
+                    if let Some(l) = log.as_mut() {
+                        l.record(Direction::Sent, &data);
+                    }
+                    let mut failed = Vec::new();
+                    for (i, c) in clients.iter().enumerate() {
+                        if write_all_sock(&c.sock, &data).is_err() {
+                            failed.push(i);
+                        }
+                    }
+                    for i in failed.into_iter().rev() {
+                        let c = clients.swap_remove(i);
+                        sys::close(c.sock);
+                    }
+                    if let Some(d) = cfg.delay {
+                        std::thread::sleep(d);
+                    }
+                }
+            }
+        }
+
+        // New clients.
+        for (li, ready) in listener_ready.iter().enumerate() {
+            if !ready {
+                continue;
+            }
+            loop {
+                let (conn, peer) = match sys::accept(&listeners[li].sock) {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) =>
+                    {
+                        break
+                    }
+                    Err(e) => {
+                        return Err(Failure::io(
+                            format!("accept on {}", listeners[li].shown),
+                            &e,
+                        ))
+                    }
+                };
+                announce_connection(&peer, true);
+                if !is_admitted(cfg, &peer) {
+                    deny_message("not allowed");
+                    sys::close(conn);
+                    continue;
+                }
+                if clients.len() + children.len() >= cfg.max_conns {
+                    deny_message(&format!("connection limit reached ({})", cfg.max_conns));
+                    sys::close(conn);
+                    continue;
+                }
+                if let Some(command) = &cfg.exec {
+                    let ends = endpoints(cfg, &conn, &peer);
+                    match exec::spawn(command, OwnedFd::from(conn), ends) {
+                        Ok(child) => children.push(child),
+                        Err(e) => crate::msg::say(&e.to_string()),
+                    }
+                    continue;
+                }
+                let _ = conn.set_nonblocking(true);
+                let mut client = Client {
+                    sock: conn,
+                    write_shut: false,
+                };
+                if !stdin_open && !cfg.no_shutdown && !cfg.recv_only {
+                    let _ = sys::shutdown_write(client.sock.as_fd());
+                    client.write_shut = true;
+                }
+                clients.push(client);
+            }
+        }
+    }
+}
+
+/// UDP and Unix-datagram listeners: the first datagram's sender becomes the
+/// peer (the socket is connected to it), then relay as in connect mode. With
+/// `-k`, datagrams from every sender go to stdout and stdin goes to the most
+/// recent sender.
+fn serve_datagrams(
+    cfg: &Config,
+    listeners: Vec<Listener>,
+    log: &mut Option<SessionLog>,
+) -> Result<i32, Failure> {
+    let mut buf = vec![0u8; 65536];
+    let (idx, peer, n) = 'first: loop {
+        for i in wait_listeners(&listeners)? {
+            match listeners[i].sock.recv_from(as_uninit(&mut buf)) {
+                Ok((n, peer)) => {
+                    sys::record(
+                        || format!("recvfrom({})", listeners[i].sock.as_raw_fd()),
+                        || Some(format!("{n} from {}", sys::show_addr(&peer))),
+                    );
+                    if !is_admitted(cfg, &peer) {
+                        deny_message("not allowed");
+                        continue;
+                    }
+                    break 'first (i, peer, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Failure::io("recvfrom", &e)),
+            }
+        }
+    };
+    if !cfg.send_only {
+        if let Some(l) = log.as_mut() {
+            l.record(Direction::Received, &buf[..n]);
+        }
+        if write_all_fd(rustix::stdio::stdout(), &buf[..n]).is_err() {
+            return Ok(0);
+        }
+    }
+    let mut listeners = listeners;
+    let sock = listeners.swap_remove(idx).sock;
+    for l in listeners {
+        sys::close(l.sock);
+    }
+    announce_connection(&peer, false);
+    let has_address = peer.as_socket().is_some() || peer.as_pathname().is_some();
+    if has_address {
+        sys::connect_start(&sock, &peer).map_err(|e| Failure::io("connect", &e))?;
+    }
+    if let Some(command) = &cfg.exec {
+        let ends = endpoints(cfg, &sock, &peer);
+        return exec::run(command, OwnedFd::from(sock), ends);
+    }
+    let mut opts = relay_options(cfg, true);
+    if !has_address {
+        // An unnamed Unix datagram client cannot be answered.
+        opts.recv_only = true;
+    }
+    relay::relay(sock.as_fd(), &opts, log)?;
+    Ok(0)
+}
+
+/// socket2's recv_from takes `MaybeUninit` bytes; an initialised buffer is a valid one.
+fn as_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
+    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and the buffer is
+    // initialised, so viewing it as possibly-uninitialised loses nothing; socket2
+    // only writes initialised bytes into it.
+    unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
+}

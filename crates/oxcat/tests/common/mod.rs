@@ -1,0 +1,193 @@
+//! Shared helpers for the integration tests: finding binaries, free ports,
+//! waiting for listeners without racing, bounded waits for processes.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The oxcat binary cargo built for this test run.
+pub fn oxcat() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oxcat"))
+}
+
+/// Path of a peer tool (ncat, socat, nc.openbsd). The test command installs
+/// them; a missing peer is a failure, not a skip.
+pub fn peer(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = PathBuf::from(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run `bash scripts/test`, which installs the peers");
+}
+
+pub fn ncat() -> PathBuf {
+    peer("ncat")
+}
+
+/// A TCP port that was free a moment ago on both 127.0.0.1 and ::1.
+pub fn free_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().unwrap().port();
+        if TcpListener::bind(("::1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// A UDP port that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = s.local_addr().unwrap().port();
+        if UdpSocket::bind(("::1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+fn proc_net_has(files: &[&str], port: u16, listen_state: Option<&str>) -> bool {
+    let hex = format!(":{port:04X}");
+    files.iter().any(|f| {
+        std::fs::read_to_string(f)
+            .map(|text| {
+                text.lines().skip(1).any(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    cols.len() > 3
+                        && cols[1].ends_with(&hex)
+                        && listen_state.is_none_or(|st| cols[3] == st)
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Waits (bounded, 10 s) until something listens on TCP `port`, reading
+/// /proc/net/tcp{,6} so that no probe connection is spent on a one-client listener.
+pub fn wait_tcp_listen(port: u16) {
+    wait_until(Duration::from_secs(10), || {
+        proc_net_has(&["/proc/net/tcp", "/proc/net/tcp6"], port, Some("0A"))
+    })
+    .unwrap_or_else(|| panic!("nothing listens on TCP port {port} after 10 s"));
+}
+
+/// Waits (bounded, 10 s) until a UDP socket is bound to `port`.
+pub fn wait_udp_bound(port: u16) {
+    wait_until(Duration::from_secs(10), || {
+        proc_net_has(&["/proc/net/udp", "/proc/net/udp6"], port, None)
+    })
+    .unwrap_or_else(|| panic!("nothing bound to UDP port {port} after 10 s"));
+}
+
+/// Waits (bounded, 10 s) until the Unix socket path exists.
+pub fn wait_path(path: &std::path::Path) {
+    wait_until(Duration::from_secs(10), || path.exists())
+        .unwrap_or_else(|| panic!("{} did not appear after 10 s", path.display()));
+}
+
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Waits for a child for at most `limit`; kills it and panics on timeout.
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for a child (bounded) and collects its stdout and stderr.
+pub fn output_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut v);
+        }
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut v);
+        }
+        v
+    });
+    let status = wait_bounded(&mut child, limit, what);
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// Runs a command to completion with empty stdin, bounded by `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    output_bounded(child, limit, &format!("{cmd:?}"))
+}
+
+/// Kills a child when dropped, so a failing test leaves no process behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether the tests run as root (for namespace tests).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Root-only tests call this first: returns false (skip, with a visible
+/// message) without root, and panics instead when OXCAT_REQUIRE_ROOT_TESTS=1.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("OXCAT_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("{test}: needs root, and OXCAT_REQUIRE_ROOT_TESTS=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces)");
+    false
+}
