@@ -46,7 +46,12 @@ pub struct Args {
     #[arg(short = 'm', long = "max-conns", value_name = "n")]
     pub max_conns: Option<String>,
     /// Wait between read/writes
-    #[arg(short = 'd', long = "delay", value_name = "time")]
+    #[arg(
+        short = 'd',
+        long = "delay",
+        value_name = "time",
+        allow_hyphen_values = true
+    )]
     pub delay: Option<String>,
     /// Dump session data to a file
     #[arg(short = 'o', long = "output", value_name = "filename")]
@@ -55,7 +60,12 @@ pub struct Args {
     #[arg(short = 'x', long = "hex-dump", value_name = "filename")]
     pub hex_dump: Option<PathBuf>,
     /// Idle read/write timeout
-    #[arg(short = 'i', long = "idle-timeout", value_name = "time")]
+    #[arg(
+        short = 'i',
+        long = "idle-timeout",
+        value_name = "time",
+        allow_hyphen_values = true
+    )]
     pub idle_timeout: Option<String>,
     /// Specify source port to use (the port to listen on with -l)
     #[arg(short = 'p', long = "source-port", value_name = "port")]
@@ -79,7 +89,12 @@ pub struct Args {
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
     /// Connect timeout
-    #[arg(short = 'w', long = "wait", value_name = "time")]
+    #[arg(
+        short = 'w',
+        long = "wait",
+        value_name = "time",
+        allow_hyphen_values = true
+    )]
     pub wait: Option<String>,
     /// Zero-I/O mode, report connection status only
     #[arg(short = 'z')]

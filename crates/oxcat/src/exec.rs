@@ -64,8 +64,17 @@ pub fn spawn(exec: &ExecCommand, conn: OwnedFd, ends: Endpoints) -> Result<Child
 
 /// Runs the program for one connection and waits for it; its exit status
 /// becomes ours, as when ncat execs in place.
+///
+/// A program that cannot be started is reported in one line, and the run
+/// still ends with 0, as ncat's does (its forked child fails, not ncat).
 pub fn run(exec: &ExecCommand, conn: OwnedFd, ends: Endpoints) -> Result<i32, Failure> {
-    let mut child = spawn(exec, conn, ends)?;
+    let mut child = match spawn(exec, conn, ends) {
+        Ok(c) => c,
+        Err(f) => {
+            crate::msg::say(&f.to_string());
+            return Ok(0);
+        }
+    };
     let status = child.wait().map_err(|e| Failure::io("wait", &e))?;
     Ok(status.code().unwrap_or(1))
 }
