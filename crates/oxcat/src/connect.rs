@@ -245,7 +245,10 @@ fn run_unix(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> 
         };
         return exec::run(command, OwnedFd::from(sock), ends);
     }
-    let stats = relay::relay(sock.as_fd(), &relay_options(cfg, cfg.udp), log)?;
+    let mut opts = relay_options(cfg, cfg.udp);
+    // A datagram socket has no EOF to wait for: quit when stdin ends, as ncat does.
+    opts.quit_on_stdin_eof = cfg.udp;
+    let stats = relay::relay(sock.as_fd(), &opts, log)?;
     report_stats(stats, start);
     Ok(0)
 }

@@ -123,7 +123,6 @@ struct Pump<'a> {
     moved: u64,
     direction: Direction,
     crlf: Option<CrlfState>,
-    discard: bool,
 }
 
 /// Whether splice can work between these two descriptors: neither may be a
@@ -183,7 +182,6 @@ impl<'a> Pump<'a> {
             moved: 0,
             direction,
             crlf: crlf.then(CrlfState::default),
-            discard: false,
         }
     }
 
@@ -294,9 +292,6 @@ impl<'a> Pump<'a> {
                             c.convert(&buf[..n], &mut converted);
                             *end = converted.len();
                             *buf = converted;
-                        }
-                        if self.discard {
-                            *end = 0;
                         }
                         Ok(Step::Progress)
                     }
@@ -411,15 +406,17 @@ pub fn relay(
         up.finished = true;
     }
     if opts.send_only {
-        down.discard = true;
-        if let Engine::Splice(_) = down.engine {
-            down.engine = Engine::Copy {
-                buf: Vec::new(),
-                start: 0,
-                end: 0,
-            };
-        }
+        // ncat never reads the socket with --send-only: received bytes stay
+        // unread, and only stdin's EOF ends the session.
+        down.src_open = false;
+        down.finished = true;
     }
+    // When the peer's EOF comes first, a terminal on stdin means an
+    // interactive session: it ends, as ncat 7.96+ does. A file or a pipe on
+    // stdin still holds bytes someone meant to send: they are sent (the peer
+    // may only have half-closed) until stdin's EOF or until the peer refuses.
+    let stdin_interactive = rustix::termios::isatty(stdin);
+    let keep_half_open = opts.keep_half_open || (!stdin_interactive && !opts.datagram);
     let mut up_closed = opts.recv_only; // write side already dealt with
     let mut last_activity = Instant::now();
 
@@ -431,11 +428,12 @@ pub fn relay(
                 // A peer that already left makes shutdown fail; nothing is lost then.
                 let _ = sys::shutdown_write(sock);
             }
-            if opts.send_only || opts.quit_on_stdin_eof {
-                break;
-            }
         }
-        if down.drained() && (up_closed || !opts.keep_half_open) {
+        let down_done = down.drained();
+        if up_closed && (down_done || opts.send_only || opts.quit_on_stdin_eof) {
+            break;
+        }
+        if down_done && !opts.send_only && !keep_half_open {
             break;
         }
 
