@@ -54,39 +54,45 @@ fn bind_failure(addr: &str, e: &io::Error) -> Failure {
 }
 
 /// Opens a listening (TCP) or bound (UDP) socket on every address.
+/// Why a wildcard address could not be opened on this machine (no IPv6):
+/// skipped quietly when the user named no address.
+fn family_missing(e: &io::Error, addr: &SocketAddr) -> bool {
+    e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+        || (addr.is_ipv6() && e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+}
+
+/// One socket bound (and, for TCP, listening) on `addr`, as ncat sets it up:
+/// SO_REUSEADDR, IPv6 sockets IPv6-only.
+fn bind_inet(cfg: &Config, ty: Type, addr: SocketAddr) -> io::Result<Socket> {
+    let sock = sys::socket(Domain::for_address(addr), ty)?;
+    let _ = sock.set_reuse_address(true);
+    if addr.is_ipv6() {
+        let _ = sock.set_only_v6(true);
+    }
+    sys::bind(&sock, &SockAddr::from(addr))?;
+    if ty == Type::STREAM {
+        let backlog = if cfg.keep_open {
+            BACKLOG_MANY
+        } else {
+            BACKLOG_ONE
+        };
+        sys::listen(&sock, backlog)?;
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
 fn open_inet(cfg: &Config, ty: Type) -> Result<Vec<Listener>, Failure> {
     let addrs = bind_addresses(cfg)?;
     let explicit = cfg.host.is_some() || cfg.family != Family::Any;
     let mut out = Vec::new();
     for addr in addrs {
         let shown = crate::msg::show_socket(&addr);
-        let sock = match sys::socket(Domain::for_address(addr), ty) {
+        let sock = match bind_inet(cfg, ty, addr) {
             Ok(s) => s,
-            // A machine without IPv6 still listens on IPv4.
-            Err(e) if !explicit && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => continue,
-            Err(e) => return Err(Failure::io("socket", &e)),
+            Err(e) if !explicit && family_missing(&e, &addr) => continue,
+            Err(e) => return Err(bind_failure(&shown, &e)),
         };
-        let _ = sock.set_reuse_address(true);
-        if addr.is_ipv6() {
-            let _ = sock.set_only_v6(true);
-        }
-        if let Err(e) = sys::bind(&sock, &SockAddr::from(addr)) {
-            if !explicit && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && addr.is_ipv6() {
-                continue;
-            }
-            return Err(bind_failure(&shown, &e));
-        }
-        if ty == Type::STREAM {
-            let backlog = if cfg.keep_open {
-                BACKLOG_MANY
-            } else {
-                BACKLOG_ONE
-            };
-            sys::listen(&sock, backlog)
-                .map_err(|e| Failure::io(format!("listen on {shown}"), &e))?;
-        }
-        sock.set_nonblocking(true)
-            .map_err(|e| Failure::io("fcntl", &e))?;
         if crate::msg::verbosity() >= 1 {
             crate::msg::say_raw(&format!("Listening on {shown}"));
         }
@@ -506,6 +512,11 @@ fn serve_datagrams(
     listeners: Vec<Listener>,
     log: &mut Option<SessionLog>,
 ) -> Result<i32, Failure> {
+    if cfg.keep_open {
+        if let Some(command) = &cfg.exec {
+            return serve_datagram_programs(cfg, listeners, command);
+        }
+    }
     let mut buf = vec![0u8; 65536];
     let (idx, peer, n) = 'first: loop {
         for i in wait_listeners(&listeners)? {
@@ -563,4 +574,74 @@ fn as_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
     // initialised, so viewing it as possibly-uninitialised loses nothing; socket2
     // only writes initialised bytes into it.
     unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
+}
+
+/// `-u -l -k -e`: each new sender gets its own program. As ncat does it, the
+/// bound socket that received the sender's first datagram is connected to
+/// that sender and handed to the program (the datagram still queued on it),
+/// and a fresh socket is bound to the same address for the next sender.
+fn serve_datagram_programs(
+    cfg: &Config,
+    mut listeners: Vec<Listener>,
+    command: &crate::cli::ExecCommand,
+) -> Result<i32, Failure> {
+    let mut children: Vec<Child> = Vec::new();
+    let mut peek = [0u8; 1];
+    loop {
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        let mut fds: Vec<_> = listeners
+            .iter()
+            .map(|l| sys::pollfd(&l.sock, PollFlags::IN))
+            .collect();
+        let timeout = (!children.is_empty()).then(|| Duration::from_millis(100));
+        if sys::poll(&mut fds, timeout).map_err(|e| Failure::io("poll", &e))? == 0 {
+            continue;
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.revents().is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let sock = &listeners[i].sock;
+            let peer = match sock.peek_sender() {
+                Ok(p) => p,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(Failure::io("recvfrom", &e)),
+            };
+            let Some(peer_addr) = peer.as_socket() else {
+                let _ = sock.recv(as_uninit(&mut peek));
+                continue;
+            };
+            announce_connection(&peer, false);
+            let full = children.len() >= cfg.max_conns;
+            if full || !is_admitted(cfg, &peer) {
+                deny_message(&if full {
+                    format!("connection limit reached ({})", cfg.max_conns)
+                } else {
+                    "not allowed".to_string()
+                });
+                let _ = sock.recv(as_uninit(&mut peek)); // drop the datagram
+                continue;
+            }
+            let local = sock
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| Failure::network("UDP socket has no local address"))?;
+            // Bind the next listener first, so the address is never unowned.
+            let next = bind_inet(cfg, Type::DGRAM, local)
+                .map_err(|e| bind_failure(&listeners[i].shown, &e))?;
+            let conn = std::mem::replace(&mut listeners[i].sock, next);
+            sys::connect_start(&conn, &SockAddr::from(peer_addr))
+                .map_err(|e| Failure::io("connect", &e))?;
+            let ends = endpoints(cfg, &conn, &peer);
+            match exec::spawn(command, OwnedFd::from(conn), ends) {
+                Ok(child) => children.push(child),
+                Err(e) => crate::msg::say(&e.to_string()),
+            }
+        }
+    }
 }

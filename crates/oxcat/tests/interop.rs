@@ -1273,3 +1273,35 @@ fn works_through_symlinks_named_nc_and_ncat() {
     srv.wait_ok(STEP);
     cli.wait_ok(STEP);
 }
+
+/// `-u -l -k -c cat`: every UDP sender gets its own program, which sees the
+/// sender's datagrams (the first one included) and answers only that sender.
+/// ncat 7.93 accepts the same flags (UDP `-k` only with an exec).
+#[test]
+fn udp_keep_open_exec_gives_each_sender_its_own_program() {
+    let dir = tmpdir();
+    let d = dir.path();
+    let port = free_udp_port();
+    let ps = port.to_string();
+    let mut srv = spawn(
+        d,
+        "server",
+        &subject(),
+        &["-u", "-l", "-k", "127.0.0.1", &ps, "-c", "cat"],
+        In::Null,
+    );
+    wait_udp_bound(port);
+    let mut a = spawn(d, "a", &ncat(), &["-u", "127.0.0.1", &ps], In::Pipe);
+    a.write(b"from-a\n");
+    a.wait_out_eq(b"from-a\n");
+    let mut b = spawn(d, "b", &ncat(), &["-u", "127.0.0.1", &ps], In::Pipe);
+    b.write(b"from-b\n");
+    b.wait_out_eq(b"from-b\n");
+    a.write(b"again-a\n");
+    a.wait_out_eq(b"from-a\nagain-a\n");
+    assert_eq!(b.out(), b"from-b\n", "b saw a's bytes");
+    assert!(srv.exited().is_none(), "the -k listener quit: {}", srv.err());
+    a.kill();
+    b.kill();
+    srv.kill();
+}
