@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -235,8 +235,6 @@ fn serve_one(
         let ends = endpoints(cfg, &conn, &peer);
         return exec::run(command, OwnedFd::from(conn), ends);
     }
-    conn.set_nonblocking(true)
-        .map_err(|e| Failure::io("fcntl", &e))?;
     relay::relay(conn.as_fd(), &relay_options(cfg, false), log)?;
     sys::close(conn);
     Ok(0)
@@ -266,8 +264,43 @@ fn deny_message(why: &str) {
 
 struct Client {
     sock: Socket,
-    /// Our write side was shut down (stdin reached EOF).
-    write_shut: bool,
+}
+
+enum ClientState {
+    Open,
+    Gone,
+    StdoutGone,
+}
+
+/// Reads what a (non-blocking) client has sent, until it would block or
+/// reaches EOF, and writes it to stdout.
+fn drain_client(
+    sock: &Socket,
+    buf: &mut [u8],
+    discard: bool,
+    log: &mut Option<SessionLog>,
+    stdout: BorrowedFd<'_>,
+) -> ClientState {
+    loop {
+        let r = rustix::io::read(sock, &mut *buf).map_err(io::Error::from);
+        sys::sock_read(sock.as_raw_fd(), &r, buf.len());
+        match r {
+            Ok(0) => return ClientState::Gone,
+            Ok(n) => {
+                if !discard {
+                    if let Some(l) = log.as_mut() {
+                        l.record(Direction::Received, &buf[..n]);
+                    }
+                    if write_all_fd(stdout, &buf[..n]).is_err() {
+                        return ClientState::StdoutGone;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ClientState::Open,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return ClientState::Gone,
+        }
+    }
 }
 
 /// Writes all of `data` to a non-blocking socket, waiting for room as needed.
@@ -373,27 +406,12 @@ fn serve_many(
         // Bytes from clients go to stdout (or nowhere with --send-only).
         let mut gone = Vec::new();
         for (i, ready) in client_ready.iter().enumerate() {
-            if !ready {
-                continue;
-            }
-            let sock = &clients[i].sock;
-            let r = rustix::io::read(sock, &mut buf).map_err(io::Error::from);
-            sys::sock_read(sock.as_raw_fd(), &r, buf.len());
-            match r {
-                Ok(0) => gone.push(i),
-                Ok(n) => {
-                    if !cfg.send_only {
-                        if let Some(l) = log.as_mut() {
-                            l.record(Direction::Received, &buf[..n]);
-                        }
-                        if write_all_fd(stdout, &buf[..n]).is_err() {
-                            // stdout is gone: nothing more can be delivered.
-                            return Ok(0);
-                        }
-                    }
+            if *ready {
+                match drain_client(&clients[i].sock, &mut buf, cfg.send_only, log, stdout) {
+                    ClientState::Open => {}
+                    ClientState::Gone => gone.push(i),
+                    ClientState::StdoutGone => return Ok(0),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => gone.push(i),
             }
         }
         for i in gone.into_iter().rev() {
@@ -409,7 +427,6 @@ fn serve_many(
                     if !cfg.no_shutdown {
                         for c in clients.iter_mut() {
                             let _ = sys::shutdown_write(c.sock.as_fd());
-                            c.write_shut = true;
                         }
                     }
                 }
@@ -488,16 +505,16 @@ fn serve_many(
                     }
                     continue;
                 }
-                let _ = conn.set_nonblocking(true);
-                let mut client = Client {
-                    sock: conn,
-                    write_shut: false,
-                };
                 if !stdin_open && !cfg.no_shutdown && !cfg.recv_only {
-                    let _ = sys::shutdown_write(client.sock.as_fd());
-                    client.write_shut = true;
+                    let _ = sys::shutdown_write(conn.as_fd());
                 }
-                clients.push(client);
+                // A short-lived client's bytes and FIN are often already here:
+                // take them now rather than after another poll.
+                match drain_client(&conn, &mut buf, cfg.send_only, log, stdout) {
+                    ClientState::Open => clients.push(Client { sock: conn }),
+                    ClientState::Gone => sys::close(conn),
+                    ClientState::StdoutGone => return Ok(0),
+                }
             }
         }
     }

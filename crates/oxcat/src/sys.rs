@@ -158,8 +158,9 @@ pub fn listen(s: &Socket, backlog: i32) -> io::Result<()> {
     r
 }
 
+/// `accept4`, the new socket already non-blocking and close-on-exec.
 pub fn accept(s: &Socket) -> io::Result<(Socket, SockAddr)> {
-    let r = s.accept();
+    let r = s.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     record(
         || format!("accept({})", s.as_raw_fd()),
         || {

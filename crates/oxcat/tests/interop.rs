@@ -1300,7 +1300,11 @@ fn udp_keep_open_exec_gives_each_sender_its_own_program() {
     a.write(b"again-a\n");
     a.wait_out_eq(b"from-a\nagain-a\n");
     assert_eq!(b.out(), b"from-b\n", "b saw a's bytes");
-    assert!(srv.exited().is_none(), "the -k listener quit: {}", srv.err());
+    assert!(
+        srv.exited().is_none(),
+        "the -k listener quit: {}",
+        srv.err()
+    );
     a.kill();
     b.kill();
     srv.kill();
