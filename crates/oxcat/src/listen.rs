@@ -416,6 +416,7 @@ fn serve_many(
         }
         for i in gone.into_iter().rev() {
             let c = clients.swap_remove(i);
+            crate::verbose!(2, "DEBUG: Closing fd {}", c.sock.as_raw_fd());
             sys::close(c.sock);
         }
 

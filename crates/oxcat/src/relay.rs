@@ -418,18 +418,24 @@ pub fn relay(
     let stdin_interactive = rustix::termios::isatty(stdin);
     let keep_half_open = opts.keep_half_open || (!stdin_interactive && !opts.datagram);
     let mut up_closed = opts.recv_only; // write side already dealt with
+    let mut peer_eof_told = false;
     let mut last_activity = Instant::now();
 
     loop {
         // Settle the ends of each direction before waiting.
         if up.drained() && !up_closed {
             up_closed = true;
+            crate::verbose!(2, "DEBUG: EOF on stdin");
             if !opts.datagram && !opts.no_shutdown && !opts.recv_only {
                 // A peer that already left makes shutdown fail; nothing is lost then.
                 let _ = sys::shutdown_write(sock);
             }
         }
         let down_done = down.drained();
+        if down_done && !peer_eof_told && !opts.send_only {
+            peer_eof_told = true;
+            crate::verbose!(2, "DEBUG: EOF from the peer");
+        }
         if up_closed && (down_done || opts.send_only || opts.quit_on_stdin_eof) {
             break;
         }
