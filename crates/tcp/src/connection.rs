@@ -1,0 +1,1398 @@
+//! One TCP connection: the state machine of RFC 9293 §3.10, sans-IO.
+//!
+//! The owner pushes in what happened (`handle_segment`, `handle_timeout`,
+//! `send`, `recv`, `close`) and pulls out what to do (`poll_transmit`,
+//! `poll_timeout`, `poll_event`). Time is a value passed in; nothing here
+//! blocks, allocates a socket or reads a clock.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::buffer::{RecvBuffer, SendBuffer};
+use crate::config::Config;
+use crate::congestion::{self, Controller};
+use crate::event::{CloseReason, Event, TimerKind, TraceEvent};
+use crate::rtt::RttEstimator;
+use crate::segment::{seq_len, Flags, Header, Options, SackBlocks, Segment};
+use crate::seq::SeqNum;
+use crate::state::State;
+
+/// RFC 9293 §3.7.1: without an MSS option, assume 536 (IPv4).
+const DEFAULT_SEND_MSS: usize = 536;
+/// RFC 5681 §3.2: three duplicate ACKs signal a loss.
+const DUPACK_THRESHOLD: u32 = 3;
+/// RFC 7323 §5.5: timestamps older than 24 days are not trusted for PAWS.
+const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
+
+/// Why `recv` returned no bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing buffered yet; try again after `Event::Readable`.
+    WouldBlock,
+    /// The peer sent FIN and every byte before it was read (EOF).
+    Finished,
+    /// The connection is gone (reset, refused, timed out, aborted).
+    Closed(CloseReason),
+}
+
+/// Why `send` accepted no bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The send buffer is full; try again after `Event::Writable`.
+    WouldBlock,
+    /// The write side was shut down.
+    Shutdown,
+    /// The connection is not (or no longer) able to send.
+    Closed(CloseReason),
+    /// The handshake has not completed.
+    NotConnected,
+}
+
+pub struct Connection {
+    config: Config,
+    state: State,
+
+    // Send sequence space (RFC 9293 §3.3.1).
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
+    /// The highest sequence number sent + 1 (snd_nxt can go back on RTO).
+    snd_max: SeqNum,
+    /// The peer's window, scaled, in bytes.
+    snd_wnd: usize,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    max_snd_wnd: usize,
+    send_buf: SendBuffer,
+    /// The application shut down the write side: FIN goes after the data.
+    fin_queued: bool,
+    /// The sequence number our FIN took, once sent.
+    fin_seq: Option<SeqNum>,
+
+    // Receive sequence space.
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// The right edge of the window we last advertised (never moves left, RFC 7323 §2.4).
+    rcv_adv: SeqNum,
+    recv_buf: RecvBuffer,
+    /// The peer's FIN was received (and everything before it).
+    fin_received: bool,
+    /// A FIN seen beyond RCV.NXT, waiting for the hole before it.
+    pending_fin: Option<SeqNum>,
+    /// The application closed its read side: arriving data resets the connection.
+    read_closed: bool,
+
+    // Options, as negotiated.
+    snd_mss: usize,
+    ws_enabled: bool,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    ts_enabled: bool,
+    ts_recent: u32,
+    ts_recent_at: Option<Instant>,
+    last_ack_sent: SeqNum,
+    ts_epoch: Instant,
+    ts_offset: u32,
+    sack_enabled: bool,
+    /// Ranges above SND.UNA the peer reported holding (sender's scoreboard, RFC 6675).
+    sacked: Vec<(SeqNum, SeqNum)>,
+
+    // Reliability.
+    rtt: RttEstimator,
+    retransmit_deadline: Option<Instant>,
+    retries: u32,
+    /// The segment being timed for an RTT sample (end seq, sent at) when
+    /// timestamps are off; cleared on retransmission (Karn's algorithm).
+    rtt_probe: Option<(SeqNum, Instant)>,
+    dup_acks: u32,
+    /// NewReno/SACK recovery: the highest sequence sent when loss was detected (RFC 6582 "recover").
+    recovery: Option<SeqNum>,
+    /// In recovery: the next sequence to retransmit (the hole to fill).
+    rtx_next: Option<SeqNum>,
+    cc: Box<dyn Controller>,
+
+    // Acknowledgments and probes.
+    ack_now: bool,
+    segments_unacked: u32,
+    delayed_ack_deadline: Option<Instant>,
+    persist_deadline: Option<Instant>,
+    persist_backoff: u32,
+    keepalive_deadline: Option<Instant>,
+    keepalive_sent: u32,
+    time_wait_deadline: Option<Instant>,
+
+    // Control segments owed.
+    /// SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED) to send.
+    syn_owed: bool,
+    rst_owed: Option<Header>,
+    /// A window probe or keepalive probe to send.
+    queue_probe: Option<Segment>,
+    close_reason: Option<CloseReason>,
+
+    events: VecDeque<Event>,
+    trace: VecDeque<TraceEvent>,
+    writable_owed: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("state", &self.state)
+            .field("snd_una", &self.snd_una)
+            .field("snd_nxt", &self.snd_nxt)
+            .field("rcv_nxt", &self.rcv_nxt)
+            .finish()
+    }
+}
+
+fn timestamp_ms(epoch: Instant, now: Instant, offset: u32) -> u32 {
+    (now.saturating_duration_since(epoch).as_millis() as u32).wrapping_add(offset)
+}
+
+impl Connection {
+    fn blank(config: Config, now: Instant, iss: SeqNum) -> Connection {
+        let rtt = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
+        let cc = congestion::new(config.congestion, DEFAULT_SEND_MSS, config.initial_window);
+        let rcv_wscale = if config.window_scaling { config.recv_window_shift() } else { 0 };
+        Connection {
+            send_buf: SendBuffer::new(config.send_buffer),
+            recv_buf: RecvBuffer::new(config.recv_buffer),
+            state: State::Closed,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: SeqNum(0),
+            max_snd_wnd: 0,
+            fin_queued: false,
+            fin_seq: None,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_adv: SeqNum(0),
+            fin_received: false,
+            pending_fin: None,
+            read_closed: false,
+            snd_mss: DEFAULT_SEND_MSS,
+            ws_enabled: false,
+            snd_wscale: 0,
+            rcv_wscale,
+            ts_enabled: false,
+            ts_recent: 0,
+            ts_recent_at: None,
+            last_ack_sent: SeqNum(0),
+            ts_epoch: now,
+            // Not the ISN itself, but derived from it: timestamps do not start at zero.
+            ts_offset: iss.0.rotate_left(16),
+            sack_enabled: false,
+            sacked: Vec::new(),
+            rtt,
+            retransmit_deadline: None,
+            retries: 0,
+            rtt_probe: None,
+            dup_acks: 0,
+            recovery: None,
+            rtx_next: None,
+            cc,
+            ack_now: false,
+            segments_unacked: 0,
+            delayed_ack_deadline: None,
+            persist_deadline: None,
+            persist_backoff: 0,
+            keepalive_deadline: None,
+            keepalive_sent: 0,
+            time_wait_deadline: None,
+            syn_owed: false,
+            rst_owed: None,
+            queue_probe: None,
+            close_reason: None,
+            events: VecDeque::new(),
+            trace: VecDeque::new(),
+            writable_owed: false,
+            config,
+        }
+    }
+
+    /// An active open (RFC 9293 §3.10.1): the connection starts in SYN-SENT
+    /// and its first `poll_transmit` is the SYN.
+    pub fn connect(config: Config, now: Instant, iss: SeqNum) -> Connection {
+        let mut c = Connection::blank(config, now, iss);
+        c.set_state(now, State::SynSent);
+        c.syn_owed = true;
+        c
+    }
+
+    /// A passive open for a SYN a listener received (RFC 9293 §3.10.7.2):
+    /// the connection starts in SYN-RECEIVED and owes a SYN-ACK.
+    pub fn accept_syn(config: Config, now: Instant, iss: SeqNum, syn: &Header) -> Connection {
+        let mut c = Connection::blank(config, now, iss);
+        c.state = State::Listen;
+        c.trace_segment_in(now, syn, 0);
+        c.irs = syn.seq;
+        c.rcv_nxt = syn.seq + 1u32;
+        c.rcv_adv = c.rcv_nxt;
+        c.take_syn_options(now, syn);
+        c.update_send_window_from_syn(syn);
+        c.set_state(now, State::SynReceived);
+        c.syn_owed = true;
+        c
+    }
+
+    // ----- what the owner asks -----
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+    }
+
+    /// The MSS we send with (the peer's, capped by ours).
+    pub fn send_mss(&self) -> usize {
+        self.snd_mss
+    }
+
+    /// Bytes ready to read.
+    pub fn readable_len(&self) -> usize {
+        self.recv_buf.readable()
+    }
+
+    /// Room in the send buffer.
+    pub fn send_capacity(&self) -> usize {
+        if self.state.can_send() || self.state == State::SynSent || self.state == State::SynReceived {
+            self.send_buf.free()
+        } else {
+            0
+        }
+    }
+
+    /// Bytes sent and not yet acknowledged, plus bytes not sent yet.
+    pub fn send_queued(&self) -> usize {
+        self.send_buf.len()
+    }
+
+    pub fn congestion_window(&self) -> usize {
+        self.cc.window()
+    }
+
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto()
+    }
+
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    /// Options both sides agreed on: (window scaling, timestamps, SACK).
+    pub fn negotiated(&self) -> (bool, bool, bool) {
+        (self.ws_enabled, self.ts_enabled, self.sack_enabled)
+    }
+
+    /// The peer's FIN arrived and all data before it has been read.
+    pub fn is_read_finished(&self) -> bool {
+        self.fin_received && self.recv_buf.readable() == 0
+    }
+
+    /// Queues bytes to send; returns how many fit (possibly fewer than given:
+    /// the notes' partial send). Sending may start before the handshake ends.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
+        if let Some(r) = self.close_reason {
+            if r != CloseReason::Normal {
+                return Err(SendError::Closed(r));
+            }
+        }
+        if self.fin_queued {
+            return Err(SendError::Shutdown);
+        }
+        match self.state {
+            State::Established | State::CloseWait | State::SynSent | State::SynReceived => {}
+            State::Closed | State::Listen => return Err(SendError::NotConnected),
+            _ => return Err(SendError::Shutdown),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.send_buf.push(data);
+        if n == 0 {
+            self.writable_owed = true;
+            return Err(SendError::WouldBlock);
+        }
+        Ok(n)
+    }
+
+    /// Reads received bytes.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        if self.recv_buf.readable() == 0 {
+            if self.fin_received {
+                return Err(RecvError::Finished);
+            }
+            if let Some(r) = self.close_reason {
+                return Err(if r == CloseReason::Normal { RecvError::Finished } else { RecvError::Closed(r) });
+            }
+            return Err(RecvError::WouldBlock);
+        }
+        let before = self.advertisable_window();
+        let n = self.recv_buf.read(buf);
+        // RFC 9293 §3.8.6.2.2: tell the peer once the window opened by a useful amount.
+        let after = self.advertisable_window();
+        let threshold = (self.recv_buf.capacity() / 2).min(2 * self.config.mss as usize);
+        let edge_now = self.rcv_nxt + after;
+        if after > before && edge_now > self.rcv_adv && (edge_now - self.rcv_adv) >= threshold {
+            self.ack_now = true;
+        }
+        Ok(n)
+    }
+
+    /// Shuts down the write side (RFC 9293 §3.10.4 CLOSE): a FIN follows the
+    /// buffered bytes; reading goes on.
+    pub fn shutdown_write(&mut self, now: Instant) {
+        match self.state {
+            State::SynSent | State::Listen => self.finish(now, CloseReason::Normal),
+            State::SynReceived | State::Established => {
+                self.fin_queued = true;
+                self.set_state(now, State::FinWait1);
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.set_state(now, State::LastAck);
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes both directions. Unread received bytes make it an abort
+    /// (RST), as Linux does (RFC 2525 §2.17); otherwise the buffered bytes
+    /// are sent, then FIN.
+    pub fn close(&mut self, now: Instant) {
+        if self.recv_buf.readable() > 0 && self.state.is_synchronized() {
+            self.abort(now);
+            return;
+        }
+        self.read_closed = true;
+        self.shutdown_write(now);
+    }
+
+    /// Aborts (RFC 9293 §3.10.5 ABORT): a RST goes out, everything is dropped.
+    pub fn abort(&mut self, now: Instant) {
+        if matches!(
+            self.state,
+            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
+        ) {
+            self.rst_owed = Some(Header {
+                seq: self.snd_nxt,
+                ack: SeqNum(0),
+                flags: Flags::RST,
+                window: 0,
+                options: Options::default(),
+            });
+        }
+        self.finish(now, CloseReason::Aborted);
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_trace(&mut self) -> Option<TraceEvent> {
+        self.trace.pop_front()
+    }
+
+    /// The next instant at which `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.retransmit_deadline,
+            self.delayed_ack_deadline,
+            self.persist_deadline,
+            self.keepalive_deadline,
+            self.time_wait_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- time -----
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.time_wait_deadline.is_some_and(|d| d <= now) {
+            self.time_wait_deadline = None;
+            self.trace_timer(now, TimerKind::TimeWait);
+            self.finish(now, CloseReason::Normal);
+            return;
+        }
+        if self.retransmit_deadline.is_some_and(|d| d <= now) {
+            self.retransmit_deadline = None;
+            self.trace_timer(now, TimerKind::Retransmit);
+            self.on_retransmit_timeout(now);
+        }
+        if self.delayed_ack_deadline.is_some_and(|d| d <= now) {
+            self.delayed_ack_deadline = None;
+            self.trace_timer(now, TimerKind::DelayedAck);
+            self.ack_now = true;
+        }
+        if self.persist_deadline.is_some_and(|d| d <= now) {
+            self.persist_deadline = None;
+            self.trace_timer(now, TimerKind::Persist);
+            self.send_window_probe(now);
+        }
+        if self.keepalive_deadline.is_some_and(|d| d <= now) {
+            self.keepalive_deadline = None;
+            self.trace_timer(now, TimerKind::Keepalive);
+            self.on_keepalive_timeout(now);
+        }
+    }
+
+    fn on_retransmit_timeout(&mut self, now: Instant) {
+        let limit = match self.state {
+            State::SynSent | State::SynReceived => self.config.syn_retries,
+            _ => self.config.data_retries,
+        };
+        if self.retries >= limit {
+            self.finish(now, CloseReason::TimedOut);
+            return;
+        }
+        self.retries += 1;
+        // RFC 6298 §5.5-5.6: back off, and the timer restarts when the segment goes out.
+        self.rtt.backoff();
+        self.rtt_probe = None;
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                self.syn_owed = true;
+            }
+            State::Closed | State::Listen | State::TimeWait => {}
+            _ => {
+                if self.snd_max > self.snd_una {
+                    // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.4: one segment, from SND.UNA.
+                    let flight = self.snd_max - self.snd_una;
+                    self.cc.on_rto(flight);
+                    self.trace_cwnd(now);
+                    self.snd_nxt = self.snd_una;
+                    self.recovery = None;
+                    self.rtx_next = None;
+                    self.dup_acks = 0;
+                    // RFC 2018 §8: after a timeout the SACK scoreboard is not trusted.
+                    self.sacked.clear();
+                }
+            }
+        }
+    }
+
+    fn send_window_probe(&mut self, now: Instant) {
+        // RFC 9293 §3.8.6.1: probe a zero window with one byte, backing off.
+        if !self.state.is_synchronized() || self.snd_wnd > 0 {
+            return;
+        }
+        let unsent = self.data_end() - self.snd_nxt;
+        if unsent == 0 {
+            return;
+        }
+        self.persist_backoff = (self.persist_backoff + 1).min(10);
+        let mut payload = Vec::new();
+        self.send_buf.copy_out(self.snd_nxt - self.snd_una, 1, &mut payload);
+        let h = self.header(now, self.snd_nxt, Flags::ACK);
+        self.snd_max = self.snd_max.max(self.snd_nxt + 1u32);
+        self.queue_probe = Some(Segment { header: h, payload });
+        self.arm_persist(now);
+    }
+
+    fn on_keepalive_timeout(&mut self, now: Instant) {
+        let Some((idle, interval, count)) = self.config.keepalive else { return };
+        if self.state != State::Established {
+            return;
+        }
+        if self.keepalive_sent >= count {
+            self.finish(now, CloseReason::TimedOut);
+            return;
+        }
+        self.keepalive_sent += 1;
+        // RFC 9293 §3.8.4: a segment with SEG.SEQ = SND.NXT-1 and no data draws an ACK.
+        let h = self.header(now, self.snd_max + u32::MAX, Flags::ACK);
+        self.queue_probe = Some(Segment { header: h, payload: Vec::new() });
+        let _ = idle;
+        self.keepalive_deadline = Some(now + interval);
+    }
+}
+
+impl Connection {
+    // ----- arriving segments (RFC 9293 §3.10.7) -----
+
+    /// Processes an arriving segment addressed to this connection.
+    pub fn handle_segment(&mut self, now: Instant, h: &Header, payload: &[u8]) {
+        self.trace_segment_in(now, h, payload.len());
+        match self.state {
+            State::Closed | State::Listen => {}
+            State::SynSent => self.on_segment_syn_sent(now, h),
+            _ => self.on_segment_synchronized(now, h, payload),
+        }
+        if self.state == State::Established && self.config.keepalive.is_some() {
+            self.keepalive_sent = 0;
+            self.arm_keepalive(now);
+        }
+    }
+
+    fn on_segment_syn_sent(&mut self, now: Instant, h: &Header) {
+        // §3.10.7.3 first: check the ACK.
+        if h.flags.ack() && (h.ack <= self.iss || h.ack > self.snd_max) {
+            if !h.flags.rst() {
+                self.owe_rst(h.ack);
+            }
+            self.trace_drop(now, "unacceptable ACK in SYN-SENT");
+            return;
+        }
+        let ack_ok = h.flags.ack();
+        if h.flags.rst() {
+            // RFC 5961 §3.2 leaves SYN-SENT to RFC 793: a RST with an acceptable ACK refuses.
+            if ack_ok {
+                self.finish(now, CloseReason::Refused);
+            } else {
+                self.trace_drop(now, "RST without ACK in SYN-SENT");
+            }
+            return;
+        }
+        if !h.flags.syn() {
+            self.trace_drop(now, "no SYN in SYN-SENT");
+            return;
+        }
+        self.irs = h.seq;
+        self.rcv_nxt = h.seq + 1u32;
+        self.rcv_adv = self.rcv_nxt;
+        self.take_syn_options(now, h);
+        if ack_ok {
+            self.on_ack_advanced(now, h.ack, h);
+            self.update_send_window_from_syn(h);
+        }
+        if self.snd_una > self.iss {
+            // Our SYN is acknowledged: ESTABLISHED, and ACK theirs.
+            self.retransmit_deadline = None;
+            self.retries = 0;
+            self.syn_owed = false;
+            self.set_state(now, State::Established);
+            self.events.push_back(Event::Connected);
+            self.ack_now = true;
+        } else {
+            // Simultaneous open (§3.5, figure 8): SYN-RECEIVED, send SYN-ACK.
+            self.update_send_window_from_syn(h);
+            self.set_state(now, State::SynReceived);
+            self.syn_owed = true;
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4, first check: is the segment in the receive window?
+    fn acceptable(&self, h: &Header, len: usize) -> bool {
+        let wnd = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
+        let seq = h.seq;
+        let seg_len = seq_len(h, len);
+        match (seg_len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd),
+            (_, 0) => false,
+            (_, _) => {
+                let last = seq + (seg_len as u32 - 1);
+                seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd) || last.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
+            }
+        }
+    }
+
+    fn on_segment_synchronized(&mut self, now: Instant, h: &Header, payload: &[u8]) {
+        // SYN-RECEIVED reached through a retransmitted SYN of the same peer: answer again.
+        if self.state == State::SynReceived && h.flags.syn() && !h.flags.ack() && h.seq == self.irs {
+            self.syn_owed = true;
+            return;
+        }
+
+        // RFC 7323 §5.3 R1: PAWS, before the window check.
+        if self.ts_enabled && !h.flags.rst() {
+            if let Some((tsval, _)) = h.options.timestamps {
+                let stale = (tsval.wrapping_sub(self.ts_recent) as i32) < 0;
+                let recent_valid = self.ts_recent_at.is_some_and(|t| now.saturating_duration_since(t) < PAWS_IDLE);
+                if stale && recent_valid {
+                    self.ack_now = true;
+                    self.trace_drop(now, "PAWS: old timestamp");
+                    return;
+                }
+            }
+        }
+
+        // First: sequence number (§3.10.7.4).
+        if !self.acceptable(h, payload.len()) {
+            if !h.flags.rst() {
+                // An unacceptable segment draws an ACK (and is dropped).
+                self.ack_now = true;
+            }
+            if self.state == State::TimeWait && h.flags.fin() {
+                // A retransmitted FIN in TIME-WAIT: ACK it, restart 2 MSL (§3.10.7.4 eighth).
+                self.time_wait_deadline = Some(now + self.config.msl * 2);
+            }
+            self.trace_drop(now, "not in the receive window");
+            return;
+        }
+
+        // Second: RST (RFC 5961 §3.2).
+        if h.flags.rst() {
+            if h.seq == self.rcv_nxt {
+                let reason = if self.state == State::SynReceived { CloseReason::Refused } else { CloseReason::Reset };
+                self.finish(now, reason);
+            } else {
+                // In the window but not exact: a challenge ACK, no reset.
+                self.ack_now = true;
+                self.trace_drop(now, "RST not at RCV.NXT: challenge ACK");
+            }
+            return;
+        }
+
+        // Fourth: SYN in a synchronized state (RFC 5961 §4.2): challenge ACK.
+        if h.flags.syn() {
+            if self.state == State::SynReceived && h.seq == self.irs {
+                self.syn_owed = true;
+            } else {
+                self.ack_now = true;
+                self.trace_drop(now, "SYN in a synchronized state: challenge ACK");
+            }
+            return;
+        }
+
+        // Fifth: the ACK field.
+        if !h.flags.ack() {
+            self.trace_drop(now, "no ACK");
+            return;
+        }
+        if self.state == State::SynReceived {
+            if self.snd_una < h.ack && h.ack <= self.snd_max {
+                self.retransmit_deadline = None;
+                self.retries = 0;
+                self.syn_owed = false;
+                self.snd_wnd = (h.window as usize) << self.snd_wscale;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = h.seq;
+                self.snd_wl2 = h.ack;
+                let next = if self.fin_queued { State::FinWait1 } else { State::Established };
+                self.set_state(now, next);
+                self.events.push_back(Event::Connected);
+            } else {
+                self.owe_rst(h.ack);
+                self.trace_drop(now, "unacceptable ACK in SYN-RECEIVED");
+                return;
+            }
+        }
+        // RFC 5961 §5.2: acceptable if SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT.
+        if h.ack > self.snd_max {
+            self.ack_now = true;
+            self.trace_drop(now, "ACK for data not sent");
+            return;
+        }
+        let oldest = SeqNum(self.snd_una.0.wrapping_sub(self.max_snd_wnd as u32));
+        if h.ack < oldest {
+            self.ack_now = true;
+            self.trace_drop(now, "ACK too old: challenge ACK");
+            return;
+        }
+        self.update_timestamp_recent(now, h, payload.len());
+        self.process_ack(now, h, payload.len());
+        if self.state == State::Closed {
+            return;
+        }
+
+        // Seventh: the segment text.
+        if !payload.is_empty() {
+            if self.state.can_receive() {
+                if self.read_closed {
+                    // Data for an application that closed: reset (RFC 2525 §2.17, Linux).
+                    self.abort(now);
+                    return;
+                }
+                self.take_text(now, h.seq, payload);
+            } else {
+                // After the peer's FIN, data is a protocol error; ignore it but ACK.
+                self.ack_now = true;
+            }
+        }
+
+        // Eighth: FIN.
+        if h.flags.fin() {
+            let fin_seq = h.seq + payload.len();
+            if fin_seq == self.rcv_nxt {
+                self.take_fin(now);
+            } else if fin_seq > self.rcv_nxt {
+                self.pending_fin = Some(fin_seq);
+                self.ack_now = true;
+            }
+        }
+    }
+
+    fn update_timestamp_recent(&mut self, now: Instant, h: &Header, len: usize) {
+        // RFC 7323 §4.3 (3): keep TS.Recent from a segment covering Last.ACK.sent.
+        if let (true, Some((tsval, _))) = (self.ts_enabled, h.options.timestamps) {
+            let end = h.seq + seq_len(h, len);
+            if h.seq <= self.last_ack_sent && self.last_ack_sent <= end {
+                self.ts_recent = tsval;
+                self.ts_recent_at = Some(now);
+            }
+        }
+    }
+
+    fn process_ack(&mut self, now: Instant, h: &Header, len: usize) {
+        let ack = h.ack;
+        self.take_sack_blocks(h);
+        if ack > self.snd_una {
+            self.on_ack_advanced(now, ack, h);
+        } else if ack == self.snd_una
+            && len == 0
+            && !h.flags.fin()
+            && self.snd_max > self.snd_una
+            && ((h.window as usize) << self.snd_wscale) == self.snd_wnd
+        {
+            // RFC 5681 §2 "duplicate ACK".
+            self.on_duplicate_ack(now);
+        }
+        // Window update (§3.10.7.4, fifth, ESTABLISHED).
+        if self.snd_wl1 < h.seq || (self.snd_wl1 == h.seq && self.snd_wl2 <= ack) {
+            let was_zero = self.snd_wnd == 0;
+            self.snd_wnd = (h.window as usize) << self.snd_wscale;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = h.seq;
+            self.snd_wl2 = ack;
+            if self.snd_wnd > 0 {
+                self.persist_deadline = None;
+                self.persist_backoff = 0;
+            } else if !was_zero || self.persist_deadline.is_none() {
+                self.arm_persist(now);
+            }
+        }
+        // Our FIN acknowledged?
+        let fin_acked = self.fin_acked();
+        match self.state {
+            State::FinWait1 if fin_acked => self.set_state(now, State::FinWait2),
+            State::Closing if fin_acked => self.enter_time_wait(now),
+            State::LastAck if fin_acked => self.finish(now, CloseReason::Normal),
+            _ => {}
+        }
+    }
+
+    fn on_ack_advanced(&mut self, now: Instant, ack: SeqNum, h: &Header) {
+        let acked = ack - self.snd_una;
+        // The SYN and the FIN take sequence numbers but no buffer space.
+        let mut data_acked = acked;
+        if self.snd_una == self.iss {
+            data_acked -= 1;
+        }
+        let data_acked = data_acked.min(self.send_buf.len());
+        self.send_buf.drop_front(data_acked);
+        self.snd_una = ack;
+        if self.snd_nxt < ack {
+            self.snd_nxt = ack;
+        }
+        self.sacked.retain(|&(_, r)| r > ack);
+        for b in self.sacked.iter_mut() {
+            b.0 = b.0.max(ack);
+        }
+        self.retries = 0;
+        self.dup_acks = 0;
+
+        // RTT: timestamps echo (RFC 7323 §4), else the timed segment (Karn).
+        let mut sample = None;
+        if let (true, Some((_, tsecr))) = (self.ts_enabled, h.options.timestamps) {
+            if tsecr != 0 {
+                let now_ts = timestamp_ms(self.ts_epoch, now, self.ts_offset);
+                let ms = now_ts.wrapping_sub(tsecr);
+                if (ms as i32) >= 0 {
+                    sample = Some(Duration::from_millis(ms as u64).max(Duration::from_micros(100)));
+                }
+            }
+        } else if let Some((end, sent)) = self.rtt_probe {
+            if ack >= end {
+                sample = Some(now.saturating_duration_since(sent));
+                self.rtt_probe = None;
+            }
+        }
+        if let Some(r) = sample {
+            self.rtt.sample(r);
+        }
+
+        // Congestion control and recovery (RFC 6582 §3.2 steps 4-5).
+        match self.recovery {
+            Some(recover) if ack >= recover => {
+                self.recovery = None;
+                self.rtx_next = None;
+                let flight = self.snd_max - self.snd_una;
+                self.cc.on_recovery_end(flight);
+                self.trace_cwnd(now);
+            }
+            Some(_) => {
+                // Partial ACK: the next hole is lost too; resend it.
+                self.rtx_next = Some(self.next_hole(self.snd_una));
+            }
+            None => {
+                if data_acked > 0 {
+                    self.cc.on_ack(now, data_acked, sample);
+                }
+            }
+        }
+
+        // RFC 6298 §5.2-5.3: restart the timer while data is outstanding.
+        if self.snd_max > self.snd_una {
+            self.retransmit_deadline = Some(now + self.rtt.rto());
+        } else {
+            self.retransmit_deadline = None;
+        }
+        if data_acked > 0 && (self.writable_owed || self.send_buf.free() > 0) && self.state.can_send() {
+            if self.writable_owed {
+                self.events.push_back(Event::Writable);
+            }
+            self.writable_owed = false;
+        }
+    }
+
+    fn on_duplicate_ack(&mut self, now: Instant) {
+        self.dup_acks += 1;
+        if self.recovery.is_some() {
+            // RFC 6582 §3.2 step 4: each further duplicate lets one more segment out
+            // (the controller's window is not inflated; SACK-aware sending fills holes).
+            if self.sack_enabled {
+                let hole = self.next_hole(self.rtx_next.unwrap_or(self.snd_una));
+                if hole < self.snd_max {
+                    self.rtx_next = Some(hole);
+                }
+            }
+            return;
+        }
+        let sack_says_lost = self.sack_enabled && self.sacked_bytes() >= DUPACK_THRESHOLD as usize * self.snd_mss;
+        if self.dup_acks >= DUPACK_THRESHOLD || sack_says_lost {
+            // Fast retransmit (RFC 5681 §3.2 steps 2-3), recovery until `recover` is acked.
+            let flight = self.snd_max - self.snd_una;
+            self.cc.on_congestion_event(now, flight);
+            self.trace_cwnd(now);
+            self.recovery = Some(self.snd_max);
+            self.rtx_next = Some(self.snd_una);
+            self.rtt_probe = None;
+        }
+    }
+
+    fn take_sack_blocks(&mut self, h: &Header) {
+        if !self.sack_enabled {
+            return;
+        }
+        for &(l, r) in h.options.sack.as_slice() {
+            // RFC 2018 §3: only blocks above SND.UNA and within what we sent count.
+            if r <= l || r <= self.snd_una || r > self.snd_max {
+                continue;
+            }
+            let l = l.max(self.snd_una);
+            self.sacked.push((l, r));
+        }
+        if self.sacked.len() > 1 {
+            self.sacked.sort_by(|a, b| a.0.diff(b.0).cmp(&0));
+            let mut merged: Vec<(SeqNum, SeqNum)> = Vec::with_capacity(self.sacked.len());
+            for &(l, r) in &self.sacked {
+                match merged.last_mut() {
+                    Some(last) if l <= last.1 => last.1 = last.1.max(r),
+                    _ => merged.push((l, r)),
+                }
+            }
+            self.sacked = merged;
+        }
+    }
+
+    fn sacked_bytes(&self) -> usize {
+        self.sacked.iter().map(|&(l, r)| r - l).sum()
+    }
+
+    /// The first sequence at or after `from` the peer has not SACKed (RFC 6675 NextSeg, simplified).
+    fn next_hole(&self, from: SeqNum) -> SeqNum {
+        let mut at = from.max(self.snd_una);
+        for &(l, r) in &self.sacked {
+            if l <= at && at < r {
+                at = r;
+            }
+        }
+        at
+    }
+
+    fn is_sacked(&self, seq: SeqNum) -> bool {
+        self.sacked.iter().any(|&(l, r)| l <= seq && seq < r)
+    }
+
+    fn take_text(&mut self, now: Instant, seq: SeqNum, payload: &[u8]) {
+        let window = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
+        let had_holes = self.recv_buf.has_pieces();
+        let advanced = self.recv_buf.insert(self.rcv_nxt, seq, payload, window.max(self.recv_buf.free()));
+        if advanced > 0 {
+            self.rcv_nxt += advanced;
+            self.events.push_back(Event::Readable);
+            if had_holes {
+                // Filling a hole: ACK at once (RFC 5681 §4.2).
+                self.ack_now = true;
+            } else {
+                // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second full segment.
+                self.segments_unacked += 1;
+                if self.segments_unacked >= 2 {
+                    self.ack_now = true;
+                } else if self.delayed_ack_deadline.is_none() {
+                    self.delayed_ack_deadline = Some(now + self.config.delayed_ack);
+                }
+            }
+            if self.pending_fin == Some(self.rcv_nxt) {
+                self.pending_fin = None;
+                self.take_fin(now);
+            }
+        } else {
+            // Out of order or duplicate: an immediate (duplicate) ACK (RFC 5681 §4.2).
+            self.ack_now = true;
+        }
+    }
+
+    fn take_fin(&mut self, now: Instant) {
+        if self.fin_received {
+            self.ack_now = true;
+            return;
+        }
+        self.fin_received = true;
+        self.rcv_nxt += 1u32;
+        self.ack_now = true;
+        self.events.push_back(Event::Readable);
+        match self.state {
+            State::SynReceived | State::Established => self.set_state(now, State::CloseWait),
+            State::FinWait1 => {
+                if self.fin_acked() {
+                    self.enter_time_wait(now);
+                } else {
+                    self.set_state(now, State::Closing);
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now),
+            State::TimeWait => self.time_wait_deadline = Some(now + self.config.msl * 2),
+            _ => {}
+        }
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.set_state(now, State::TimeWait);
+        self.retransmit_deadline = None;
+        self.persist_deadline = None;
+        self.keepalive_deadline = None;
+        self.time_wait_deadline = Some(now + self.config.msl * 2);
+    }
+
+    /// RFC 6191: may a new SYN reuse this TIME-WAIT connection's 4-tuple?
+    /// Yes when its timestamp is newer, or (without timestamps) its sequence
+    /// number is beyond what this connection received.
+    pub fn time_wait_allows_reuse(&self, syn: &Header) -> bool {
+        if self.state != State::TimeWait {
+            return false;
+        }
+        match (self.ts_enabled, syn.options.timestamps) {
+            (true, Some((tsval, _))) => (tsval.wrapping_sub(self.ts_recent) as i32) > 0,
+            _ => syn.seq > self.rcv_nxt,
+        }
+    }
+
+    // ----- options -----
+
+    fn take_syn_options(&mut self, now: Instant, syn: &Header) {
+        let o = &syn.options;
+        let our_mss = self.config.mss as usize;
+        self.snd_mss = o.mss.map(|m| (m as usize).clamp(64, our_mss.max(64))).unwrap_or(DEFAULT_SEND_MSS.min(our_mss));
+        self.cc.set_mss(self.snd_mss);
+        // RFC 7323 §2.2: scaling only when both SYNs carry the option.
+        match (self.config.window_scaling, o.window_scale) {
+            (true, Some(shift)) => {
+                self.ws_enabled = true;
+                // §2.3: a shift above 14 is used as 14.
+                self.snd_wscale = shift.min(14);
+            }
+            _ => {
+                self.ws_enabled = false;
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        match (self.config.timestamps, o.timestamps) {
+            (true, Some((tsval, _))) => {
+                self.ts_enabled = true;
+                self.ts_recent = tsval;
+                self.ts_recent_at = Some(now);
+            }
+            _ => self.ts_enabled = false,
+        }
+        self.sack_enabled = self.config.sack && o.sack_permitted;
+    }
+
+    fn update_send_window_from_syn(&mut self, h: &Header) {
+        // §3.10.7.3: SND.WND from the SYN, never scaled (RFC 7323 §2.2).
+        self.snd_wnd = h.window as usize;
+        self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+        self.snd_wl1 = h.seq;
+        self.snd_wl2 = h.ack;
+    }
+
+    // ----- leaving -----
+
+    fn finish(&mut self, now: Instant, reason: CloseReason) {
+        if self.state == State::Closed && self.close_reason.is_some() {
+            return;
+        }
+        self.set_state(now, State::Closed);
+        self.close_reason = Some(reason);
+        self.retransmit_deadline = None;
+        self.delayed_ack_deadline = None;
+        self.persist_deadline = None;
+        self.keepalive_deadline = None;
+        self.time_wait_deadline = None;
+        self.syn_owed = false;
+        self.ack_now = false;
+        self.queue_probe = None;
+        self.events.push_back(Event::Closed);
+    }
+
+    fn owe_rst(&mut self, seq: SeqNum) {
+        // §3.10.7.3/§3.10.7.4: <SEQ=SEG.ACK><CTL=RST>.
+        self.rst_owed = Some(Header { seq, ack: SeqNum(0), flags: Flags::RST, window: 0, options: Options::default() });
+    }
+
+    fn set_state(&mut self, now: Instant, to: State) {
+        if self.state != to {
+            if self.config.trace {
+                self.trace.push_back(TraceEvent::StateChange { at: now, from: self.state, to });
+            }
+            self.state = to;
+        }
+    }
+
+    // ----- sending -----
+
+    /// One past the last data byte queued (where the FIN goes).
+    fn data_end(&self) -> SeqNum {
+        let syn_unacked = u32::from(self.snd_una == self.iss);
+        self.snd_una + syn_unacked + self.send_buf.len()
+    }
+
+    /// Our FIN was acknowledged.
+    fn fin_acked(&self) -> bool {
+        self.fin_seq.is_some_and(|f| self.snd_una > f)
+    }
+
+    fn advertisable_window(&self) -> usize {
+        self.recv_buf.free().min(65535usize << self.rcv_wscale)
+    }
+
+    /// The window field to send, honouring receiver SWS avoidance (RFC 9293
+    /// §3.8.6.2.2) and never moving the right edge left (RFC 7323 §2.4).
+    fn window_to_advertise(&mut self) -> u16 {
+        let free = self.advertisable_window();
+        let current = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
+        let growth = free.saturating_sub(current);
+        let threshold = (self.recv_buf.capacity() / 2).min(self.config.mss as usize);
+        let wnd = if free > current && growth < threshold && current > 0 { current } else { free.max(current) };
+        let field = (wnd >> self.rcv_wscale).min(65535);
+        let real = field << self.rcv_wscale;
+        let edge = self.rcv_nxt + real;
+        if edge > self.rcv_adv {
+            self.rcv_adv = edge;
+        }
+        field as u16
+    }
+
+    fn header(&mut self, now: Instant, seq: SeqNum, flags: Flags) -> Header {
+        let mut options = Options::default();
+        if self.ts_enabled {
+            options.timestamps = Some((timestamp_ms(self.ts_epoch, now, self.ts_offset), self.ts_recent));
+        }
+        let mut flags = flags;
+        let mut ack = SeqNum(0);
+        if self.state != State::SynSent {
+            flags |= Flags::ACK;
+            ack = self.rcv_nxt;
+        }
+        let window = if flags.syn() {
+            // RFC 7323 §2.2: the window in a SYN is never scaled.
+            self.recv_buf.free().min(65535) as u16
+        } else {
+            self.window_to_advertise()
+        };
+        if flags.syn() && self.state == State::SynReceived {
+            // The SYN-ACK's window sets the first right edge.
+            self.rcv_adv = self.rcv_nxt + window as usize;
+        }
+        if self.sack_enabled && !flags.syn() && self.recv_buf.has_pieces() {
+            let room = if self.ts_enabled { 3 } else { 4 };
+            let mut blocks = SackBlocks::new();
+            for (l, r) in self.recv_buf.sack_blocks(room) {
+                blocks.push(l, r);
+            }
+            options.sack = blocks;
+        }
+        Header { seq, ack, flags, window, options }
+    }
+
+    fn syn_header(&mut self, now: Instant) -> Header {
+        let flags = if self.state == State::SynSent { Flags::SYN } else { Flags::SYN | Flags::ACK };
+        let mut h = self.header(now, self.iss, flags);
+        h.options.mss = Some(self.config.mss);
+        let answering = self.state == State::SynReceived;
+        // In a SYN-ACK, offer only what the peer offered (RFC 7323 §2.2, §3.2; RFC 2018 §2).
+        if self.config.window_scaling && (!answering || self.ws_enabled) {
+            h.options.window_scale = Some(self.rcv_wscale);
+        }
+        if self.config.sack && (!answering || self.sack_enabled) {
+            h.options.sack_permitted = true;
+        }
+        if self.config.timestamps && (!answering || self.ts_enabled) {
+            let tsval = timestamp_ms(self.ts_epoch, now, self.ts_offset);
+            h.options.timestamps = Some((tsval, if answering { self.ts_recent } else { 0 }));
+        } else {
+            h.options.timestamps = None;
+        }
+        h
+    }
+
+    fn arm_retransmit(&mut self, now: Instant) {
+        if self.retransmit_deadline.is_none() {
+            self.retransmit_deadline = Some(now + self.rtt.rto());
+        }
+    }
+
+    fn arm_persist(&mut self, now: Instant) {
+        let base = self.rtt.rto().max(self.config.rto_min);
+        let backoff = base * (1u32 << self.persist_backoff.min(10));
+        self.persist_deadline = Some(now + backoff.min(self.config.rto_max));
+    }
+
+    fn arm_keepalive(&mut self, now: Instant) {
+        if let Some((idle, _, _)) = self.config.keepalive {
+            self.keepalive_deadline = Some(now + idle);
+        }
+    }
+
+    /// The next segment to send, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
+        let seg = self.next_segment(now)?;
+        if seg.header.flags.ack() {
+            self.last_ack_sent = seg.header.ack;
+            self.ack_now = false;
+            self.segments_unacked = 0;
+            self.delayed_ack_deadline = None;
+        }
+        self.trace_segment_out(now, &seg.header, seg.payload.len());
+        Some(seg)
+    }
+
+    fn next_segment(&mut self, now: Instant) -> Option<Segment> {
+        if let Some(h) = self.rst_owed.take() {
+            return Some(Segment { header: h, payload: Vec::new() });
+        }
+        match self.state {
+            State::Closed | State::Listen => return None,
+            State::SynSent | State::SynReceived => {
+                if self.syn_owed {
+                    self.syn_owed = false;
+                    let h = self.syn_header(now);
+                    self.snd_nxt = self.iss + 1u32;
+                    self.snd_max = self.snd_max.max(self.snd_nxt);
+                    self.arm_retransmit(now);
+                    if self.retries == 0 && !self.ts_enabled {
+                        self.rtt_probe = Some((self.iss + 1u32, now));
+                    }
+                    return Some(Segment { header: h, payload: Vec::new() });
+                }
+                if self.state == State::SynSent {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        if let Some(p) = self.queue_probe.take() {
+            return Some(p);
+        }
+        if self.state.is_synchronized() || self.state == State::SynReceived {
+            if let Some(seg) = self.retransmission(now) {
+                return Some(seg);
+            }
+            if let Some(seg) = self.new_data(now) {
+                return Some(seg);
+            }
+        }
+        if self.ack_now && self.state != State::SynSent {
+            // SND.MAX, not SND.NXT: after a timeout SND.NXT goes back to SND.UNA, and an
+            // ACK numbered below what the peer already received would be outside its
+            // window and dropped with the acknowledgment it carries.
+            let h = self.header(now, self.snd_max, Flags::ACK);
+            return Some(Segment { header: h, payload: Vec::new() });
+        }
+        None
+    }
+
+    /// In recovery: resend the next hole (one segment per call).
+    fn retransmission(&mut self, now: Instant) -> Option<Segment> {
+        let at = self.rtx_next?;
+        if at >= self.snd_max || at < self.snd_una {
+            self.rtx_next = None;
+            return None;
+        }
+        let end = self.data_end();
+        let mut len = if at < end { (end - at).min(self.snd_mss) } else { 0 };
+        // Stop at the next SACKed range.
+        if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > at) {
+            len = len.min(l - at);
+        }
+        let with_fin = self.fin_seq == Some(at + len);
+        if len == 0 && !with_fin {
+            self.rtx_next = None;
+            return None;
+        }
+        let mut payload = Vec::with_capacity(len);
+        self.send_buf.copy_out(at - self.snd_una, len, &mut payload);
+        let mut flags = Flags::ACK;
+        if with_fin {
+            flags |= Flags::FIN;
+        }
+        let h = self.header(now, at, flags);
+        let next = at + len + usize::from(with_fin);
+        // With SACK, move to the next hole; without, NewReno sends one segment per (partial) ACK.
+        self.rtx_next = if self.sack_enabled {
+            let hole = self.next_hole(next);
+            (hole < self.snd_max && hole < self.recovery.unwrap_or(self.snd_max)).then_some(hole)
+        } else {
+            None
+        };
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::Retransmit { at: now, seq: at, len, fast: true });
+        }
+        self.arm_retransmit(now);
+        Some(Segment { header: h, payload })
+    }
+
+    fn in_flight(&self) -> usize {
+        let outstanding = self.snd_nxt - self.snd_una;
+        outstanding.saturating_sub(self.sacked_bytes())
+    }
+
+    fn new_data(&mut self, now: Instant) -> Option<Segment> {
+        if !matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing
+        ) {
+            return None;
+        }
+        let end = self.data_end();
+        // Skip what the peer already holds (after an RTO the scoreboard is empty).
+        while self.snd_nxt < end && self.is_sacked(self.snd_nxt) {
+            self.snd_nxt = self.next_hole(self.snd_nxt);
+        }
+        let unsent = if self.snd_nxt < end { end - self.snd_nxt } else { 0 };
+        let window = self.snd_wnd.min(self.cc.window());
+        let usable = window.saturating_sub(self.in_flight());
+        let mut len = unsent.min(usable).min(self.snd_mss);
+        if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > self.snd_nxt) {
+            len = len.min(l - self.snd_nxt);
+        }
+        if self.fin_acked() {
+            return None;
+        }
+        // The FIN goes once all data is out (SND.NXT then passes it), and again
+        // after a timeout sent SND.NXT back.
+        let fin_owed = self.fin_queued && self.snd_nxt + len == end;
+
+        if len == 0 && !fin_owed {
+            if unsent > 0 && self.snd_wnd == 0 && self.snd_nxt == self.snd_una && self.persist_deadline.is_none() {
+                self.arm_persist(now);
+            }
+            return None;
+        }
+        if len > 0 && len < self.snd_mss && !fin_owed {
+            // Nagle (RFC 9293 §3.7.4) and sender SWS avoidance (§3.8.6.2.1):
+            // hold a small segment while data is unacknowledged, unless it is
+            // all there is and nodelay is set, or it is half the peer's largest window.
+            let outstanding = self.snd_nxt > self.snd_una;
+            let all_of_it = len == unsent;
+            let big_enough = len >= self.max_snd_wnd / 2 && self.max_snd_wnd > 0;
+            let nagle_ok = self.config.nodelay || !outstanding;
+            if !(big_enough || (all_of_it && nagle_ok)) {
+                return None;
+            }
+        }
+        let mut payload = Vec::with_capacity(len);
+        self.send_buf.copy_out(self.snd_nxt - self.snd_una, len, &mut payload);
+        let mut flags = Flags::ACK;
+        if len > 0 && len == unsent {
+            flags |= Flags::PSH;
+        }
+        if fin_owed {
+            flags |= Flags::FIN;
+        }
+        let seq = self.snd_nxt;
+        let h = self.header(now, seq, flags);
+        let is_retransmission = seq < self.snd_max;
+        if fin_owed {
+            self.fin_seq = Some(seq + len);
+        }
+        self.snd_nxt = seq + len + usize::from(fin_owed);
+        self.snd_max = self.snd_max.max(self.snd_nxt);
+        if !is_retransmission && self.rtt_probe.is_none() && !self.ts_enabled && len > 0 {
+            self.rtt_probe = Some((self.snd_nxt, now));
+        }
+        if is_retransmission && self.config.trace {
+            self.trace.push_back(TraceEvent::Retransmit { at: now, seq, len, fast: false });
+        }
+        self.arm_retransmit(now);
+        Some(Segment { header: h, payload })
+    }
+
+    // ----- tracing -----
+
+    fn trace_segment_in(&mut self, now: Instant, h: &Header, len: usize) {
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::SegmentIn { at: now, header: *h, len });
+        }
+    }
+
+    fn trace_segment_out(&mut self, now: Instant, h: &Header, len: usize) {
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::SegmentOut { at: now, header: *h, len });
+        }
+    }
+
+    fn trace_timer(&mut self, now: Instant, timer: TimerKind) {
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::TimerFired { at: now, timer });
+        }
+    }
+
+    fn trace_drop(&mut self, now: Instant, reason: &'static str) {
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::Dropped { at: now, reason });
+        }
+    }
+
+    fn trace_cwnd(&mut self, now: Instant) {
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::CongestionWindow {
+                at: now,
+                cwnd: self.cc.window(),
+                ssthresh: self.cc.ssthresh(),
+            });
+        }
+    }
+
+    /// The initial receive sequence number (for tests and traces).
+    pub fn irs(&self) -> SeqNum {
+        self.irs
+    }
+
+    pub fn iss(&self) -> SeqNum {
+        self.iss
+    }
+}
+
+impl Connection {
+    /// For a listener: the SYN-ACK went out already (as a SYN cookie).
+    pub(crate) fn mark_syn_ack_sent(&mut self, now: Instant) {
+        let _ = self.next_segment(now);
+        self.retransmit_deadline = None;
+    }
+
+    /// For a listener: what a connection that just closed still owes (its RST).
+    pub(crate) fn poll_transmit_closed(&mut self) -> Option<Segment> {
+        self.rst_owed.take().map(|header| Segment { header, payload: Vec::new() })
+    }
+}

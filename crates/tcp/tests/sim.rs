@@ -1,0 +1,359 @@
+//! Two engines through a simulated link with loss, duplication, reordering
+//! and delay, under a fake clock: every byte arrives exactly once and in
+//! order, in both directions, and both ends finish cleanly.
+
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use oxcat_tcp::{Config, Connection, Header, IsnGenerator, Listener, RecvError, SeqNum, State};
+use proptest::prelude::*;
+
+/// xorshift64*: deterministic, seeded, good enough for fault injection.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// True with probability `p` (0..=1).
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    loss: f64,
+    dup: f64,
+    reorder: f64,
+    delay_ms: u64,
+    jitter_ms: u64,
+}
+
+#[derive(PartialEq, Eq)]
+struct InFlight {
+    at: Instant,
+    order: u64,
+    to_server: bool,
+    header: Header,
+    payload: Vec<u8>,
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // A min-heap on (at, order).
+        other.at.cmp(&self.at).then(other.order.cmp(&self.order))
+    }
+}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+struct Link {
+    heap: BinaryHeap<InFlight>,
+    rng: Rng,
+    faults: Faults,
+    order: u64,
+    sent: u64,
+    verbose: bool,
+    t0: Instant,
+}
+
+impl Link {
+    fn send(&mut self, now: Instant, to_server: bool, header: Header, payload: Vec<u8>) {
+        self.sent += 1;
+        if self.verbose {
+            eprintln!("{:>10.3} {} {:?} len {}", (now - self.t0).as_secs_f64() * 1000.0, if to_server { "C>S" } else { "S>C" }, header, payload.len());
+        }
+        if self.rng.chance(self.faults.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut delay = self.faults.delay_ms + self.rng.below(self.faults.jitter_ms + 1);
+            if self.rng.chance(self.faults.reorder) {
+                delay += self.rng.below(3 * self.faults.delay_ms + 5);
+            }
+            self.order += 1;
+            self.heap.push(InFlight {
+                at: now + Duration::from_millis(delay),
+                order: self.order,
+                to_server,
+                header,
+                payload: payload.clone(),
+            });
+        }
+    }
+}
+
+struct Outcome {
+    client_got: Vec<u8>,
+    server_got: Vec<u8>,
+    client_state: State,
+    server_state: Option<State>,
+    reasons: String,
+    segments: u64,
+    elapsed: Duration,
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed | 1);
+    (0..len).map(|_| r.next() as u8).collect()
+}
+
+fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Outcome {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut link = Link {
+        heap: BinaryHeap::new(),
+        rng: Rng(seed | 1),
+        faults,
+        order: 0,
+        sent: 0,
+        verbose: std::env::var_os("SIM_TRACE").is_some(),
+        t0,
+    };
+    let c_data = pattern(c_len, seed ^ 0xc1);
+    let s_data = pattern(s_len, seed ^ 0x5e);
+    let iss = SeqNum((seed as u32).wrapping_mul(2654435761));
+    let mut client = Connection::connect(cfg.clone(), now, iss);
+    let mut listener: Listener<u8> = Listener::new(cfg.clone(), 4, IsnGenerator::new(seed, t0), t0);
+    let mut server: Option<Connection> = None;
+    let (mut c_sent, mut s_sent) = (0usize, 0usize);
+    let (mut c_shut, mut s_shut) = (false, false);
+    let (mut client_got, mut server_got) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 65536];
+    // Simulated time is free: heavy loss with backed-off timers (up to 120 s) may need hours.
+    let limit = t0 + Duration::from_secs(48 * 3600);
+
+    for _step in 0..2_000_000 {
+        // Applications: write what fits, read what is there, shut down when done.
+        if c_sent < c_data.len() {
+            if let Ok(n) = client.send(&c_data[c_sent..]) {
+                c_sent += n;
+            }
+        } else if !c_shut && client.state() == State::Established || (!c_shut && c_sent == c_data.len() && client.state() == State::CloseWait) {
+            client.shutdown_write(now);
+            c_shut = true;
+        }
+        while let Ok(n) = client.recv(&mut buf) {
+            client_got.extend_from_slice(&buf[..n]);
+        }
+        if let Some(s) = server.as_mut() {
+            if s_sent < s_data.len() {
+                if let Ok(n) = s.send(&s_data[s_sent..]) {
+                    s_sent += n;
+                }
+            } else if !s_shut && matches!(s.state(), State::Established | State::CloseWait) {
+                s.shutdown_write(now);
+                s_shut = true;
+            }
+            while let Ok(n) = s.recv(&mut buf) {
+                server_got.extend_from_slice(&buf[..n]);
+            }
+        }
+
+        // Transmit.
+        while let Some(seg) = client.poll_transmit(now) {
+            link.send(now, true, seg.header, seg.payload);
+        }
+        while let Some((_, seg)) = listener.poll_transmit(now) {
+            link.send(now, false, seg.header, seg.payload);
+        }
+        if let Some(s) = server.as_mut() {
+            while let Some(seg) = s.poll_transmit(now) {
+                link.send(now, false, seg.header, seg.payload);
+            }
+        }
+
+        let client_done = matches!(client.state(), State::Closed | State::TimeWait);
+        let server_done = server.as_ref().is_some_and(|s| matches!(s.state(), State::Closed | State::TimeWait));
+        let reads_done = matches!(client.recv(&mut buf), Err(RecvError::Finished) | Err(RecvError::Closed(_)))
+            && server.as_mut().is_some_and(|s| matches!(s.recv(&mut buf), Err(RecvError::Finished) | Err(RecvError::Closed(_))));
+        if client_done && server_done && reads_done {
+            break;
+        }
+
+        // Advance the clock to the next thing that happens.
+        let next = [
+            link.heap.peek().map(|p| p.at),
+            client.poll_timeout(),
+            listener.poll_timeout(),
+            server.as_ref().and_then(|s| s.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            if link.verbose {
+                eprintln!("no more events: client {client:?} timeout {:?}; server {:?}", client.poll_timeout(), server.as_ref().map(|s| (format!("{s:?}"), s.poll_timeout())));
+            }
+            break;
+        };
+        if next > limit {
+            if link.verbose {
+                eprintln!("past the limit: client {client:?} timeout {:?}", client.poll_timeout().map(|t| t - t0));
+            }
+            break;
+        }
+        now = now.max(next);
+
+        while link.heap.peek().is_some_and(|p| p.at <= now) {
+            let Some(p) = link.heap.pop() else { break };
+            if p.to_server {
+                match server.as_mut() {
+                    Some(s) => s.handle_segment(now, &p.header, &p.payload),
+                    None => {
+                        listener.handle_segment(now, 1, &p.header, &p.payload);
+                        if let Some((_, c)) = listener.accept() {
+                            server = Some(c);
+                        }
+                    }
+                }
+            } else {
+                client.handle_segment(now, &p.header, &p.payload);
+            }
+        }
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        if listener.poll_timeout().is_some_and(|t| t <= now) {
+            listener.handle_timeout(now);
+            if server.is_none() {
+                if let Some((_, c)) = listener.accept() {
+                    server = Some(c);
+                }
+            }
+        }
+        if let Some(s) = server.as_mut() {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+    }
+    Outcome {
+        client_got,
+        server_got,
+        client_state: client.state(),
+        server_state: server.as_ref().map(|s| s.state()),
+        reasons: format!(
+            "client {:?} {:?}, server {:?}, sent c {c_sent} s {s_sent}",
+            client.state(),
+            client.close_reason(),
+            server.as_ref().map(|s| (s.state(), s.close_reason()))
+        ),
+        segments: link.sent,
+        elapsed: now - t0,
+    }
+}
+
+fn check(o: &Outcome, c_len: usize, s_len: usize, seed: u64) {
+    let c_data = pattern(c_len, seed ^ 0xc1);
+    let s_data = pattern(s_len, seed ^ 0x5e);
+    assert_eq!(o.server_got.len(), c_data.len(), "client->server length; {}", o.reasons);
+    assert!(o.server_got == c_data, "client->server bytes differ");
+    assert_eq!(o.client_got.len(), s_data.len(), "server->client length; {}", o.reasons);
+    assert!(o.client_got == s_data, "server->client bytes differ");
+    assert!(matches!(o.client_state, State::Closed | State::TimeWait), "client ended in {:?}", o.client_state);
+    assert!(
+        matches!(o.server_state, Some(State::Closed | State::TimeWait)),
+        "server ended in {:?}",
+        o.server_state
+    );
+}
+
+const CLEAN: Faults = Faults { loss: 0.0, dup: 0.0, reorder: 0.0, delay_ms: 10, jitter_ms: 0 };
+
+#[test]
+fn clean_link_moves_a_megabyte_each_way() {
+    let o = run(1, CLEAN, 1 << 20, 1 << 20, Config::default());
+    check(&o, 1 << 20, 1 << 20, 1);
+    // 1 MiB at 10 ms one-way: slow start from IW10 needs a handful of round trips, not seconds.
+    assert!(o.elapsed < Duration::from_secs(5), "took {:?} of simulated time", o.elapsed);
+    // No loss, so no retransmissions: data segments plus (delayed) ACKs, well under two per MSS.
+    let data_segments = 2 * (1u64 << 20) / 1460;
+    assert!(o.segments < 2 * data_segments, "{} segments for {data_segments} data segments", o.segments);
+}
+
+#[test]
+fn lossy_link_delivers_everything() {
+    let f = Faults { loss: 0.1, dup: 0.05, reorder: 0.2, delay_ms: 20, jitter_ms: 5 };
+    let o = run(7, f, 300_000, 200_000, Config::default());
+    check(&o, 300_000, 200_000, 7);
+}
+
+#[test]
+fn without_options_newreno_still_delivers() {
+    let cfg = Config {
+        sack: false,
+        timestamps: false,
+        window_scaling: false,
+        congestion: oxcat_tcp::congestion::Algorithm::NewReno,
+        ..Config::default()
+    };
+    let f = Faults { loss: 0.05, dup: 0.02, reorder: 0.1, delay_ms: 15, jitter_ms: 3 };
+    let o = run(11, f, 200_000, 50_000, cfg);
+    check(&o, 200_000, 50_000, 11);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn any_faults_deliver_exactly_once_in_order(
+        seed in any::<u64>(),
+        loss in 0.0f64..0.3,
+        dup in 0.0f64..0.1,
+        reorder in 0.0f64..0.3,
+        delay_ms in 1u64..60,
+        jitter_ms in 0u64..20,
+        c_len in 0usize..40_000,
+        s_len in 0usize..40_000,
+        sack in any::<bool>(),
+        timestamps in any::<bool>(),
+        small_buffers in any::<bool>(),
+    ) {
+        let faults = Faults { loss, dup, reorder, delay_ms, jitter_ms };
+        let mut cfg = Config { sack, timestamps, ..Config::default() };
+        if small_buffers {
+            cfg.recv_buffer = 4096;
+            cfg.send_buffer = 4096;
+            cfg.mss = 536;
+        }
+        let o = run(seed, faults, c_len, s_len, cfg);
+        check(&o, c_len, s_len, seed);
+    }
+}
+
+#[test]
+#[ignore = "debugging aid"]
+fn replay_clean() {
+    let o = run(1, CLEAN, 1 << 20, 1 << 20, Config::default());
+    check(&o, 1 << 20, 1 << 20, 1);
+    eprintln!("took {:?}", o.elapsed);
+}
+
+#[test]
+#[ignore = "debugging aid: SIM_TRACE=1 cargo test -p oxcat-tcp --test sim replay -- --ignored --nocapture"]
+fn replay() {
+    let seed: u64 = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let f = Faults { loss: 0.27, dup: 0.0, reorder: 0.216, delay_ms: 51, jitter_ms: 0 };
+    let cfg = Config { sack: false, timestamps: true, recv_buffer: 4096, send_buffer: 4096, mss: 536, ..Config::default() };
+    let o = run(seed, f, 22513, 3752, cfg);
+    eprintln!("elapsed {:?}; {}", o.elapsed, o.reasons);
+    check(&o, 22513, 3752, seed);
+}
