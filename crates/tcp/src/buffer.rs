@@ -16,12 +16,17 @@ pub struct SendBuffer {
 
 impl SendBuffer {
     pub fn new(capacity: usize) -> Self {
-        SendBuffer { bytes: VecDeque::new(), capacity }
+        SendBuffer {
+            bytes: VecDeque::new(),
+            capacity,
+        }
     }
 
     /// Appends as much of `data` as fits; returns how much.
     pub fn push(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.capacity.saturating_sub(self.bytes.len()));
+        let n = data
+            .len()
+            .min(self.capacity.saturating_sub(self.bytes.len()));
         self.bytes.extend(&data[..n]);
         n
     }
@@ -77,11 +82,21 @@ pub struct RecvBuffer {
 
 impl RecvBuffer {
     pub fn new(capacity: usize) -> Self {
-        RecvBuffer { readable: VecDeque::new(), pieces: Vec::new(), latest: None, capacity }
+        RecvBuffer {
+            readable: VecDeque::new(),
+            pieces: Vec::new(),
+            latest: None,
+            capacity,
+        }
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Grows (or shrinks) the buffer's limit; bytes already held stay.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
     }
 
     /// Bytes the application can read now.
@@ -186,7 +201,11 @@ impl RecvBuffer {
                 merged_end = pe;
             }
         }
-        let at = self.pieces.iter().position(|(ps, _)| *ps > start).unwrap_or(self.pieces.len());
+        let at = self
+            .pieces
+            .iter()
+            .position(|(ps, _)| *ps > start)
+            .unwrap_or(self.pieces.len());
         self.pieces.insert(at, (start, bytes));
         self.latest = Some(start);
     }
@@ -238,8 +257,15 @@ mod tests {
         let base = SeqNum(1000);
         assert_eq!(r.insert(base, base + 5u32, b"fghij", 100), 0);
         assert_eq!(r.insert(base, base + 15u32, b"pq", 100), 0);
-        assert_eq!(r.sack_blocks(4), vec![(base + 15u32, base + 17u32), (base + 5u32, base + 10u32)]);
-        assert_eq!(r.insert(base, base, b"abcde", 100), 10, "the hole filled: 10 bytes in order");
+        assert_eq!(
+            r.sack_blocks(4),
+            vec![(base + 15u32, base + 17u32), (base + 5u32, base + 10u32)]
+        );
+        assert_eq!(
+            r.insert(base, base, b"abcde", 100),
+            10,
+            "the hole filled: 10 bytes in order"
+        );
         let mut buf = [0u8; 32];
         let n = r.read(&mut buf);
         assert_eq!(&buf[..n], b"abcdefghij");

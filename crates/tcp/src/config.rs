@@ -8,8 +8,12 @@ use crate::congestion::Algorithm;
 pub struct Config {
     /// The MSS we announce: the largest segment we accept (RFC 9293 §3.7.1).
     pub mss: u16,
-    /// Receive buffer size in bytes (the most we advertise).
+    /// Receive buffer cap in bytes: the most autotuning grows to, and what
+    /// the window scale is chosen for.
     pub recv_buffer: usize,
+    /// Receive buffer to start with; autotuning grows it with the measured
+    /// bandwidth·RTT (as Linux's tcp_rmem), up to `recv_buffer`.
+    pub recv_buffer_initial: usize,
     /// Send buffer size in bytes (the most `send` accepts before it returns short).
     pub send_buffer: usize,
     /// Offer window scaling (RFC 7323 §2).
@@ -48,7 +52,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             mss: 1460,
-            recv_buffer: 256 * 1024,
+            recv_buffer: 4 * 1024 * 1024,
+            recv_buffer_initial: 64 * 1024,
             send_buffer: 256 * 1024,
             window_scaling: true,
             timestamps: true,

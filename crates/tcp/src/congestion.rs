@@ -54,7 +54,12 @@ pub struct NewReno {
 
 impl NewReno {
     pub fn new(mss: usize, iw: u32) -> Self {
-        NewReno { cwnd: initial_cwnd(mss, iw), ssthresh: usize::MAX, mss, acked_in_ca: 0 }
+        NewReno {
+            cwnd: initial_cwnd(mss, iw),
+            ssthresh: usize::MAX,
+            mss,
+            acked_in_ca: 0,
+        }
     }
 }
 
@@ -172,7 +177,10 @@ impl Controller for Cubic {
         }
         self.acked_in_ca += acked;
         let cwnd_seg = self.segments();
-        let rtt = self.min_rtt.unwrap_or(Duration::from_millis(100)).as_secs_f64();
+        let rtt = self
+            .min_rtt
+            .unwrap_or(Duration::from_millis(100))
+            .as_secs_f64();
         let t = now.saturating_duration_since(epoch).as_secs_f64() + rtt;
         // §4.2 eq. 1: W_cubic(t) = C*(t-K)^3 + W_max
         let w_cubic = CUBIC_C * (t - self.k).powi(3) + self.w_max;
@@ -201,7 +209,11 @@ impl Controller for Cubic {
     fn on_congestion_event(&mut self, now: Instant, _in_flight: usize) {
         let cwnd_seg = self.segments();
         // §4.7 fast convergence
-        self.w_max = if cwnd_seg < self.w_last_max { cwnd_seg * (1.0 + CUBIC_BETA) / 2.0 } else { cwnd_seg };
+        self.w_max = if cwnd_seg < self.w_last_max {
+            cwnd_seg * (1.0 + CUBIC_BETA) / 2.0
+        } else {
+            cwnd_seg
+        };
         self.w_last_max = cwnd_seg;
         // §4.6: ssthresh = cwnd * beta, at least 2 segments
         let reduced = ((cwnd_seg * CUBIC_BETA) * self.mss as f64) as usize;
@@ -269,7 +281,11 @@ mod tests {
         }
         let before = c.window();
         c.on_congestion_event(t0, before);
-        assert_eq!(c.window(), ((before as f64 / 1000.0) * 0.7 * 1000.0) as usize, "RFC 9438 4.6: cwnd * 0.7");
+        assert_eq!(
+            c.window(),
+            ((before as f64 / 1000.0) * 0.7 * 1000.0) as usize,
+            "RFC 9438 4.6: cwnd * 0.7"
+        );
         let after_loss = c.window();
         let mut t = t0;
         for _ in 0..2000 {
@@ -277,6 +293,9 @@ mod tests {
             c.on_ack(t, 1000, Some(Duration::from_millis(10)));
         }
         assert!(c.window() > after_loss, "CUBIC grows again after a loss");
-        assert!(c.window() >= before, "and reaches W_max again after K seconds");
+        assert!(
+            c.window() >= before,
+            "and reaches W_max again after K seconds"
+        );
     }
 }

@@ -81,6 +81,8 @@ pub struct Connection {
     pending_fin: Option<SeqNum>,
     /// The application closed its read side: arriving data resets the connection.
     read_closed: bool,
+    /// Receive autotuning: when the current measurement began, and RCV.NXT then.
+    autotune_from: Option<(Instant, SeqNum)>,
 
     // Options, as negotiated.
     snd_mss: usize,
@@ -153,10 +155,14 @@ impl Connection {
     fn blank(config: Config, now: Instant, iss: SeqNum) -> Connection {
         let rtt = RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max);
         let cc = congestion::new(config.congestion, DEFAULT_SEND_MSS, config.initial_window);
-        let rcv_wscale = if config.window_scaling { config.recv_window_shift() } else { 0 };
+        let rcv_wscale = if config.window_scaling {
+            config.recv_window_shift()
+        } else {
+            0
+        };
         Connection {
             send_buf: SendBuffer::new(config.send_buffer),
-            recv_buf: RecvBuffer::new(config.recv_buffer),
+            recv_buf: RecvBuffer::new(config.recv_buffer_initial.min(config.recv_buffer)),
             state: State::Closed,
             iss,
             snd_una: iss,
@@ -174,6 +180,7 @@ impl Connection {
             fin_received: false,
             pending_fin: None,
             read_closed: false,
+            autotune_from: None,
             snd_mss: DEFAULT_SEND_MSS,
             ws_enabled: false,
             snd_wscale: 0,
@@ -261,7 +268,8 @@ impl Connection {
 
     /// Room in the send buffer.
     pub fn send_capacity(&self) -> usize {
-        if self.state.can_send() || self.state == State::SynSent || self.state == State::SynReceived {
+        if self.state.can_send() || self.state == State::SynSent || self.state == State::SynReceived
+        {
             self.send_buf.free()
         } else {
             0
@@ -329,7 +337,11 @@ impl Connection {
                 return Err(RecvError::Finished);
             }
             if let Some(r) = self.close_reason {
-                return Err(if r == CloseReason::Normal { RecvError::Finished } else { RecvError::Closed(r) });
+                return Err(if r == CloseReason::Normal {
+                    RecvError::Finished
+                } else {
+                    RecvError::Closed(r)
+                });
             }
             return Err(RecvError::WouldBlock);
         }
@@ -378,7 +390,11 @@ impl Connection {
     pub fn abort(&mut self, now: Instant) {
         if matches!(
             self.state,
-            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 | State::CloseWait
+            State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
         ) {
             self.rst_owed = Some(Header {
                 seq: self.snd_nxt,
@@ -490,7 +506,8 @@ impl Connection {
         }
         self.persist_backoff = (self.persist_backoff + 1).min(10);
         let mut payload = Vec::new();
-        self.send_buf.copy_out(self.snd_nxt - self.snd_una, 1, &mut payload);
+        self.send_buf
+            .copy_out(self.snd_nxt - self.snd_una, 1, &mut payload);
         let h = self.header(now, self.snd_nxt, Flags::ACK);
         self.snd_max = self.snd_max.max(self.snd_nxt + 1u32);
         self.queue_probe = Some(Segment { header: h, payload });
@@ -498,7 +515,9 @@ impl Connection {
     }
 
     fn on_keepalive_timeout(&mut self, now: Instant) {
-        let Some((idle, interval, count)) = self.config.keepalive else { return };
+        let Some((idle, interval, count)) = self.config.keepalive else {
+            return;
+        };
         if self.state != State::Established {
             return;
         }
@@ -509,7 +528,10 @@ impl Connection {
         self.keepalive_sent += 1;
         // RFC 9293 §3.8.4: a segment with SEG.SEQ = SND.NXT-1 and no data draws an ACK.
         let h = self.header(now, self.snd_max + u32::MAX, Flags::ACK);
-        self.queue_probe = Some(Segment { header: h, payload: Vec::new() });
+        self.queue_probe = Some(Segment {
+            header: h,
+            payload: Vec::new(),
+        });
         let _ = idle;
         self.keepalive_deadline = Some(now + interval);
     }
@@ -590,14 +612,16 @@ impl Connection {
             (_, 0) => false,
             (_, _) => {
                 let last = seq + (seg_len as u32 - 1);
-                seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd) || last.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
+                seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
+                    || last.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
             }
         }
     }
 
     fn on_segment_synchronized(&mut self, now: Instant, h: &Header, payload: &[u8]) {
         // SYN-RECEIVED reached through a retransmitted SYN of the same peer: answer again.
-        if self.state == State::SynReceived && h.flags.syn() && !h.flags.ack() && h.seq == self.irs {
+        if self.state == State::SynReceived && h.flags.syn() && !h.flags.ack() && h.seq == self.irs
+        {
             self.syn_owed = true;
             return;
         }
@@ -606,7 +630,9 @@ impl Connection {
         if self.ts_enabled && !h.flags.rst() {
             if let Some((tsval, _)) = h.options.timestamps {
                 let stale = (tsval.wrapping_sub(self.ts_recent) as i32) < 0;
-                let recent_valid = self.ts_recent_at.is_some_and(|t| now.saturating_duration_since(t) < PAWS_IDLE);
+                let recent_valid = self
+                    .ts_recent_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < PAWS_IDLE);
                 if stale && recent_valid {
                     self.ack_now = true;
                     self.trace_drop(now, "PAWS: old timestamp");
@@ -632,7 +658,11 @@ impl Connection {
         // Second: RST (RFC 5961 §3.2).
         if h.flags.rst() {
             if h.seq == self.rcv_nxt {
-                let reason = if self.state == State::SynReceived { CloseReason::Refused } else { CloseReason::Reset };
+                let reason = if self.state == State::SynReceived {
+                    CloseReason::Refused
+                } else {
+                    CloseReason::Reset
+                };
                 self.finish(now, reason);
             } else {
                 // In the window but not exact: a challenge ACK, no reset.
@@ -667,7 +697,11 @@ impl Connection {
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = h.seq;
                 self.snd_wl2 = h.ack;
-                let next = if self.fin_queued { State::FinWait1 } else { State::Established };
+                let next = if self.fin_queued {
+                    State::FinWait1
+                } else {
+                    State::Established
+                };
                 self.set_state(now, next);
                 self.events.push_back(Event::Connected);
             } else {
@@ -836,7 +870,10 @@ impl Connection {
         } else {
             self.retransmit_deadline = None;
         }
-        if data_acked > 0 && (self.writable_owed || self.send_buf.free() > 0) && self.state.can_send() {
+        if data_acked > 0
+            && (self.writable_owed || self.send_buf.free() > 0)
+            && self.state.can_send()
+        {
             if self.writable_owed {
                 self.events.push_back(Event::Writable);
             }
@@ -857,7 +894,8 @@ impl Connection {
             }
             return;
         }
-        let sack_says_lost = self.sack_enabled && self.sacked_bytes() >= DUPACK_THRESHOLD as usize * self.snd_mss;
+        let sack_says_lost =
+            self.sack_enabled && self.sacked_bytes() >= DUPACK_THRESHOLD as usize * self.snd_mss;
         if self.dup_acks >= DUPACK_THRESHOLD || sack_says_lost {
             // Fast retransmit (RFC 5681 §3.2 steps 2-3), recovery until `recover` is acked.
             let flight = self.snd_max - self.snd_una;
@@ -916,9 +954,12 @@ impl Connection {
     fn take_text(&mut self, now: Instant, seq: SeqNum, payload: &[u8]) {
         let window = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
         let had_holes = self.recv_buf.has_pieces();
-        let advanced = self.recv_buf.insert(self.rcv_nxt, seq, payload, window.max(self.recv_buf.free()));
+        let advanced =
+            self.recv_buf
+                .insert(self.rcv_nxt, seq, payload, window.max(self.recv_buf.free()));
         if advanced > 0 {
             self.rcv_nxt += advanced;
+            self.autotune(now);
             self.events.push_back(Event::Readable);
             if had_holes {
                 // Filling a hole: ACK at once (RFC 5681 §4.2).
@@ -940,6 +981,42 @@ impl Connection {
             // Out of order or duplicate: an immediate (duplicate) ACK (RFC 5681 §4.2).
             self.ack_now = true;
         }
+    }
+
+    /// Receive-buffer autotuning (after Linux's tcp_rcv_space_adjust): once
+    /// per RTT, if the peer sent more than half the buffer in that RTT, the
+    /// buffer grows to twice what arrived, up to the configured cap, so the
+    /// window keeps up with bandwidth·RTT.
+    fn autotune(&mut self, now: Instant) {
+        let cap = self.recv_buf.capacity();
+        if cap >= self.config.recv_buffer {
+            return;
+        }
+        let Some((since, from)) = self.autotune_from else {
+            self.autotune_from = Some((now, self.rcv_nxt));
+            return;
+        };
+        let rtt = self
+            .rtt
+            .srtt()
+            .unwrap_or(Duration::from_millis(100))
+            .max(Duration::from_micros(50));
+        if now.saturating_duration_since(since) < rtt {
+            return;
+        }
+        let arrived = self.rcv_nxt - from;
+        if arrived * 2 > cap {
+            let grown = (arrived * 2).max(cap * 2).min(self.config.recv_buffer);
+            self.recv_buf.set_capacity(grown);
+            // The larger window is announced with the next ACK.
+            self.ack_now = true;
+        }
+        self.autotune_from = Some((now, self.rcv_nxt));
+    }
+
+    /// The current receive buffer size (grows with autotuning).
+    pub fn recv_buffer_size(&self) -> usize {
+        self.recv_buf.capacity()
     }
 
     fn take_fin(&mut self, now: Instant) {
@@ -992,7 +1069,10 @@ impl Connection {
     fn take_syn_options(&mut self, now: Instant, syn: &Header) {
         let o = &syn.options;
         let our_mss = self.config.mss as usize;
-        self.snd_mss = o.mss.map(|m| (m as usize).clamp(64, our_mss.max(64))).unwrap_or(DEFAULT_SEND_MSS.min(our_mss));
+        self.snd_mss = o
+            .mss
+            .map(|m| (m as usize).clamp(64, our_mss.max(64)))
+            .unwrap_or(DEFAULT_SEND_MSS.min(our_mss));
         self.cc.set_mss(self.snd_mss);
         // RFC 7323 §2.2: scaling only when both SYNs carry the option.
         match (self.config.window_scaling, o.window_scale) {
@@ -1047,13 +1127,23 @@ impl Connection {
 
     fn owe_rst(&mut self, seq: SeqNum) {
         // §3.10.7.3/§3.10.7.4: <SEQ=SEG.ACK><CTL=RST>.
-        self.rst_owed = Some(Header { seq, ack: SeqNum(0), flags: Flags::RST, window: 0, options: Options::default() });
+        self.rst_owed = Some(Header {
+            seq,
+            ack: SeqNum(0),
+            flags: Flags::RST,
+            window: 0,
+            options: Options::default(),
+        });
     }
 
     fn set_state(&mut self, now: Instant, to: State) {
         if self.state != to {
             if self.config.trace {
-                self.trace.push_back(TraceEvent::StateChange { at: now, from: self.state, to });
+                self.trace.push_back(TraceEvent::StateChange {
+                    at: now,
+                    from: self.state,
+                    to,
+                });
             }
             self.state = to;
         }
@@ -1083,7 +1173,11 @@ impl Connection {
         let current = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
         let growth = free.saturating_sub(current);
         let threshold = (self.recv_buf.capacity() / 2).min(self.config.mss as usize);
-        let wnd = if free > current && growth < threshold && current > 0 { current } else { free.max(current) };
+        let wnd = if free > current && growth < threshold && current > 0 {
+            current
+        } else {
+            free.max(current)
+        };
         let field = (wnd >> self.rcv_wscale).min(65535);
         let real = field << self.rcv_wscale;
         let edge = self.rcv_nxt + real;
@@ -1096,7 +1190,10 @@ impl Connection {
     fn header(&mut self, now: Instant, seq: SeqNum, flags: Flags) -> Header {
         let mut options = Options::default();
         if self.ts_enabled {
-            options.timestamps = Some((timestamp_ms(self.ts_epoch, now, self.ts_offset), self.ts_recent));
+            options.timestamps = Some((
+                timestamp_ms(self.ts_epoch, now, self.ts_offset),
+                self.ts_recent,
+            ));
         }
         let mut flags = flags;
         let mut ack = SeqNum(0);
@@ -1122,11 +1219,21 @@ impl Connection {
             }
             options.sack = blocks;
         }
-        Header { seq, ack, flags, window, options }
+        Header {
+            seq,
+            ack,
+            flags,
+            window,
+            options,
+        }
     }
 
     fn syn_header(&mut self, now: Instant) -> Header {
-        let flags = if self.state == State::SynSent { Flags::SYN } else { Flags::SYN | Flags::ACK };
+        let flags = if self.state == State::SynSent {
+            Flags::SYN
+        } else {
+            Flags::SYN | Flags::ACK
+        };
         let mut h = self.header(now, self.iss, flags);
         h.options.mss = Some(self.config.mss);
         let answering = self.state == State::SynReceived;
@@ -1179,7 +1286,10 @@ impl Connection {
 
     fn next_segment(&mut self, now: Instant) -> Option<Segment> {
         if let Some(h) = self.rst_owed.take() {
-            return Some(Segment { header: h, payload: Vec::new() });
+            return Some(Segment {
+                header: h,
+                payload: Vec::new(),
+            });
         }
         match self.state {
             State::Closed | State::Listen => return None,
@@ -1193,7 +1303,10 @@ impl Connection {
                     if self.retries == 0 && !self.ts_enabled {
                         self.rtt_probe = Some((self.iss + 1u32, now));
                     }
-                    return Some(Segment { header: h, payload: Vec::new() });
+                    return Some(Segment {
+                        header: h,
+                        payload: Vec::new(),
+                    });
                 }
                 if self.state == State::SynSent {
                     return None;
@@ -1217,7 +1330,10 @@ impl Connection {
             // ACK numbered below what the peer already received would be outside its
             // window and dropped with the acknowledgment it carries.
             let h = self.header(now, self.snd_max, Flags::ACK);
-            return Some(Segment { header: h, payload: Vec::new() });
+            return Some(Segment {
+                header: h,
+                payload: Vec::new(),
+            });
         }
         None
     }
@@ -1230,7 +1346,11 @@ impl Connection {
             return None;
         }
         let end = self.data_end();
-        let mut len = if at < end { (end - at).min(self.snd_mss) } else { 0 };
+        let mut len = if at < end {
+            (end - at).min(self.snd_mss)
+        } else {
+            0
+        };
         // Stop at the next SACKed range.
         if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > at) {
             len = len.min(l - at);
@@ -1256,7 +1376,12 @@ impl Connection {
             None
         };
         if self.config.trace {
-            self.trace.push_back(TraceEvent::Retransmit { at: now, seq: at, len, fast: true });
+            self.trace.push_back(TraceEvent::Retransmit {
+                at: now,
+                seq: at,
+                len,
+                fast: true,
+            });
         }
         self.arm_retransmit(now);
         Some(Segment { header: h, payload })
@@ -1270,7 +1395,11 @@ impl Connection {
     fn new_data(&mut self, now: Instant) -> Option<Segment> {
         if !matches!(
             self.state,
-            State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::LastAck
+                | State::Closing
         ) {
             return None;
         }
@@ -1279,7 +1408,11 @@ impl Connection {
         while self.snd_nxt < end && self.is_sacked(self.snd_nxt) {
             self.snd_nxt = self.next_hole(self.snd_nxt);
         }
-        let unsent = if self.snd_nxt < end { end - self.snd_nxt } else { 0 };
+        let unsent = if self.snd_nxt < end {
+            end - self.snd_nxt
+        } else {
+            0
+        };
         let window = self.snd_wnd.min(self.cc.window());
         let usable = window.saturating_sub(self.in_flight());
         let mut len = unsent.min(usable).min(self.snd_mss);
@@ -1294,7 +1427,11 @@ impl Connection {
         let fin_owed = self.fin_queued && self.snd_nxt + len == end;
 
         if len == 0 && !fin_owed {
-            if unsent > 0 && self.snd_wnd == 0 && self.snd_nxt == self.snd_una && self.persist_deadline.is_none() {
+            if unsent > 0
+                && self.snd_wnd == 0
+                && self.snd_nxt == self.snd_una
+                && self.persist_deadline.is_none()
+            {
                 self.arm_persist(now);
             }
             return None;
@@ -1312,7 +1449,8 @@ impl Connection {
             }
         }
         let mut payload = Vec::with_capacity(len);
-        self.send_buf.copy_out(self.snd_nxt - self.snd_una, len, &mut payload);
+        self.send_buf
+            .copy_out(self.snd_nxt - self.snd_una, len, &mut payload);
         let mut flags = Flags::ACK;
         if len > 0 && len == unsent {
             flags |= Flags::PSH;
@@ -1332,7 +1470,12 @@ impl Connection {
             self.rtt_probe = Some((self.snd_nxt, now));
         }
         if is_retransmission && self.config.trace {
-            self.trace.push_back(TraceEvent::Retransmit { at: now, seq, len, fast: false });
+            self.trace.push_back(TraceEvent::Retransmit {
+                at: now,
+                seq,
+                len,
+                fast: false,
+            });
         }
         self.arm_retransmit(now);
         Some(Segment { header: h, payload })
@@ -1342,25 +1485,35 @@ impl Connection {
 
     fn trace_segment_in(&mut self, now: Instant, h: &Header, len: usize) {
         if self.config.trace {
-            self.trace.push_back(TraceEvent::SegmentIn { at: now, header: *h, len });
+            self.trace.push_back(TraceEvent::SegmentIn {
+                at: now,
+                header: *h,
+                len,
+            });
         }
     }
 
     fn trace_segment_out(&mut self, now: Instant, h: &Header, len: usize) {
         if self.config.trace {
-            self.trace.push_back(TraceEvent::SegmentOut { at: now, header: *h, len });
+            self.trace.push_back(TraceEvent::SegmentOut {
+                at: now,
+                header: *h,
+                len,
+            });
         }
     }
 
     fn trace_timer(&mut self, now: Instant, timer: TimerKind) {
         if self.config.trace {
-            self.trace.push_back(TraceEvent::TimerFired { at: now, timer });
+            self.trace
+                .push_back(TraceEvent::TimerFired { at: now, timer });
         }
     }
 
     fn trace_drop(&mut self, now: Instant, reason: &'static str) {
         if self.config.trace {
-            self.trace.push_back(TraceEvent::Dropped { at: now, reason });
+            self.trace
+                .push_back(TraceEvent::Dropped { at: now, reason });
         }
     }
 
@@ -1393,6 +1546,9 @@ impl Connection {
 
     /// For a listener: what a connection that just closed still owes (its RST).
     pub(crate) fn poll_transmit_closed(&mut self) -> Option<Segment> {
-        self.rst_owed.take().map(|header| Segment { header, payload: Vec::new() })
+        self.rst_owed.take().map(|header| Segment {
+            header,
+            payload: Vec::new(),
+        })
     }
 }

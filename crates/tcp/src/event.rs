@@ -49,12 +49,39 @@ pub enum TimerKind {
 /// What happened inside the engine, for traces and diagrams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceEvent {
-    SegmentIn { at: Instant, header: Header, len: usize },
-    SegmentOut { at: Instant, header: Header, len: usize },
-    StateChange { at: Instant, from: State, to: State },
-    Retransmit { at: Instant, seq: SeqNum, len: usize, fast: bool },
-    TimerFired { at: Instant, timer: TimerKind },
-    CongestionWindow { at: Instant, cwnd: usize, ssthresh: usize },
+    SegmentIn {
+        at: Instant,
+        header: Header,
+        len: usize,
+    },
+    SegmentOut {
+        at: Instant,
+        header: Header,
+        len: usize,
+    },
+    StateChange {
+        at: Instant,
+        from: State,
+        to: State,
+    },
+    Retransmit {
+        at: Instant,
+        seq: SeqNum,
+        len: usize,
+        fast: bool,
+    },
+    TimerFired {
+        at: Instant,
+        timer: TimerKind,
+    },
+    CongestionWindow {
+        at: Instant,
+        cwnd: usize,
+        ssthresh: usize,
+    },
     /// A segment was dropped; the reason names the rule (e.g. "not acceptable", "PAWS").
-    Dropped { at: Instant, reason: &'static str },
+    Dropped {
+        at: Instant,
+        reason: &'static str,
+    },
 }

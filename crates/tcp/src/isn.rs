@@ -25,7 +25,12 @@ struct SipHasher24 {
 impl SipHasher24 {
     fn new(k0: u64, k1: u64) -> Self {
         SipHasher24 {
-            v: [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d, k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573],
+            v: [
+                k0 ^ 0x736f6d6570736575,
+                k1 ^ 0x646f72616e646f6d,
+                k0 ^ 0x6c7967656e657261,
+                k1 ^ 0x7465646279746573,
+            ],
             tail: 0,
             ntail: 0,
             length: 0,
@@ -88,7 +93,10 @@ impl IsnGenerator {
     pub fn new(seed: u64, epoch: Instant) -> Self {
         // Spread the seed over both key words.
         let k1 = seed.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
-        IsnGenerator { secret: [seed, k1], epoch }
+        IsnGenerator {
+            secret: [seed, k1],
+            epoch,
+        }
     }
 
     /// The ISN for a connection identified by `id` (its 4-tuple) at `now`.
@@ -132,9 +140,13 @@ mod tests {
         let a = g.isn(t0, &("10.0.0.1", 1000u16, "10.0.0.2", 80u16));
         let b = g.isn(t0, &("10.0.0.1", 1001u16, "10.0.0.2", 80u16));
         assert_ne!(a, b, "different tuples, different ISNs");
-        let later = g.isn(t0 + Duration::from_micros(400), &("10.0.0.1", 1000u16, "10.0.0.2", 80u16));
+        let later = g.isn(
+            t0 + Duration::from_micros(400),
+            &("10.0.0.1", 1000u16, "10.0.0.2", 80u16),
+        );
         assert_eq!(later - a, 100, "M advances every 4 µs");
-        let other_seed = IsnGenerator::new(43, t0).isn(t0, &("10.0.0.1", 1000u16, "10.0.0.2", 80u16));
+        let other_seed =
+            IsnGenerator::new(43, t0).isn(t0, &("10.0.0.1", 1000u16, "10.0.0.2", 80u16));
         assert_ne!(a, other_seed);
     }
 }

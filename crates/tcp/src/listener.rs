@@ -153,15 +153,33 @@ impl<K: Hash + Eq + Copy> Listener<K> {
     }
 
     fn reset(&mut self, key: K, seq: SeqNum, ack: Option<SeqNum>) {
-        let flags = if ack.is_some() { Flags::RST | Flags::ACK } else { Flags::RST };
-        let header = Header { seq, ack: ack.unwrap_or(SeqNum(0)), flags, window: 0, options: Options::default() };
-        self.transmits.push_back((key, Segment { header, payload: Vec::new() }));
+        let flags = if ack.is_some() {
+            Flags::RST | Flags::ACK
+        } else {
+            Flags::RST
+        };
+        let header = Header {
+            seq,
+            ack: ack.unwrap_or(SeqNum(0)),
+            flags,
+            window: 0,
+            options: Options::default(),
+        };
+        self.transmits.push_back((
+            key,
+            Segment {
+                header,
+                payload: Vec::new(),
+            },
+        ));
         self.stats.resets_sent += 1;
     }
 
     /// Moves a connection along after it handled a segment or a timeout.
     fn settle(&mut self, key: K) {
-        let Some(conn) = self.syn_queue.get(&key) else { return };
+        let Some(conn) = self.syn_queue.get(&key) else {
+            return;
+        };
         match conn.state() {
             State::SynReceived => {}
             State::Closed => {
@@ -199,7 +217,10 @@ impl<K: Hash + Eq + Copy> Listener<K> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.syn_queue.values().filter_map(|c| c.poll_timeout()).min()
+        self.syn_queue
+            .values()
+            .filter_map(|c| c.poll_timeout())
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -225,7 +246,9 @@ impl<K: Hash + Eq + Copy> Listener<K> {
 
     /// ISN = hash(key, counter, client ISN) with the MSS index in the low 2 bits.
     fn cookie(&self, key: &K, counter: u64, client_isn: SeqNum, mss_index: u32) -> SeqNum {
-        let h = self.isn.keyed_hash(key, counter ^ ((client_isn.0 as u64) << 8));
+        let h = self
+            .isn
+            .keyed_hash(key, counter ^ ((client_isn.0 as u64) << 8));
         SeqNum((h & !0b11) | mss_index)
     }
 
@@ -239,13 +262,28 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             flags: Flags::SYN | Flags::ACK,
             window: self.config.recv_buffer.min(65535) as u16,
             // A cookie carries only the MSS: the other options need state (as Linux without timestamps).
-            options: Options { mss: Some(self.config.mss), ..Options::default() },
+            options: Options {
+                mss: Some(self.config.mss),
+                ..Options::default()
+            },
         };
-        self.transmits.push_back((key, Segment { header, payload: Vec::new() }));
+        self.transmits.push_back((
+            key,
+            Segment {
+                header,
+                payload: Vec::new(),
+            },
+        ));
         self.stats.syn_cookies_sent += 1;
     }
 
-    fn cookie_connection(&mut self, now: Instant, key: K, h: &Header, payload: &[u8]) -> Option<Connection> {
+    fn cookie_connection(
+        &mut self,
+        now: Instant,
+        key: K,
+        h: &Header,
+        payload: &[u8],
+    ) -> Option<Connection> {
         if self.stats.syn_cookies_sent == 0 || self.accept_queue_full() {
             return None;
         }
@@ -266,7 +304,10 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             ack: SeqNum(0),
             flags: Flags::SYN,
             window: h.window,
-            options: Options { mss: Some(COOKIE_MSS[mss_index as usize]), ..Options::default() },
+            options: Options {
+                mss: Some(COOKIE_MSS[mss_index as usize]),
+                ..Options::default()
+            },
         };
         let mut conn = Connection::accept_syn(self.config.clone(), now, iss, &syn);
         conn.mark_syn_ack_sent(now);

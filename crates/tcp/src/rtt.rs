@@ -18,7 +18,14 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 
 impl RttEstimator {
     pub fn new(initial: Duration, min: Duration, max: Duration) -> Self {
-        RttEstimator { srtt: None, rttvar: Duration::ZERO, rto: initial.clamp(min, max), min, max, backoffs: 0 }
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial.clamp(min, max),
+            min,
+            max,
+            backoffs: 0,
+        }
     }
 
     /// A new RTT measurement R (RFC 6298 §2.2, §2.3).

@@ -151,7 +151,11 @@ pub struct Header {
 
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:?}] seq {} ack {} win {}", self.flags, self.seq, self.ack, self.window)?;
+        write!(
+            f,
+            "[{:?}] seq {} ack {} win {}",
+            self.flags, self.seq, self.ack, self.window
+        )?;
         let o = &self.options;
         if let Some(m) = o.mss {
             write!(f, " mss {m}")?;

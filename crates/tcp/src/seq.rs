@@ -81,7 +81,10 @@ impl Sub for SeqNum {
     #[inline]
     fn sub(self, rhs: SeqNum) -> usize {
         let d = self.diff(rhs);
-        debug_assert!(d >= 0, "sequence subtraction went negative: {self:?} - {rhs:?}");
+        debug_assert!(
+            d >= 0,
+            "sequence subtraction went negative: {self:?} - {rhs:?}"
+        );
         d.max(0) as usize
     }
 }

@@ -20,7 +20,10 @@ pub enum State {
 impl State {
     /// A synchronized state: both ISNs are known (RFC 9293 §3.10.7.4).
     pub fn is_synchronized(self) -> bool {
-        !matches!(self, State::Closed | State::Listen | State::SynSent | State::SynReceived)
+        !matches!(
+            self,
+            State::Closed | State::Listen | State::SynSent | State::SynReceived
+        )
     }
 
     /// The peer may still send us data.

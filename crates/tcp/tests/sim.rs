@@ -77,12 +77,22 @@ impl Link {
     fn send(&mut self, now: Instant, to_server: bool, header: Header, payload: Vec<u8>) {
         self.sent += 1;
         if self.verbose {
-            eprintln!("{:>10.3} {} {:?} len {}", (now - self.t0).as_secs_f64() * 1000.0, if to_server { "C>S" } else { "S>C" }, header, payload.len());
+            eprintln!(
+                "{:>10.3} {} {:?} len {}",
+                (now - self.t0).as_secs_f64() * 1000.0,
+                if to_server { "C>S" } else { "S>C" },
+                header,
+                payload.len()
+            );
         }
         if self.rng.chance(self.faults.loss) {
             return;
         }
-        let copies = if self.rng.chance(self.faults.dup) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.faults.dup) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let mut delay = self.faults.delay_ms + self.rng.below(self.faults.jitter_ms + 1);
             if self.rng.chance(self.faults.reorder) {
@@ -106,6 +116,7 @@ struct Outcome {
     client_state: State,
     server_state: Option<State>,
     reasons: String,
+    server_recv_buffer: usize,
     segments: u64,
     elapsed: Duration,
 }
@@ -146,7 +157,9 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
             if let Ok(n) = client.send(&c_data[c_sent..]) {
                 c_sent += n;
             }
-        } else if !c_shut && client.state() == State::Established || (!c_shut && c_sent == c_data.len() && client.state() == State::CloseWait) {
+        } else if !c_shut && client.state() == State::Established
+            || (!c_shut && c_sent == c_data.len() && client.state() == State::CloseWait)
+        {
             client.shutdown_write(now);
             c_shut = true;
         }
@@ -181,9 +194,18 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
         }
 
         let client_done = matches!(client.state(), State::Closed | State::TimeWait);
-        let server_done = server.as_ref().is_some_and(|s| matches!(s.state(), State::Closed | State::TimeWait));
-        let reads_done = matches!(client.recv(&mut buf), Err(RecvError::Finished) | Err(RecvError::Closed(_)))
-            && server.as_mut().is_some_and(|s| matches!(s.recv(&mut buf), Err(RecvError::Finished) | Err(RecvError::Closed(_))));
+        let server_done = server
+            .as_ref()
+            .is_some_and(|s| matches!(s.state(), State::Closed | State::TimeWait));
+        let reads_done = matches!(
+            client.recv(&mut buf),
+            Err(RecvError::Finished) | Err(RecvError::Closed(_))
+        ) && server.as_mut().is_some_and(|s| {
+            matches!(
+                s.recv(&mut buf),
+                Err(RecvError::Finished) | Err(RecvError::Closed(_))
+            )
+        });
         if client_done && server_done && reads_done {
             break;
         }
@@ -200,13 +222,22 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
         .min();
         let Some(next) = next else {
             if link.verbose {
-                eprintln!("no more events: client {client:?} timeout {:?}; server {:?}", client.poll_timeout(), server.as_ref().map(|s| (format!("{s:?}"), s.poll_timeout())));
+                eprintln!(
+                    "no more events: client {client:?} timeout {:?}; server {:?}",
+                    client.poll_timeout(),
+                    server
+                        .as_ref()
+                        .map(|s| (format!("{s:?}"), s.poll_timeout()))
+                );
             }
             break;
         };
         if next > limit {
             if link.verbose {
-                eprintln!("past the limit: client {client:?} timeout {:?}", client.poll_timeout().map(|t| t - t0));
+                eprintln!(
+                    "past the limit: client {client:?} timeout {:?}",
+                    client.poll_timeout().map(|t| t - t0)
+                );
             }
             break;
         }
@@ -250,6 +281,7 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
         server_got,
         client_state: client.state(),
         server_state: server.as_ref().map(|s| s.state()),
+        server_recv_buffer: server.as_ref().map_or(0, |s| s.recv_buffer_size()),
         reasons: format!(
             "client {:?} {:?}, server {:?}, sent c {c_sent} s {s_sent}",
             client.state(),
@@ -264,11 +296,25 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
 fn check(o: &Outcome, c_len: usize, s_len: usize, seed: u64) {
     let c_data = pattern(c_len, seed ^ 0xc1);
     let s_data = pattern(s_len, seed ^ 0x5e);
-    assert_eq!(o.server_got.len(), c_data.len(), "client->server length; {}", o.reasons);
+    assert_eq!(
+        o.server_got.len(),
+        c_data.len(),
+        "client->server length; {}",
+        o.reasons
+    );
     assert!(o.server_got == c_data, "client->server bytes differ");
-    assert_eq!(o.client_got.len(), s_data.len(), "server->client length; {}", o.reasons);
+    assert_eq!(
+        o.client_got.len(),
+        s_data.len(),
+        "server->client length; {}",
+        o.reasons
+    );
     assert!(o.client_got == s_data, "server->client bytes differ");
-    assert!(matches!(o.client_state, State::Closed | State::TimeWait), "client ended in {:?}", o.client_state);
+    assert!(
+        matches!(o.client_state, State::Closed | State::TimeWait),
+        "client ended in {:?}",
+        o.client_state
+    );
     assert!(
         matches!(o.server_state, Some(State::Closed | State::TimeWait)),
         "server ended in {:?}",
@@ -276,22 +322,48 @@ fn check(o: &Outcome, c_len: usize, s_len: usize, seed: u64) {
     );
 }
 
-const CLEAN: Faults = Faults { loss: 0.0, dup: 0.0, reorder: 0.0, delay_ms: 10, jitter_ms: 0 };
+const CLEAN: Faults = Faults {
+    loss: 0.0,
+    dup: 0.0,
+    reorder: 0.0,
+    delay_ms: 10,
+    jitter_ms: 0,
+};
 
 #[test]
 fn clean_link_moves_a_megabyte_each_way() {
     let o = run(1, CLEAN, 1 << 20, 1 << 20, Config::default());
     check(&o, 1 << 20, 1 << 20, 1);
     // 1 MiB at 10 ms one-way: slow start from IW10 needs a handful of round trips, not seconds.
-    assert!(o.elapsed < Duration::from_secs(5), "took {:?} of simulated time", o.elapsed);
+    assert!(
+        o.elapsed < Duration::from_secs(5),
+        "took {:?} of simulated time",
+        o.elapsed
+    );
+    // Autotuning: the server's buffer grew past its 64 KiB start with the measured bandwidth·RTT.
+    assert!(
+        o.server_recv_buffer > 64 * 1024,
+        "receive buffer stayed at {}",
+        o.server_recv_buffer
+    );
     // No loss, so no retransmissions: data segments plus (delayed) ACKs, well under two per MSS.
     let data_segments = 2 * (1u64 << 20) / 1460;
-    assert!(o.segments < 2 * data_segments, "{} segments for {data_segments} data segments", o.segments);
+    assert!(
+        o.segments < 2 * data_segments,
+        "{} segments for {data_segments} data segments",
+        o.segments
+    );
 }
 
 #[test]
 fn lossy_link_delivers_everything() {
-    let f = Faults { loss: 0.1, dup: 0.05, reorder: 0.2, delay_ms: 20, jitter_ms: 5 };
+    let f = Faults {
+        loss: 0.1,
+        dup: 0.05,
+        reorder: 0.2,
+        delay_ms: 20,
+        jitter_ms: 5,
+    };
     let o = run(7, f, 300_000, 200_000, Config::default());
     check(&o, 300_000, 200_000, 7);
 }
@@ -305,7 +377,13 @@ fn without_options_newreno_still_delivers() {
         congestion: oxcat_tcp::congestion::Algorithm::NewReno,
         ..Config::default()
     };
-    let f = Faults { loss: 0.05, dup: 0.02, reorder: 0.1, delay_ms: 15, jitter_ms: 3 };
+    let f = Faults {
+        loss: 0.05,
+        dup: 0.02,
+        reorder: 0.1,
+        delay_ms: 15,
+        jitter_ms: 3,
+    };
     let o = run(11, f, 200_000, 50_000, cfg);
     check(&o, 200_000, 50_000, 11);
 }
@@ -331,6 +409,7 @@ proptest! {
         let mut cfg = Config { sack, timestamps, ..Config::default() };
         if small_buffers {
             cfg.recv_buffer = 4096;
+            cfg.recv_buffer_initial = 4096;
             cfg.send_buffer = 4096;
             cfg.mss = 536;
         }
@@ -350,9 +429,26 @@ fn replay_clean() {
 #[test]
 #[ignore = "debugging aid: SIM_TRACE=1 cargo test -p oxcat-tcp --test sim replay -- --ignored --nocapture"]
 fn replay() {
-    let seed: u64 = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let f = Faults { loss: 0.27, dup: 0.0, reorder: 0.216, delay_ms: 51, jitter_ms: 0 };
-    let cfg = Config { sack: false, timestamps: true, recv_buffer: 4096, send_buffer: 4096, mss: 536, ..Config::default() };
+    let seed: u64 = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let f = Faults {
+        loss: 0.27,
+        dup: 0.0,
+        reorder: 0.216,
+        delay_ms: 51,
+        jitter_ms: 0,
+    };
+    let cfg = Config {
+        sack: false,
+        timestamps: true,
+        recv_buffer: 4096,
+        recv_buffer_initial: 4096,
+        send_buffer: 4096,
+        mss: 536,
+        ..Config::default()
+    };
     let o = run(seed, f, 22513, 3752, cfg);
     eprintln!("elapsed {:?}; {}", o.elapsed, o.reasons);
     check(&o, 22513, 3752, seed);
