@@ -533,7 +533,7 @@ impl Connection {
             payload: Vec::new(),
         });
         let _ = idle;
-        self.keepalive_deadline = Some(now + interval);
+        self.arm(TimerKind::Keepalive, now, now + interval);
     }
 }
 
@@ -649,7 +649,7 @@ impl Connection {
             }
             if self.state == State::TimeWait && h.flags.fin() {
                 // A retransmitted FIN in TIME-WAIT: ACK it, restart 2 MSL (§3.10.7.4 eighth).
-                self.time_wait_deadline = Some(now + self.config.msl * 2);
+                self.arm(TimerKind::TimeWait, now, now + self.config.msl * 2);
             }
             self.trace_drop(now, "not in the receive window");
             return;
@@ -866,7 +866,7 @@ impl Connection {
 
         // RFC 6298 §5.2-5.3: restart the timer while data is outstanding.
         if self.snd_max > self.snd_una {
-            self.retransmit_deadline = Some(now + self.rtt.rto());
+            self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
         } else {
             self.retransmit_deadline = None;
         }
@@ -970,7 +970,7 @@ impl Connection {
                 if self.segments_unacked >= 2 {
                     self.ack_now = true;
                 } else if self.delayed_ack_deadline.is_none() {
-                    self.delayed_ack_deadline = Some(now + self.config.delayed_ack);
+                    self.arm(TimerKind::DelayedAck, now, now + self.config.delayed_ack);
                 }
             }
             if self.pending_fin == Some(self.rcv_nxt) {
@@ -1038,7 +1038,7 @@ impl Connection {
                 }
             }
             State::FinWait2 => self.enter_time_wait(now),
-            State::TimeWait => self.time_wait_deadline = Some(now + self.config.msl * 2),
+            State::TimeWait => self.arm(TimerKind::TimeWait, now, now + self.config.msl * 2),
             _ => {}
         }
     }
@@ -1048,7 +1048,7 @@ impl Connection {
         self.retransmit_deadline = None;
         self.persist_deadline = None;
         self.keepalive_deadline = None;
-        self.time_wait_deadline = Some(now + self.config.msl * 2);
+        self.arm(TimerKind::TimeWait, now, now + self.config.msl * 2);
     }
 
     /// RFC 6191: may a new SYN reuse this TIME-WAIT connection's 4-tuple?
@@ -1255,19 +1255,23 @@ impl Connection {
 
     fn arm_retransmit(&mut self, now: Instant) {
         if self.retransmit_deadline.is_none() {
-            self.retransmit_deadline = Some(now + self.rtt.rto());
+            self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
         }
     }
 
     fn arm_persist(&mut self, now: Instant) {
         let base = self.rtt.rto().max(self.config.rto_min);
         let backoff = base * (1u32 << self.persist_backoff.min(10));
-        self.persist_deadline = Some(now + backoff.min(self.config.rto_max));
+        self.arm(
+            TimerKind::Persist,
+            now,
+            now + backoff.min(self.config.rto_max),
+        );
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
         if let Some((idle, _, _)) = self.config.keepalive {
-            self.keepalive_deadline = Some(now + idle);
+            self.arm(TimerKind::Keepalive, now, now + idle);
         }
     }
 
@@ -1499,6 +1503,25 @@ impl Connection {
                 at: now,
                 header: *h,
                 len,
+            });
+        }
+    }
+
+    /// Sets a timer's deadline (and traces it).
+    fn arm(&mut self, timer: TimerKind, now: Instant, deadline: Instant) {
+        let slot = match timer {
+            TimerKind::Retransmit => &mut self.retransmit_deadline,
+            TimerKind::DelayedAck => &mut self.delayed_ack_deadline,
+            TimerKind::Persist => &mut self.persist_deadline,
+            TimerKind::Keepalive => &mut self.keepalive_deadline,
+            TimerKind::TimeWait => &mut self.time_wait_deadline,
+        };
+        *slot = Some(deadline);
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::TimerArmed {
+                at: now,
+                timer,
+                deadline,
             });
         }
     }

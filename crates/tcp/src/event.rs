@@ -70,9 +70,19 @@ pub enum TraceEvent {
         len: usize,
         fast: bool,
     },
+    TimerArmed {
+        at: Instant,
+        timer: TimerKind,
+        deadline: Instant,
+    },
     TimerFired {
         at: Instant,
         timer: TimerKind,
+    },
+    /// A listener dropped a SYN or a handshake's final ACK (queue full), or answered with a cookie.
+    QueueDrop {
+        at: Instant,
+        what: &'static str,
     },
     CongestionWindow {
         at: Instant,

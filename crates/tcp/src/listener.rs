@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::event::TraceEvent;
 use crate::isn::IsnGenerator;
 use crate::segment::{seq_len, Flags, Header, Options, Segment};
 use crate::seq::SeqNum;
@@ -47,6 +48,7 @@ pub struct Listener<K> {
     stats: ListenerStats,
     /// The epoch of the cookie clock (counter of 64 s periods).
     cookie_epoch: Instant,
+    trace: VecDeque<TraceEvent>,
 }
 
 /// SYN cookies: the MSS values a cookie can encode (as Linux's table).
@@ -69,7 +71,20 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             isn,
             stats: ListenerStats::default(),
             cookie_epoch: now,
+            trace: VecDeque::new(),
         }
+    }
+
+    fn note_drop(&mut self, now: Instant, what: &'static str) {
+        if self.config.trace {
+            self.trace
+                .push_back(TraceEvent::QueueDrop { at: now, what });
+        }
+    }
+
+    /// Queue events (drops, cookies), when `config.trace` is on.
+    pub fn poll_trace(&mut self) -> Option<TraceEvent> {
+        self.trace.pop_front()
     }
 
     pub fn stats(&self) -> ListenerStats {
@@ -109,6 +124,7 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             let completes = h.flags.ack() && !h.flags.rst() && !h.flags.syn();
             if completes && self.accept_queue.len() > self.backlog {
                 self.stats.acks_dropped_accept_full += 1;
+                self.note_drop(now, "final ACK dropped: accept queue full");
                 return;
             }
             conn.handle_segment(now, h, payload);
@@ -133,10 +149,12 @@ impl<K: Hash + Eq + Copy> Listener<K> {
         if self.accept_queue_full() {
             // Linux drops a SYN while the accept queue is full; the client retries.
             self.stats.syns_dropped_accept_full += 1;
+            self.note_drop(now, "SYN dropped: accept queue full");
             return;
         }
         if self.syn_queue.len() >= self.syn_queue_max {
             // RFC 4987 §3.6: SYN cookies, no state kept until the ACK returns.
+            self.note_drop(now, "SYN queue full: answered with a SYN cookie");
             self.send_cookie(now, key, h);
             return;
         }
