@@ -500,8 +500,7 @@ impl Connection {
         if !self.state.is_synchronized() || self.snd_wnd > 0 {
             return;
         }
-        let unsent = self.data_end() - self.snd_nxt;
-        if unsent == 0 {
+        if self.snd_nxt >= self.data_end() {
             return;
         }
         self.persist_backoff = (self.persist_backoff + 1).min(10);
