@@ -24,6 +24,11 @@ const DUPACK_THRESHOLD: u32 = 3;
 /// RFC 7323 §5.5: timestamps older than 24 days are not trusted for PAWS.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
+const EV_CONNECTED: u8 = 1;
+const EV_READABLE: u8 = 2;
+const EV_WRITABLE: u8 = 4;
+const EV_CLOSED: u8 = 8;
+
 /// Why `recv` returned no bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvError {
@@ -131,7 +136,9 @@ pub struct Connection {
     queue_probe: Option<Segment>,
     close_reason: Option<CloseReason>,
 
-    events: VecDeque<Event>,
+    /// Pending application events, one bit each (coalesced: a thousand
+    /// segments make one Readable until the owner looks).
+    events: u8,
     trace: VecDeque<TraceEvent>,
     writable_owed: bool,
 }
@@ -214,7 +221,7 @@ impl Connection {
             rst_owed: None,
             queue_probe: None,
             close_reason: None,
-            events: VecDeque::new(),
+            events: 0,
             trace: VecDeque::new(),
             writable_owed: false,
             config,
@@ -408,7 +415,18 @@ impl Connection {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        for (bit, event) in [
+            (EV_CONNECTED, Event::Connected),
+            (EV_READABLE, Event::Readable),
+            (EV_WRITABLE, Event::Writable),
+            (EV_CLOSED, Event::Closed),
+        ] {
+            if self.events & bit != 0 {
+                self.events &= !bit;
+                return Some(event);
+            }
+        }
+        None
     }
 
     pub fn poll_trace(&mut self) -> Option<TraceEvent> {
@@ -590,7 +608,7 @@ impl Connection {
             self.retries = 0;
             self.syn_owed = false;
             self.set_state(now, State::Established);
-            self.events.push_back(Event::Connected);
+            self.events |= EV_CONNECTED;
             self.ack_now = true;
         } else {
             // Simultaneous open (§3.5, figure 8): SYN-RECEIVED, send SYN-ACK.
@@ -702,7 +720,7 @@ impl Connection {
                     State::Established
                 };
                 self.set_state(now, next);
-                self.events.push_back(Event::Connected);
+                self.events |= EV_CONNECTED;
             } else {
                 self.owe_rst(h.ack);
                 self.trace_drop(now, "unacceptable ACK in SYN-RECEIVED");
@@ -874,7 +892,7 @@ impl Connection {
             && self.state.can_send()
         {
             if self.writable_owed {
-                self.events.push_back(Event::Writable);
+                self.events |= EV_WRITABLE;
             }
             self.writable_owed = false;
         }
@@ -959,7 +977,7 @@ impl Connection {
         if advanced > 0 {
             self.rcv_nxt += advanced;
             self.autotune(now);
-            self.events.push_back(Event::Readable);
+            self.events |= EV_READABLE;
             if had_holes {
                 // Filling a hole: ACK at once (RFC 5681 §4.2).
                 self.ack_now = true;
@@ -1026,7 +1044,7 @@ impl Connection {
         self.fin_received = true;
         self.rcv_nxt += 1u32;
         self.ack_now = true;
-        self.events.push_back(Event::Readable);
+        self.events |= EV_READABLE;
         match self.state {
             State::SynReceived | State::Established => self.set_state(now, State::CloseWait),
             State::FinWait1 => {
@@ -1121,7 +1139,7 @@ impl Connection {
         self.syn_owed = false;
         self.ack_now = false;
         self.queue_probe = None;
-        self.events.push_back(Event::Closed);
+        self.events |= EV_CLOSED;
     }
 
     fn owe_rst(&mut self, seq: SeqNum) {

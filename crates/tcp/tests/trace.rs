@@ -111,3 +111,28 @@ fn a_full_accept_queue_is_reported() {
         1
     );
 }
+
+#[test]
+fn application_events_are_coalesced() {
+    use oxcat_tcp::Event;
+    let (mut client, mut server, _, t1) = handshake(false);
+    assert_eq!(client.poll_event(), Some(Event::Connected));
+    assert_eq!(client.poll_event(), None);
+    assert_eq!(server.poll_event(), Some(Event::Connected));
+    let data = vec![7u8; 5000];
+    assert_eq!(server.send(&data), Ok(5000));
+    let mut segments = 0;
+    while let Some(seg) = server.poll_transmit(t1) {
+        client.handle_segment(t1, &seg.header, &seg.payload);
+        segments += 1;
+    }
+    assert!(segments >= 4, "5000 bytes take several segments");
+    assert_eq!(
+        client.poll_event(),
+        Some(Event::Readable),
+        "one Readable for all of them"
+    );
+    assert_eq!(client.poll_event(), None);
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(client.recv(&mut buf), Ok(5000));
+}
