@@ -131,6 +131,12 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             self.settle(key);
             return;
         }
+        // Established connections waiting in the accept queue are full
+        // connections (as in Linux): they take data, ACK it, and may close.
+        if let Some((_, conn)) = self.accept_queue.iter_mut().find(|(k, _)| *k == key) {
+            conn.handle_segment(now, h, payload);
+            return;
+        }
         if h.flags.rst() {
             return; // §3.10.7.2: an incoming RST in LISTEN is ignored
         }
@@ -223,20 +229,24 @@ impl<K: Hash + Eq + Copy> Listener<K> {
         if let Some(t) = self.transmits.pop_front() {
             return Some(t);
         }
-        let keys: Vec<K> = self.syn_queue.keys().copied().collect();
-        for key in keys {
-            if let Some(conn) = self.syn_queue.get_mut(&key) {
-                if let Some(seg) = conn.poll_transmit(now) {
-                    return Some((key, seg));
-                }
+        for (key, conn) in self.syn_queue.iter_mut() {
+            if let Some(seg) = conn.poll_transmit(now) {
+                return Some((*key, seg));
+            }
+        }
+        for (key, conn) in self.accept_queue.iter_mut() {
+            if let Some(seg) = conn.poll_transmit(now) {
+                return Some((*key, seg));
             }
         }
         None
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let queued = self.accept_queue.iter().map(|(_, c)| c);
         self.syn_queue
             .values()
+            .chain(queued)
             .filter_map(|c| c.poll_timeout())
             .min()
     }
@@ -253,6 +263,11 @@ impl<K: Hash + Eq + Copy> Listener<K> {
                 conn.handle_timeout(now);
             }
             self.settle(key);
+        }
+        for (_, conn) in self.accept_queue.iter_mut() {
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now);
+            }
         }
     }
 
