@@ -21,6 +21,8 @@ use crate::state::State;
 const DEFAULT_SEND_MSS: usize = 536;
 /// RFC 5681 §3.2: three duplicate ACKs signal a loss.
 const DUPACK_THRESHOLD: u32 = 3;
+/// The least time between ACKs answering unacceptable empty segments.
+const OOW_ACK_INTERVAL: Duration = Duration::from_millis(500);
 /// RFC 7323 §5.5: timestamps older than 24 days are not trusted for PAWS.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
@@ -86,6 +88,8 @@ pub struct Connection {
     pending_fin: Option<SeqNum>,
     /// The application closed its read side: arriving data resets the connection.
     read_closed: bool,
+    /// When we last answered an unacceptable empty segment (rate limit).
+    last_oow_ack: Option<Instant>,
     /// Receive autotuning: when the current measurement began, and RCV.NXT then.
     autotune_from: Option<(Instant, SeqNum)>,
 
@@ -187,6 +191,7 @@ impl Connection {
             fin_received: false,
             pending_fin: None,
             read_closed: false,
+            last_oow_ack: None,
             autotune_from: None,
             snd_mss: DEFAULT_SEND_MSS,
             ws_enabled: false,
@@ -625,7 +630,10 @@ impl Connection {
         let seg_len = seq_len(h, len);
         match (seg_len, wnd) {
             (0, 0) => seq == self.rcv_nxt,
-            (0, _) => seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd),
+            // RFC 9293 says RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND; like Linux
+            // (tcp_sequence) we also take an empty segment at the right edge:
+            // a peer that filled our window sends its ACKs numbered exactly there.
+            (0, _) => seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd + 1u32),
             (_, 0) => false,
             (_, _) => {
                 let last = seq + (seg_len as u32 - 1);
@@ -651,7 +659,7 @@ impl Connection {
                     .ts_recent_at
                     .is_some_and(|t| now.saturating_duration_since(t) < PAWS_IDLE);
                 if stale && recent_valid {
-                    self.ack_now = true;
+                    self.ack_out_of_window(now, h, payload.len());
                     self.trace_drop(now, "PAWS: old timestamp");
                     return;
                 }
@@ -662,7 +670,7 @@ impl Connection {
         if !self.acceptable(h, payload.len()) {
             if !h.flags.rst() {
                 // An unacceptable segment draws an ACK (and is dropped).
-                self.ack_now = true;
+                self.ack_out_of_window(now, h, payload.len());
             }
             if self.state == State::TimeWait && h.flags.fin() {
                 // A retransmitted FIN in TIME-WAIT: ACK it, restart 2 MSL (§3.10.7.4 eighth).
@@ -768,6 +776,25 @@ impl Connection {
             } else if fin_seq > self.rcv_nxt {
                 self.pending_fin = Some(fin_seq);
                 self.ack_now = true;
+            }
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4 (and RFC 7323 §5.3 for PAWS): an unacceptable
+    /// segment draws an ACK. For one that carries nothing (a pure ACK, a
+    /// keepalive probe) the answer is rate-limited to one per 500 ms, as
+    /// Linux does (tcp_invalid_ratelimit): two ends answering each other's
+    /// reordered ACKs would otherwise never stop (RFC 5961 §7 asks for the
+    /// same limit on challenge ACKs).
+    fn ack_out_of_window(&mut self, now: Instant, h: &Header, len: usize) {
+        let carries_something = len > 0 || h.flags.syn() || h.flags.fin();
+        let allowed = self
+            .last_oow_ack
+            .is_none_or(|t| now.saturating_duration_since(t) >= OOW_ACK_INTERVAL);
+        if carries_something || allowed {
+            self.ack_now = true;
+            if !carries_something {
+                self.last_oow_ack = Some(now);
             }
         }
     }
@@ -1366,9 +1393,10 @@ impl Connection {
             self.rtx_next = None;
             return None;
         }
-        let end = self.data_end();
+        // A retransmission resends what was sent: never past SND.MAX.
+        let end = self.data_end().min(self.snd_max);
         let mut len = if at < end {
-            (end - at).min(self.snd_mss)
+            (end - at).min(self.max_payload())
         } else {
             0
         };
@@ -1408,6 +1436,22 @@ impl Connection {
         Some(Segment { header: h, payload })
     }
 
+    /// Payload that fits in one segment: the MSS less the options every
+    /// segment carries (RFC 6691: the MSS counts no TCP options), as
+    /// Linux's tcp_current_mss.
+    fn max_payload(&self) -> usize {
+        let mut options = 0;
+        if self.ts_enabled {
+            options += 12; // NOP, NOP, timestamps (10)
+        }
+        if self.sack_enabled && self.recv_buf.has_pieces() {
+            let room = if self.ts_enabled { 3 } else { 4 };
+            let blocks = self.recv_buf.sack_blocks(room).len();
+            options += 4 + 8 * blocks; // NOP, NOP, kind, length, blocks
+        }
+        self.snd_mss.saturating_sub(options).max(1)
+    }
+
     fn in_flight(&self) -> usize {
         let outstanding = self.snd_nxt - self.snd_una;
         outstanding.saturating_sub(self.sacked_bytes())
@@ -1436,7 +1480,8 @@ impl Connection {
         };
         let window = self.snd_wnd.min(self.cc.window());
         let usable = window.saturating_sub(self.in_flight());
-        let mut len = unsent.min(usable).min(self.snd_mss);
+        let max_payload = self.max_payload();
+        let mut len = unsent.min(usable).min(max_payload);
         if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > self.snd_nxt) {
             len = len.min(l - self.snd_nxt);
         }
@@ -1457,7 +1502,7 @@ impl Connection {
             }
             return None;
         }
-        if len > 0 && len < self.snd_mss && !fin_owed {
+        if len > 0 && len < max_payload && !fin_owed {
             // Nagle (RFC 9293 §3.7.4) and sender SWS avoidance (§3.8.6.2.1):
             // hold a small segment while data is unacknowledged, unless it is
             // all there is and nodelay is set, or it is half the peer's largest window.

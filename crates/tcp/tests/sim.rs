@@ -427,29 +427,27 @@ fn replay_clean() {
 }
 
 #[test]
-#[ignore = "debugging aid: SIM_TRACE=1 cargo test -p oxcat-tcp --test sim replay -- --ignored --nocapture"]
+#[ignore = "debugging aid: SIM_TRACE=1 SIM_SEED=n SIM_ARGS=loss,dup,reorder,delay_ms,jitter_ms,c_len,s_len,sack,ts,small cargo test -p oxcat-tcp --test sim replay -- --ignored --nocapture"]
 fn replay() {
-    let seed: u64 = std::env::var("SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let seed: u64 = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let args = std::env::var("SIM_ARGS").unwrap_or_else(|_| "0.1,0,0,10,0,10000,10000,true,true,false".into());
+    let a: Vec<&str> = args.split(',').collect();
     let f = Faults {
-        loss: 0.27,
-        dup: 0.0,
-        reorder: 0.216,
-        delay_ms: 51,
-        jitter_ms: 0,
+        loss: a[0].parse().unwrap(),
+        dup: a[1].parse().unwrap(),
+        reorder: a[2].parse().unwrap(),
+        delay_ms: a[3].parse().unwrap(),
+        jitter_ms: a[4].parse().unwrap(),
     };
-    let cfg = Config {
-        sack: false,
-        timestamps: true,
-        recv_buffer: 4096,
-        recv_buffer_initial: 4096,
-        send_buffer: 4096,
-        mss: 536,
-        ..Config::default()
-    };
-    let o = run(seed, f, 22513, 3752, cfg);
+    let (c_len, s_len): (usize, usize) = (a[5].parse().unwrap(), a[6].parse().unwrap());
+    let mut cfg = Config { sack: a[7] == "true", timestamps: a[8] == "true", ..Config::default() };
+    if a[9] == "true" {
+        cfg.recv_buffer = 4096;
+        cfg.recv_buffer_initial = 4096;
+        cfg.send_buffer = 4096;
+        cfg.mss = 536;
+    }
+    let o = run(seed, f, c_len, s_len, cfg);
     eprintln!("elapsed {:?}; {}", o.elapsed, o.reasons);
-    check(&o, 22513, 3752, seed);
+    check(&o, c_len, s_len, seed);
 }

@@ -1,0 +1,16 @@
+//! oxcat's userspace TCP/IP stack: IPv4 and IPv6 over a layer-3 device
+//! (a Linux TUN device, or a simulated link joining two stacks in one
+//! process), with TCP (the `oxcat-tcp` engine) and UDP sockets.
+//!
+//! `Stack::poll(now, &mut device)` moves packets and runs timers; nothing
+//! in it blocks. The socket calls (`tcp_listen`, `tcp_connect`,
+//! `tcp_accept`, `tcp_send`, `tcp_recv`, `close`, `udp_*`) are
+//! non-blocking and report `io::ErrorKind`s as `std::net` does.
+
+pub mod device;
+pub mod sim_link;
+pub mod stack;
+
+pub use device::Device;
+pub use sim_link::{sim_link, LinkConfig, LinkStats, SimPort};
+pub use stack::{close_error, FourTuple, SocketHandle, Stack, StackConfig, StackStats};

@@ -1,0 +1,1039 @@
+//! The stack: addresses, the socket table, and `poll`, which moves packets
+//! between a device and the sockets and runs their timers. Nothing here
+//! blocks; the owner calls `poll` when the device is readable or
+//! `poll_at` says a timer is due.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use oxcat_tcp::{
+    CloseReason, Config as TcpConfig, Connection, Flags, Header, IsnGenerator, Listener, Options,
+    RecvError, SackBlocks, SendError, SeqNum, State,
+};
+use oxcat_wire::{
+    icmpv4, icmpv6, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
+    Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpFlags, TcpPacket, TcpRepr, Timestamps, UdpPacket, UdpRepr,
+};
+
+use crate::device::Device;
+
+/// The two ends of a connection, as the stack demultiplexes by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// A socket's index in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketHandle(usize);
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub tcp: TcpConfig,
+    /// Seeds the ISN generator (RFC 6528) and ephemeral port choice.
+    pub seed: u64,
+    /// Ephemeral ports for connects without a local port (Linux: 32768-60999).
+    pub ephemeral_ports: (u16, u16),
+    /// Bytes a UDP socket queues before dropping arrivals.
+    pub udp_buffer: usize,
+    /// The device's MTU: the MSS we announce is this less the IP and TCP headers.
+    pub mtu: usize,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            ipv4: None,
+            ipv6: None,
+            tcp: TcpConfig::default(),
+            seed: 0x0c0f_fee0,
+            ephemeral_ports: (32768, 60999),
+            udp_buffer: 256 * 1024,
+            mtu: 1500,
+        }
+    }
+}
+
+/// Counters of what the stack saw and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub malformed: u64,
+    pub bad_checksum: u64,
+    pub not_for_us: u64,
+    pub fragments_dropped: u64,
+    pub tcp_resets_sent: u64,
+    pub udp_unreachable_sent: u64,
+    pub udp_dropped_full: u64,
+    pub echo_replies: u64,
+}
+
+enum Socket {
+    Free,
+    TcpListener {
+        local: SocketAddr,
+        listener: Box<Listener<FourTuple>>,
+    },
+    TcpStream {
+        tuple: FourTuple,
+        conn: Box<Connection>,
+        /// The application closed its handle: the connection finishes on its own.
+        orphan: bool,
+    },
+    Udp {
+        local: SocketAddr,
+        queue: VecDeque<(SocketAddr, Vec<u8>)>,
+        queued_bytes: usize,
+        out: VecDeque<(SocketAddr, Vec<u8>)>,
+    },
+}
+
+pub struct Stack {
+    config: StackConfig,
+    sockets: Vec<Socket>,
+    free: Vec<usize>,
+    tcp_conns: HashMap<FourTuple, usize>,
+    tcp_listeners: HashMap<SocketAddr, usize>,
+    udp_sockets: HashMap<SocketAddr, usize>,
+    isn: IsnGenerator,
+    next_port: u16,
+    stats: StackStats,
+    /// Packets the stack itself owes (RSTs, ICMP), already built.
+    control_out: VecDeque<Vec<u8>>,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+}
+
+/// Maps an engine's ending to what `std::net` would report.
+pub fn close_error(reason: CloseReason) -> io::Error {
+    let kind = match reason {
+        CloseReason::Refused => io::ErrorKind::ConnectionRefused,
+        CloseReason::Reset => io::ErrorKind::ConnectionReset,
+        CloseReason::TimedOut => io::ErrorKind::TimedOut,
+        CloseReason::Aborted => io::ErrorKind::ConnectionAborted,
+        CloseReason::Normal => io::ErrorKind::NotConnected,
+    };
+    io::Error::from(kind)
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn to_engine_header(r: &TcpRepr) -> Header {
+    let mut sack = SackBlocks::new();
+    for &(l, rr) in r.sack_blocks.as_slice() {
+        sack.push(SeqNum(l), SeqNum(rr));
+    }
+    Header {
+        seq: SeqNum(r.seq),
+        ack: SeqNum(r.ack),
+        flags: Flags(r.flags.0),
+        window: r.window,
+        options: Options {
+            mss: r.mss,
+            window_scale: r.window_scale,
+            sack_permitted: r.sack_permitted,
+            sack,
+            timestamps: r.timestamps.map(|t| (t.tsval, t.tsecr)),
+        },
+    }
+}
+
+fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
+    let mut r = TcpRepr::new(tuple.local.port(), tuple.remote.port(), TcpFlags(h.flags.0));
+    r.seq = h.seq.0;
+    r.ack = h.ack.0;
+    r.window = h.window;
+    r.mss = h.options.mss;
+    r.window_scale = h.options.window_scale;
+    r.sack_permitted = h.options.sack_permitted;
+    let blocks: Vec<(u32, u32)> = h
+        .options
+        .sack
+        .as_slice()
+        .iter()
+        .map(|(l, rr)| (l.0, rr.0))
+        .collect();
+    r.sack_blocks = oxcat_wire::SackBlocks::from_slice(&blocks);
+    r.timestamps = h
+        .options
+        .timestamps
+        .map(|(tsval, tsecr)| Timestamps { tsval, tsecr });
+    r.payload_len = payload_len;
+    r
+}
+
+impl Stack {
+    pub fn new(config: StackConfig, now: Instant) -> Stack {
+        let span = u64::from(
+            config
+                .ephemeral_ports
+                .1
+                .saturating_sub(config.ephemeral_ports.0),
+        )
+        .max(1);
+        let next_port = config.ephemeral_ports.0 + (config.seed % span) as u16;
+        Stack {
+            isn: IsnGenerator::new(config.seed, now),
+            next_port,
+            config,
+            sockets: Vec::new(),
+            free: Vec::new(),
+            tcp_conns: HashMap::new(),
+            tcp_listeners: HashMap::new(),
+            udp_sockets: HashMap::new(),
+            stats: StackStats::default(),
+            control_out: VecDeque::new(),
+            rx_buf: vec![0u8; 65536],
+            tx_buf: vec![0u8; 65536],
+        }
+    }
+
+    pub fn stats(&self) -> StackStats {
+        self.stats
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.config.ipv4 == Some(a),
+            IpAddr::V6(a) => self.config.ipv6 == Some(a),
+        }
+    }
+
+    fn local_ip_for(&self, remote: IpAddr) -> io::Result<IpAddr> {
+        match remote {
+            IpAddr::V4(_) => self.config.ipv4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.config.ipv6.map(IpAddr::V6),
+        }
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                "no address of that family",
+            )
+        })
+    }
+
+    /// The engine's configuration for a connection over `ip`: the MSS fits the MTU
+    /// (RFC 9293 §3.7.1: MTU less 20 bytes of TCP header and the IP header).
+    fn tcp_config_for(&self, ip: IpAddr) -> TcpConfig {
+        let ip_header = if ip.is_ipv4() { 20 } else { 40 };
+        let fit = self
+            .config
+            .mtu
+            .saturating_sub(ip_header + 20)
+            .clamp(536, 65495) as u16;
+        TcpConfig {
+            mss: self.config.tcp.mss.min(fit),
+            ..self.config.tcp.clone()
+        }
+    }
+
+    fn insert(&mut self, s: Socket) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.sockets[i] = s;
+                i
+            }
+            None => {
+                self.sockets.push(s);
+                self.sockets.len() - 1
+            }
+        }
+    }
+
+    fn release(&mut self, i: usize) {
+        match std::mem::replace(&mut self.sockets[i], Socket::Free) {
+            Socket::TcpStream { tuple, .. } => {
+                self.tcp_conns.remove(&tuple);
+            }
+            Socket::TcpListener { local, .. } => {
+                self.tcp_listeners.remove(&local);
+            }
+            Socket::Udp { local, .. } => {
+                self.udp_sockets.remove(&local);
+            }
+            Socket::Free => return,
+        }
+        self.free.push(i);
+    }
+
+    fn port_in_use(&self, port: u16) -> bool {
+        self.tcp_listeners.keys().any(|a| a.port() == port)
+            || self.tcp_conns.keys().any(|t| t.local.port() == port)
+            || self.udp_sockets.keys().any(|a| a.port() == port)
+    }
+
+    fn ephemeral_port(&mut self) -> io::Result<u16> {
+        let (lo, hi) = self.config.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if self.next_port >= hi {
+                lo
+            } else {
+                self.next_port + 1
+            };
+            if !self.port_in_use(p) {
+                return Ok(p);
+            }
+        }
+        Err(io::Error::from(io::ErrorKind::AddrInUse))
+    }
+
+    // ----- the socket API (non-blocking) -----
+
+    /// `bind` + `listen`. An unspecified address listens on every local address of its family.
+    pub fn tcp_listen(
+        &mut self,
+        local: SocketAddr,
+        backlog: usize,
+        now: Instant,
+    ) -> io::Result<SocketHandle> {
+        if !local.ip().is_unspecified() && !self.is_local(local.ip()) {
+            return Err(io::Error::from(io::ErrorKind::AddrNotAvailable));
+        }
+        if self.tcp_listeners.contains_key(&local) {
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
+        }
+        let isn = IsnGenerator::new(self.config.seed ^ u64::from(local.port()), now);
+        let listener = Box::new(Listener::new(
+            self.tcp_config_for(local.ip()),
+            backlog,
+            isn,
+            now,
+        ));
+        let i = self.insert(Socket::TcpListener { local, listener });
+        self.tcp_listeners.insert(local, i);
+        Ok(SocketHandle(i))
+    }
+
+    /// `connect`: starts the handshake; the socket is writable once it completes.
+    pub fn tcp_connect(
+        &mut self,
+        remote: SocketAddr,
+        local_port: Option<u16>,
+        now: Instant,
+    ) -> io::Result<SocketHandle> {
+        let local_ip = self.local_ip_for(remote.ip())?;
+        let port = match local_port {
+            Some(p) => p,
+            None => self.ephemeral_port()?,
+        };
+        let tuple = FourTuple {
+            local: SocketAddr::new(local_ip, port),
+            remote,
+        };
+        if self.tcp_conns.contains_key(&tuple) {
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
+        }
+        let iss = self.isn.isn(now, &tuple);
+        let conn = Box::new(Connection::connect(
+            self.tcp_config_for(remote.ip()),
+            now,
+            iss,
+        ));
+        let i = self.insert(Socket::TcpStream {
+            tuple,
+            conn,
+            orphan: false,
+        });
+        self.tcp_conns.insert(tuple, i);
+        Ok(SocketHandle(i))
+    }
+
+    /// `accept`: an established connection, if one is waiting.
+    pub fn tcp_accept(
+        &mut self,
+        h: SocketHandle,
+    ) -> io::Result<Option<(SocketHandle, SocketAddr)>> {
+        let (tuple, conn) = match self.sockets.get_mut(h.0) {
+            Some(Socket::TcpListener { listener, .. }) => match listener.accept() {
+                Some(c) => c,
+                None => return Ok(None),
+            },
+            _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        };
+        let remote = tuple.remote;
+        let i = self.insert(Socket::TcpStream {
+            tuple,
+            conn: Box::new(conn),
+            orphan: false,
+        });
+        self.tcp_conns.insert(tuple, i);
+        Ok(Some((SocketHandle(i), remote)))
+    }
+
+    fn stream(&mut self, h: SocketHandle) -> io::Result<&mut Connection> {
+        match self.sockets.get_mut(h.0) {
+            Some(Socket::TcpStream { conn, .. }) => Ok(conn),
+            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
+    }
+
+    /// `send`: queues what fits; fewer bytes than given is normal (the notes' partial send).
+    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
+        let conn = self.stream(h)?;
+        match conn.send(data) {
+            Ok(n) => Ok(n),
+            Err(SendError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(SendError::Shutdown) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+            Err(SendError::NotConnected) => Err(io::Error::from(io::ErrorKind::NotConnected)),
+            Err(SendError::Closed(r)) => Err(close_error(r)),
+        }
+    }
+
+    /// `recv`: `Ok(0)` is EOF.
+    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> io::Result<usize> {
+        let conn = self.stream(h)?;
+        match conn.recv(buf) {
+            Ok(n) => Ok(n),
+            Err(RecvError::Finished) => Ok(0),
+            Err(RecvError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(RecvError::Closed(r)) => Err(close_error(r)),
+        }
+    }
+
+    pub fn tcp_shutdown_write(&mut self, h: SocketHandle, now: Instant) -> io::Result<()> {
+        self.stream(h)?.shutdown_write(now);
+        Ok(())
+    }
+
+    pub fn tcp_state(&self, h: SocketHandle) -> Option<State> {
+        match self.sockets.get(h.0) {
+            Some(Socket::TcpStream { conn, .. }) => Some(conn.state()),
+            Some(Socket::TcpListener { .. }) => Some(State::Listen),
+            _ => None,
+        }
+    }
+
+    /// The connection itself, for what the socket API does not cover (events, stats).
+    pub fn tcp_connection(&mut self, h: SocketHandle) -> Option<&mut Connection> {
+        self.stream(h).ok()
+    }
+
+    pub fn tcp_listener(&mut self, h: SocketHandle) -> Option<&mut Listener<FourTuple>> {
+        match self.sockets.get_mut(h.0) {
+            Some(Socket::TcpListener { listener, .. }) => Some(listener),
+            _ => None,
+        }
+    }
+
+    pub fn tcp_endpoints(&self, h: SocketHandle) -> Option<FourTuple> {
+        match self.sockets.get(h.0) {
+            Some(Socket::TcpStream { tuple, .. }) => Some(*tuple),
+            _ => None,
+        }
+    }
+
+    /// `close`: the handle goes; the connection sends what is buffered, then
+    /// FIN, and lingers until it is done (the notes' "Kernel continues
+    /// sending the buffered bytes").
+    pub fn close(&mut self, h: SocketHandle, now: Instant) {
+        match self.sockets.get_mut(h.0) {
+            Some(Socket::TcpStream { conn, orphan, .. }) => {
+                conn.close(now);
+                *orphan = true;
+                if conn.state() == State::Closed {
+                    // Its last segment (a RST) still goes out in the next poll.
+                }
+            }
+            Some(Socket::TcpListener { .. }) | Some(Socket::Udp { .. }) => self.release(h.0),
+            _ => {}
+        }
+    }
+
+    pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketHandle> {
+        let local = if local.port() == 0 {
+            SocketAddr::new(local.ip(), self.ephemeral_port()?)
+        } else {
+            local
+        };
+        if !local.ip().is_unspecified() && !self.is_local(local.ip()) {
+            return Err(io::Error::from(io::ErrorKind::AddrNotAvailable));
+        }
+        if self.udp_sockets.contains_key(&local) {
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
+        }
+        let i = self.insert(Socket::Udp {
+            local,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            out: VecDeque::new(),
+        });
+        self.udp_sockets.insert(local, i);
+        Ok(SocketHandle(i))
+    }
+
+    pub fn udp_local_addr(&self, h: SocketHandle) -> Option<SocketAddr> {
+        match self.sockets.get(h.0) {
+            Some(Socket::Udp { local, .. }) => Some(*local),
+            _ => None,
+        }
+    }
+
+    pub fn udp_send_to(
+        &mut self,
+        h: SocketHandle,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> io::Result<usize> {
+        if data.len() > 65507 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        match self.sockets.get_mut(h.0) {
+            Some(Socket::Udp { out, .. }) => {
+                out.push_back((to, data.to_vec()));
+                Ok(data.len())
+            }
+            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
+    }
+
+    /// One datagram, boundaries kept; `WouldBlock` when none is waiting.
+    pub fn udp_recv_from(
+        &mut self,
+        h: SocketHandle,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        match self.sockets.get_mut(h.0) {
+            Some(Socket::Udp {
+                queue,
+                queued_bytes,
+                ..
+            }) => match queue.pop_front() {
+                Some((from, data)) => {
+                    *queued_bytes -= data.len();
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    Ok((n, from))
+                }
+                None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            },
+            _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
+    }
+
+    // ----- time and packets -----
+
+    /// The earliest instant a timer needs `poll`.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.sockets
+            .iter()
+            .filter_map(|s| match s {
+                Socket::TcpStream { conn, .. } => conn.poll_timeout(),
+                Socket::TcpListener { listener, .. } => listener.poll_timeout(),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Takes in every waiting packet, runs due timers, sends what is owed.
+    /// Returns whether anything happened.
+    pub fn poll(&mut self, now: Instant, dev: &mut dyn Device) -> io::Result<bool> {
+        let mut worked = false;
+        // Bounded: a flood cannot keep poll from returning.
+        for _ in 0..4096 {
+            let mut buf = std::mem::take(&mut self.rx_buf);
+            let got = dev.receive(now, &mut buf);
+            let n = match got {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    self.rx_buf = buf;
+                    break;
+                }
+                Err(e) => {
+                    self.rx_buf = buf;
+                    return Err(e);
+                }
+            };
+            self.stats.packets_in += 1;
+            self.ingress(now, &buf[..n]);
+            self.rx_buf = buf;
+            worked = true;
+        }
+        for socket in self.sockets.iter_mut() {
+            match socket {
+                Socket::TcpStream { conn, .. } if conn.poll_timeout().is_some_and(|t| t <= now) => {
+                    conn.handle_timeout(now);
+                    worked = true;
+                }
+                Socket::TcpListener { listener, .. }
+                    if listener.poll_timeout().is_some_and(|t| t <= now) =>
+                {
+                    listener.handle_timeout(now);
+                    worked = true;
+                }
+                _ => {}
+            }
+        }
+        worked |= self.egress(now, dev)?;
+        Ok(worked)
+    }
+
+    fn egress(&mut self, now: Instant, dev: &mut dyn Device) -> io::Result<bool> {
+        let mut sent = false;
+        while let Some(p) = self.control_out.pop_front() {
+            dev.transmit(now, &p)?;
+            self.stats.packets_out += 1;
+            sent = true;
+        }
+        let mut finished = Vec::new();
+        for i in 0..self.sockets.len() {
+            let mut outgoing: Vec<(FourTuple, oxcat_tcp::Segment)> = Vec::new();
+            let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+            match &mut self.sockets[i] {
+                Socket::TcpStream {
+                    tuple,
+                    conn,
+                    orphan,
+                } => {
+                    while let Some(seg) = conn.poll_transmit(now) {
+                        outgoing.push((*tuple, seg));
+                    }
+                    if *orphan && conn.state() == State::Closed {
+                        finished.push(i);
+                    }
+                }
+                Socket::TcpListener { listener, .. } => {
+                    while let Some((tuple, seg)) = listener.poll_transmit(now) {
+                        outgoing.push((tuple, seg));
+                    }
+                }
+                Socket::Udp { local, out, .. } => {
+                    while let Some((to, data)) = out.pop_front() {
+                        udp_out.push((*local, to, data));
+                    }
+                }
+                Socket::Free => {}
+            }
+            for (tuple, seg) in outgoing {
+                self.send_tcp(now, dev, &tuple, &seg.header, &seg.payload)?;
+                sent = true;
+            }
+            for (local, to, data) in udp_out {
+                self.send_udp(now, dev, local, to, &data)?;
+                sent = true;
+            }
+        }
+        for i in finished {
+            self.release(i);
+        }
+        Ok(sent)
+    }
+
+    fn send_tcp(
+        &mut self,
+        now: Instant,
+        dev: &mut dyn Device,
+        tuple: &FourTuple,
+        h: &Header,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let repr = to_wire_repr(tuple, h, payload.len());
+        let tcp_len = repr.header_len() + payload.len();
+        let mut buf = std::mem::take(&mut self.tx_buf);
+        let total = match (tuple.local.ip(), tuple.remote.ip()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let ip = Ipv4Repr::new(src, dst, IpProtocol::TCP, tcp_len);
+                let hl = ip.buffer_len();
+                let ok = ip
+                    .emit(&mut buf)
+                    .and_then(|_| repr.emit(&mut buf[hl..hl + tcp_len], src, dst, payload));
+                ok.map(|_| hl + tcp_len)
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let ip = Ipv6Repr::new(src, dst, IpProtocol::TCP, tcp_len);
+                let hl = ip.buffer_len();
+                let ok = ip
+                    .emit(&mut buf)
+                    .and_then(|_| repr.emit(&mut buf[hl..hl + tcp_len], src, dst, payload));
+                ok.map(|_| hl + tcp_len)
+            }
+            _ => Err(oxcat_wire::Error::Unsupported),
+        };
+        let r = match total {
+            Ok(n) => {
+                self.stats.packets_out += 1;
+                dev.transmit(now, &buf[..n])
+            }
+            Err(_) => Ok(()),
+        };
+        self.tx_buf = buf;
+        r
+    }
+
+    fn send_udp(
+        &mut self,
+        now: Instant,
+        dev: &mut dyn Device,
+        local: SocketAddr,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let src_ip = if local.ip().is_unspecified() {
+            self.local_ip_for(to.ip())?
+        } else {
+            local.ip()
+        };
+        let repr = UdpRepr {
+            src_port: local.port(),
+            dst_port: to.port(),
+            payload_len: data.len(),
+        };
+        let udp_len = 8 + data.len();
+        let mut buf = std::mem::take(&mut self.tx_buf);
+        if buf.len() < udp_len + 40 {
+            buf.resize(udp_len + 40, 0);
+        }
+        let total = match (src_ip, to.ip()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let ip = Ipv4Repr::new(src, dst, IpProtocol::UDP, udp_len);
+                let hl = ip.buffer_len();
+                ip.emit(&mut buf)
+                    .and_then(|_| repr.emit(&mut buf[hl..hl + udp_len], src, dst, data))
+                    .map(|_| hl + udp_len)
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let ip = Ipv6Repr::new(src, dst, IpProtocol::UDP, udp_len);
+                let hl = ip.buffer_len();
+                ip.emit(&mut buf)
+                    .and_then(|_| repr.emit(&mut buf[hl..hl + udp_len], src, dst, data))
+                    .map(|_| hl + udp_len)
+            }
+            _ => Err(oxcat_wire::Error::Unsupported),
+        };
+        let r = match total {
+            Ok(n) => {
+                self.stats.packets_out += 1;
+                dev.transmit(now, &buf[..n])
+            }
+            Err(_) => Ok(()),
+        };
+        self.tx_buf = buf;
+        r
+    }
+
+    // ----- arriving packets -----
+
+    fn ingress(&mut self, now: Instant, packet: &[u8]) {
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => self.ingress_v4(now, packet),
+            Some(6) => self.ingress_v6(now, packet),
+            _ => self.stats.malformed += 1,
+        }
+    }
+
+    fn ingress_v4(&mut self, now: Instant, packet: &[u8]) {
+        let Ok(p) = Ipv4Packet::new_checked(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(ip) = Ipv4Repr::parse(&p) else {
+            self.stats.bad_checksum += 1;
+            return;
+        };
+        if !self.is_local(IpAddr::V4(ip.dst)) {
+            self.stats.not_for_us += 1;
+            return;
+        }
+        if ip.more_frags || ip.frag_offset != 0 {
+            // Reassembly is not implemented yet; TCP avoids fragments (DF + MSS).
+            self.stats.fragments_dropped += 1;
+            return;
+        }
+        let payload = p.payload();
+        let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
+        match ip.protocol {
+            IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),
+            IpProtocol::UDP => self.ingress_udp(src, dst, payload, packet),
+            IpProtocol::ICMP => self.ingress_icmpv4(ip.src, ip.dst, payload),
+            _ => {}
+        }
+    }
+
+    fn ingress_v6(&mut self, now: Instant, packet: &[u8]) {
+        let Ok(p) = Ipv6Packet::new_checked(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(ip) = Ipv6Repr::parse(&p) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if !self.is_local(IpAddr::V6(ip.dst)) {
+            self.stats.not_for_us += 1;
+            return;
+        }
+        let Ok(upper) = p.upper_layer() else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if upper.fragment.is_some() {
+            self.stats.fragments_dropped += 1;
+            return;
+        }
+        let Some(payload) = p.payload().get(upper.offset..) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
+        match upper.protocol {
+            IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),
+            IpProtocol::UDP => self.ingress_udp(src, dst, payload, packet),
+            IpProtocol::ICMPV6 => self.ingress_icmpv6(ip.src, ip.dst, payload),
+            _ => {}
+        }
+    }
+
+    fn ingress_tcp(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        segment: &[u8],
+        _packet: &[u8],
+    ) {
+        let Ok(tp) = TcpPacket::new_checked(segment) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let parsed = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => TcpRepr::parse(&tp, s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => TcpRepr::parse(&tp, s, d),
+            _ => return,
+        };
+        let Ok(repr) = parsed else {
+            self.stats.bad_checksum += 1;
+            return;
+        };
+        let header = to_engine_header(&repr);
+        let payload = tp.payload();
+        let tuple = FourTuple {
+            local: SocketAddr::new(dst, repr.dst_port),
+            remote: SocketAddr::new(src, repr.src_port),
+        };
+        if let Some(&i) = self.tcp_conns.get(&tuple) {
+            if let Socket::TcpStream { conn, .. } = &mut self.sockets[i] {
+                // RFC 6191: a new SYN may take over a 4-tuple in TIME-WAIT.
+                if conn.state() == State::TimeWait
+                    && header.flags.syn()
+                    && !header.flags.ack()
+                    && conn.time_wait_allows_reuse(&header)
+                {
+                    self.release(i);
+                } else {
+                    conn.handle_segment(now, &header, payload);
+                    return;
+                }
+            }
+        }
+        let listener = self
+            .tcp_listeners
+            .get(&tuple.local)
+            .or_else(|| {
+                self.tcp_listeners
+                    .get(&SocketAddr::new(unspecified_like(dst), repr.dst_port))
+            })
+            .copied();
+        if let Some(i) = listener {
+            if let Socket::TcpListener { listener, .. } = &mut self.sockets[i] {
+                listener.handle_segment(now, tuple, &header, payload);
+                return;
+            }
+        }
+        // No socket: RST (RFC 9293 §3.10.7.1), never in answer to a RST.
+        if header.flags.rst() {
+            return;
+        }
+        let (seq, ack, flags) = if header.flags.ack() {
+            (header.ack, SeqNum(0), Flags::RST)
+        } else {
+            let len =
+                payload.len() + usize::from(header.flags.syn()) + usize::from(header.flags.fin());
+            (SeqNum(0), header.seq + len, Flags::RST | Flags::ACK)
+        };
+        let rst = Header {
+            seq,
+            ack,
+            flags,
+            window: 0,
+            options: Options::default(),
+        };
+        let mut buf = vec![0u8; 60];
+        let repr = to_wire_repr(&tuple, &rst, 0);
+        let built = match (dst, src) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let ip = Ipv4Repr::new(s, d, IpProtocol::TCP, repr.header_len());
+                ip.emit(&mut buf)
+                    .and_then(|_| repr.emit(&mut buf[20..20 + repr.header_len()], s, d, &[]))
+                    .map(|_| 20 + repr.header_len())
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ip = Ipv6Repr::new(s, d, IpProtocol::TCP, repr.header_len());
+                ip.emit(&mut buf)
+                    .and_then(|_| repr.emit(&mut buf[40..40 + repr.header_len()], s, d, &[]))
+                    .map(|_| 40 + repr.header_len())
+            }
+            _ => return,
+        };
+        if let Ok(n) = built {
+            buf.truncate(n);
+            self.control_out.push_back(buf);
+            self.stats.tcp_resets_sent += 1;
+        }
+    }
+
+    fn ingress_udp(&mut self, src: IpAddr, dst: IpAddr, datagram: &[u8], packet: &[u8]) {
+        let Ok(up) = UdpPacket::new_checked(datagram) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let parsed = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => UdpRepr::parse(&up, s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => UdpRepr::parse(&up, s, d),
+            _ => return,
+        };
+        let Ok(repr) = parsed else {
+            self.stats.bad_checksum += 1;
+            return;
+        };
+        let local = SocketAddr::new(dst, repr.dst_port);
+        let i = self
+            .udp_sockets
+            .get(&local)
+            .or_else(|| {
+                self.udp_sockets
+                    .get(&SocketAddr::new(unspecified_like(dst), repr.dst_port))
+            })
+            .copied();
+        let limit = self.config.udp_buffer;
+        match i {
+            Some(i) => {
+                if let Socket::Udp {
+                    queue,
+                    queued_bytes,
+                    ..
+                } = &mut self.sockets[i]
+                {
+                    let data = up.payload();
+                    if *queued_bytes + data.len() > limit {
+                        self.stats.udp_dropped_full += 1;
+                        return;
+                    }
+                    *queued_bytes += data.len();
+                    queue.push_back((SocketAddr::new(src, repr.src_port), data.to_vec()));
+                }
+            }
+            None => self.port_unreachable(src, dst, packet),
+        }
+    }
+
+    /// ICMP port unreachable for a UDP datagram nobody listens for (RFC 1122 §3.2.2.1).
+    fn port_unreachable(&mut self, src: IpAddr, dst: IpAddr, packet: &[u8]) {
+        let quoted = &packet[..packet.len().min(548)];
+        let mut buf = vec![0u8; 40 + 8 + quoted.len()];
+        let built = match (dst, src) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let icmp = Icmpv4Repr::DstUnreachable {
+                    code: icmpv4::unreachable::PORT,
+                    next_hop_mtu: 0,
+                    original: quoted,
+                };
+                let ip = Ipv4Repr::new(s, d, IpProtocol::ICMP, icmp.buffer_len());
+                ip.emit(&mut buf)
+                    .and_then(|_| icmp.emit(&mut buf[20..20 + icmp.buffer_len()]))
+                    .map(|_| 20 + icmp.buffer_len())
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let icmp = Icmpv6Repr::DstUnreachable {
+                    code: icmpv6::unreachable::PORT,
+                    original: quoted,
+                };
+                let ip = Ipv6Repr::new(s, d, IpProtocol::ICMPV6, icmp.buffer_len());
+                ip.emit(&mut buf)
+                    .and_then(|_| icmp.emit(&mut buf[40..40 + icmp.buffer_len()], s, d))
+                    .map(|_| 40 + icmp.buffer_len())
+            }
+            _ => return,
+        };
+        if let Ok(n) = built {
+            buf.truncate(n);
+            self.control_out.push_back(buf);
+            self.stats.udp_unreachable_sent += 1;
+        }
+    }
+
+    fn ingress_icmpv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) {
+        let Ok(p) = Icmpv4Packet::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(Icmpv4Repr::EchoRequest {
+            ident,
+            seq_no,
+            data,
+        }) = Icmpv4Repr::parse(&p)
+        else {
+            return;
+        };
+        let reply = Icmpv4Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        };
+        let mut buf = vec![0u8; 20 + reply.buffer_len()];
+        let ip = Ipv4Repr::new(dst, src, IpProtocol::ICMP, reply.buffer_len());
+        if ip
+            .emit(&mut buf)
+            .and_then(|_| reply.emit(&mut buf[20..]))
+            .is_ok()
+        {
+            self.control_out.push_back(buf);
+            self.stats.echo_replies += 1;
+        }
+    }
+
+    fn ingress_icmpv6(&mut self, src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) {
+        let Ok(p) = Icmpv6Packet::new_checked(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(Icmpv6Repr::EchoRequest {
+            ident,
+            seq_no,
+            data,
+        }) = Icmpv6Repr::parse(&p, src, dst)
+        else {
+            return;
+        };
+        let reply = Icmpv6Repr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        };
+        let mut buf = vec![0u8; 40 + reply.buffer_len()];
+        let ip = Ipv6Repr::new(dst, src, IpProtocol::ICMPV6, reply.buffer_len());
+        if ip
+            .emit(&mut buf)
+            .and_then(|_| reply.emit(&mut buf[40..], dst, src))
+            .is_ok()
+        {
+            self.control_out.push_back(buf);
+            self.stats.echo_replies += 1;
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Two stacks in one process over the simulated link: the notes' claims
+//! and the socket calls, under a fake clock.
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use oxcat_stack::{sim_link, Device, LinkConfig, SimPort, SocketHandle, Stack, StackConfig};
+use oxcat_tcp::State;
+
+struct Pair {
+    a: Stack,
+    b: Stack,
+    pa: SimPort,
+    pb: SimPort,
+    now: Instant,
+}
+
+const A4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const B4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+fn pair(link: LinkConfig, seed: u64) -> Pair {
+    let now = Instant::now();
+    let (pa, pb) = sim_link(link, seed);
+    let cfg = |v4, v6, s| StackConfig {
+        ipv4: Some(v4),
+        ipv6: Some(v6),
+        seed: s,
+        ..StackConfig::default()
+    };
+    Pair {
+        a: Stack::new(cfg(A4, A6, seed ^ 1), now),
+        b: Stack::new(cfg(B4, B6, seed ^ 2), now),
+        pa,
+        pb,
+        now,
+    }
+}
+
+impl Pair {
+    /// Polls both stacks, then moves the clock to the next event (bounded).
+    fn step(&mut self) {
+        self.a.poll(self.now, &mut self.pa).unwrap();
+        self.b.poll(self.now, &mut self.pb).unwrap();
+        let next = [
+            self.pa.poll_at(),
+            self.pb.poll_at(),
+            self.a.poll_at(),
+            self.b.poll_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(t) = next {
+            self.now = self.now.max(t);
+        } else {
+            self.now += Duration::from_millis(1);
+        }
+    }
+
+    fn run_until(&mut self, what: &str, mut cond: impl FnMut(&mut Pair) -> bool) {
+        for _ in 0..2_000_000 {
+            if cond(self) {
+                return;
+            }
+            self.step();
+        }
+        panic!(
+            "never happened: {what}; clock {:?}; a {:?}; b {:?}; link {:?}; next a {:?} b {:?}",
+            self.now.elapsed(),
+            self.a.stats(),
+            self.b.stats(),
+            self.pa.stats(),
+            self.a
+                .poll_at()
+                .map(|t| t.saturating_duration_since(self.now)),
+            self.b
+                .poll_at()
+                .map(|t| t.saturating_duration_since(self.now))
+        );
+    }
+}
+
+fn sockaddr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+fn exchange(link: LinkConfig, seed: u64, v6: bool, size: usize) {
+    let mut p = pair(link, seed);
+    let (server_ip, any): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+        (B6.into(), Ipv6Addr::UNSPECIFIED.into())
+    } else {
+        (B4.into(), Ipv4Addr::UNSPECIFIED.into())
+    };
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(any, 5000), 8, now).unwrap();
+    let c =
+        p.a.tcp_connect(sockaddr(server_ip, 5000), None, now)
+            .unwrap();
+    let up: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let down: Vec<u8> = (0..size).map(|i| (i * 13 % 253) as u8).collect();
+    let mut server: Option<SocketHandle> = None;
+    let (mut up_sent, mut down_sent) = (0, 0);
+    let (mut up_got, mut down_got) = (Vec::new(), Vec::new());
+    let (mut up_shut, mut down_shut) = (false, false);
+    let mut buf = vec![0u8; 65536];
+    let (mut up_eof, mut down_eof) = (false, false);
+    p.run_until("both directions delivered and EOF seen", |p| {
+        let now = p.now;
+        if server.is_none() {
+            server = p.b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        }
+        if up_sent < up.len() {
+            if let Ok(n) = p.a.tcp_send(c, &up[up_sent..]) {
+                up_sent += n;
+            }
+        } else if !up_shut {
+            p.a.tcp_shutdown_write(c, now).unwrap();
+            up_shut = true;
+        }
+        loop {
+            match p.a.tcp_recv(c, &mut buf) {
+                Ok(0) => {
+                    down_eof = true;
+                    break;
+                }
+                Ok(n) => down_got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("client recv: {e}"),
+            }
+        }
+        if let Some(s) = server {
+            if down_sent < down.len() {
+                if let Ok(n) = p.b.tcp_send(s, &down[down_sent..]) {
+                    down_sent += n;
+                }
+            } else if !down_shut {
+                p.b.tcp_shutdown_write(s, now).unwrap();
+                down_shut = true;
+            }
+            loop {
+                match p.b.tcp_recv(s, &mut buf) {
+                    Ok(0) => {
+                        up_eof = true;
+                        break;
+                    }
+                    Ok(n) => up_got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("server recv: {e}"),
+                }
+            }
+        }
+        up_eof && down_eof
+    });
+    assert!(
+        up_got == up,
+        "client->server bytes differ ({} of {})",
+        up_got.len(),
+        up.len()
+    );
+    assert!(
+        down_got == down,
+        "server->client bytes differ ({} of {})",
+        down_got.len(),
+        down.len()
+    );
+}
+
+#[test]
+fn tcp_over_ipv4_clean_link() {
+    exchange(LinkConfig::default(), 1, false, 1 << 20);
+}
+
+#[test]
+fn tcp_over_ipv6_clean_link() {
+    exchange(LinkConfig::default(), 2, true, 1 << 20);
+}
+
+#[test]
+fn tcp_over_a_bad_link() {
+    let link = LinkConfig {
+        loss: 0.05,
+        duplicate: 0.02,
+        reorder: 0.1,
+        corrupt: 0.01,
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+        ..LinkConfig::default()
+    };
+    exchange(link, 3, false, 300_000);
+    exchange(link, 4, true, 300_000);
+}
+
+/// The notes: "The protocol stack of Linux does the handshaking without
+/// involving the application" — the connection is ESTABLISHED on both ends
+/// before the server calls accept.
+#[test]
+fn handshake_completes_before_accept() {
+    let mut p = pair(LinkConfig::default(), 5);
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(B4, 80), 2, now).unwrap();
+    let c = p.a.tcp_connect(sockaddr(B4, 80), None, now).unwrap();
+    p.run_until("client established", |p| {
+        p.a.tcp_state(c) == Some(State::Established)
+    });
+    for _ in 0..10 {
+        p.step();
+    }
+    assert_eq!(
+        p.b.tcp_listener(l).unwrap().accept_queue_len(),
+        1,
+        "waiting in the accept queue"
+    );
+    let (s, from) = p.b.tcp_accept(l).unwrap().expect("accept returns at once");
+    assert_eq!(from.ip(), std::net::IpAddr::from(A4));
+    assert_eq!(p.b.tcp_state(s), Some(State::Established));
+}
+
+/// The notes: "size of accept queue is bounded. If we don't accept the
+/// ready connections, new connections would be dropped" — and they get in
+/// later, once the server accepts.
+#[test]
+fn full_accept_queue_drops_then_admits() {
+    let mut p = pair(LinkConfig::default(), 6);
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(B4, 80), 1, now).unwrap();
+    let clients: Vec<SocketHandle> = (0..5)
+        .map(|_| p.a.tcp_connect(sockaddr(B4, 80), None, now).unwrap())
+        .collect();
+    // Two seconds without accept: the queue fills, later handshakes wait.
+    let t0 = p.now;
+    p.run_until("two seconds pass", |p| p.now >= t0 + Duration::from_secs(2));
+    let est = clients
+        .iter()
+        .filter(|&&c| p.a.tcp_state(c) == Some(State::Established))
+        .count();
+    let queued = p.b.tcp_listener(l).unwrap().accept_queue_len();
+    assert_eq!(queued, 2, "backlog 1 holds two (Linux: backlog + 1)");
+    let stats = p.b.tcp_listener(l).unwrap().stats();
+    assert!(
+        stats.syns_dropped_accept_full + stats.acks_dropped_accept_full > 0,
+        "{stats:?}"
+    );
+    assert!(est >= 2, "the queued ones are established for the clients");
+    // Accept as they come: all five get in, through SYN retransmissions.
+    let mut accepted = 0;
+    p.run_until("all five accepted", |p| {
+        while let Ok(Some(_)) = p.b.tcp_accept(l) {
+            accepted += 1;
+        }
+        accepted == 5
+    });
+}
+
+#[test]
+fn rst_for_a_closed_port_refuses_the_connect() {
+    let mut p = pair(LinkConfig::default(), 7);
+    let now = p.now;
+    let c = p.a.tcp_connect(sockaddr(B4, 9), None, now).unwrap();
+    p.run_until("refused", |p| p.a.tcp_state(c) == Some(State::Closed));
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        p.a.tcp_recv(c, &mut buf).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
+    assert_eq!(p.b.stats().tcp_resets_sent, 1);
+}
+
+/// The notes: close() with buffered bytes — "Kernel continues sending the
+/// buffered bytes", then the FIN.
+#[test]
+fn close_drains_buffered_bytes_then_fin() {
+    let mut p = pair(
+        LinkConfig {
+            delay: Duration::from_millis(5),
+            ..LinkConfig::default()
+        },
+        8,
+    );
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(B4, 80), 4, now).unwrap();
+    let c = p.a.tcp_connect(sockaddr(B4, 80), None, now).unwrap();
+    p.run_until("connected", |p| {
+        p.a.tcp_state(c) == Some(State::Established)
+    });
+    let data = vec![0x5a; 200_000];
+    let mut queued = 0;
+    while queued < data.len() {
+        match p.a.tcp_send(c, &data[queued..]) {
+            Ok(n) => queued += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        queued > 100_000,
+        "a large send is taken, perhaps partly: {queued}"
+    );
+    let now = p.now;
+    p.a.close(c, now);
+    let mut s = None;
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    p.run_until("all bytes then EOF", |p| {
+        if s.is_none() {
+            s = p.b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        }
+        let Some(s) = s else { return false };
+        loop {
+            match p.b.tcp_recv(s, &mut buf) {
+                Ok(0) => return true,
+                Ok(n) => got += n,
+                Err(_) => return false,
+            }
+        }
+    });
+    assert_eq!(got, queued);
+}
+
+#[test]
+fn udp_keeps_datagram_boundaries_and_unreachable_ports_answer() {
+    let mut p = pair(LinkConfig::default(), 9);
+    let sa = p.a.udp_bind(sockaddr(A4, 0)).unwrap();
+    let sb = p.b.udp_bind(sockaddr(B4, 53)).unwrap();
+    p.a.udp_send_to(sa, b"one", sockaddr(B4, 53)).unwrap();
+    p.a.udp_send_to(sa, b"two three", sockaddr(B4, 53)).unwrap();
+    p.a.udp_send_to(sa, b"nobody", sockaddr(B4, 54)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 100];
+    p.run_until("two datagrams", |p| {
+        while let Ok((n, from)) = p.b.udp_recv_from(sb, &mut buf) {
+            assert_eq!(from.ip(), std::net::IpAddr::from(A4));
+            got.push(buf[..n].to_vec());
+        }
+        got.len() == 2
+    });
+    assert_eq!(got, vec![b"one".to_vec(), b"two three".to_vec()]);
+    p.run_until("port unreachable sent", |p| {
+        p.b.stats().udp_unreachable_sent == 1
+    });
+}
+
+#[test]
+#[ignore = "debugging aid"]
+fn bad_link_variants() {
+    let base = LinkConfig {
+        delay: Duration::from_millis(20),
+        ..LinkConfig::default()
+    };
+    for (name, link) in [
+        ("loss", LinkConfig { loss: 0.05, ..base }),
+        (
+            "dup",
+            LinkConfig {
+                duplicate: 0.02,
+                ..base
+            },
+        ),
+        (
+            "reorder",
+            LinkConfig {
+                reorder: 0.1,
+                ..base
+            },
+        ),
+        (
+            "corrupt",
+            LinkConfig {
+                corrupt: 0.01,
+                ..base
+            },
+        ),
+        (
+            "jitter",
+            LinkConfig {
+                jitter: Duration::from_millis(5),
+                ..base
+            },
+        ),
+    ] {
+        eprintln!("variant {name}");
+        exchange(link, 3, false, 300_000);
+        eprintln!("variant {name} ok");
+    }
+}
