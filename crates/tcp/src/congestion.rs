@@ -90,8 +90,8 @@ impl Controller for NewReno {
         self.acked_in_ca = 0;
     }
     fn on_recovery_end(&mut self, in_flight: usize) {
-        // RFC 6582 §3.2 step 3 (option 1): min(ssthresh, FlightSize + SMSS)
-        self.cwnd = self.ssthresh.min(in_flight + self.mss).max(self.mss);
+        // RFC 6582 §3.2 step 3 (option 1): min(ssthresh, max(FlightSize, SMSS) + SMSS)
+        self.cwnd = self.ssthresh.min(in_flight.max(self.mss) + self.mss);
     }
     fn on_rto(&mut self, in_flight: usize) {
         self.ssthresh = (in_flight / 2).max(2 * self.mss);

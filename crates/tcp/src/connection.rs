@@ -120,6 +120,12 @@ pub struct Connection {
     recovery: Option<SeqNum>,
     /// In recovery: the next sequence to retransmit (the hole to fill).
     rtx_next: Option<SeqNum>,
+    /// RFC 6675 HighRxt: the end of the highest retransmission in this recovery.
+    high_rxt: SeqNum,
+    /// RFC 5681 §3.2 window inflation during NewReno recovery (no SACK), bytes.
+    recovery_inflation: usize,
+    /// Our SYN (or SYN-ACK) went out more than once (RFC 6298 §5.7).
+    syn_retransmitted: bool,
     cc: Box<dyn Controller>,
 
     // Acknowledgments and probes.
@@ -213,6 +219,9 @@ impl Connection {
             dup_acks: 0,
             recovery: None,
             rtx_next: None,
+            high_rxt: SeqNum(0),
+            recovery_inflation: 0,
+            syn_retransmitted: false,
             cc,
             ack_now: false,
             segments_unacked: 0,
@@ -499,6 +508,7 @@ impl Connection {
         match self.state {
             State::SynSent | State::SynReceived => {
                 self.syn_owed = true;
+                self.syn_retransmitted = true;
             }
             State::Closed | State::Listen | State::TimeWait => {}
             _ => {
@@ -510,6 +520,7 @@ impl Connection {
                     self.snd_nxt = self.snd_una;
                     self.recovery = None;
                     self.rtx_next = None;
+                    self.recovery_inflation = 0;
                     self.dup_acks = 0;
                     // RFC 2018 §8: after a timeout the SACK scoreboard is not trusted.
                     self.sacked.clear();
@@ -609,11 +620,7 @@ impl Connection {
         }
         if self.snd_una > self.iss {
             // Our SYN is acknowledged: ESTABLISHED, and ACK theirs.
-            self.retransmit_deadline = None;
-            self.retries = 0;
-            self.syn_owed = false;
-            self.set_state(now, State::Established);
-            self.events |= EV_CONNECTED;
+            self.enter_established(now);
             self.ack_now = true;
         } else {
             // Simultaneous open (§3.5, figure 8): SYN-RECEIVED, send SYN-ACK.
@@ -648,6 +655,24 @@ impl Connection {
         if self.state == State::SynReceived && h.flags.syn() && !h.flags.ack() && h.seq == self.irs
         {
             self.syn_owed = true;
+            return;
+        }
+        // Simultaneous open (RFC 9293 §3.5 figure 8, line 6): the peer's SYN,ACK
+        // acknowledges our SYN while we are in SYN-RECEIVED: established.
+        if self.state == State::SynReceived
+            && h.flags.syn()
+            && h.flags.ack()
+            && !h.flags.rst()
+            && h.seq == self.irs
+        {
+            if self.snd_una < h.ack && h.ack <= self.snd_max {
+                self.on_ack_advanced(now, h.ack, h);
+                self.update_send_window_from_syn(h);
+                self.enter_established(now);
+                self.ack_now = true;
+            } else {
+                self.owe_rst(h.ack);
+            }
             return;
         }
 
@@ -715,20 +740,11 @@ impl Connection {
         }
         if self.state == State::SynReceived {
             if self.snd_una < h.ack && h.ack <= self.snd_max {
-                self.retransmit_deadline = None;
-                self.retries = 0;
-                self.syn_owed = false;
                 self.snd_wnd = (h.window as usize) << self.snd_wscale;
                 self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
                 self.snd_wl1 = h.seq;
                 self.snd_wl2 = h.ack;
-                let next = if self.fin_queued {
-                    State::FinWait1
-                } else {
-                    State::Established
-                };
-                self.set_state(now, next);
-                self.events |= EV_CONNECTED;
+                self.enter_established(now);
             } else {
                 self.owe_rst(h.ack);
                 self.trace_drop(now, "unacceptable ACK in SYN-RECEIVED");
@@ -817,6 +833,9 @@ impl Connection {
             self.on_ack_advanced(now, ack, h);
         } else if ack == self.snd_una
             && len == 0
+            // Answers to zero-window probes are not duplicate ACKs: nothing was lost.
+            && h.window != 0
+            && self.snd_wnd != 0
             && !h.flags.fin()
             && self.snd_max > self.snd_una
             && ((h.window as usize) << self.snd_wscale) == self.snd_wnd
@@ -893,13 +912,22 @@ impl Connection {
             Some(recover) if ack >= recover => {
                 self.recovery = None;
                 self.rtx_next = None;
+                self.recovery_inflation = 0;
                 let flight = self.snd_max - self.snd_una;
                 self.cc.on_recovery_end(flight);
                 self.trace_cwnd(now);
             }
             Some(_) => {
-                // Partial ACK: the next hole is lost too; resend it.
-                self.rtx_next = Some(self.next_hole(self.snd_una));
+                if self.sack_enabled {
+                    // RFC 6675: on to the next lost hole (never below HighRxt).
+                    self.rtx_next = self.next_lost_hole();
+                } else {
+                    // RFC 6582 §3.2 step 5: a partial ACK retransmits the next
+                    // segment and deflates by the amount acked, one SMSS back.
+                    self.rtx_next = Some(self.snd_una);
+                    self.recovery_inflation =
+                        self.recovery_inflation.saturating_sub(data_acked) + self.snd_mss;
+                }
             }
             None => {
                 if data_acked > 0 {
@@ -928,27 +956,53 @@ impl Connection {
     fn on_duplicate_ack(&mut self, now: Instant) {
         self.dup_acks += 1;
         if self.recovery.is_some() {
-            // RFC 6582 §3.2 step 4: each further duplicate lets one more segment out
-            // (the controller's window is not inflated; SACK-aware sending fills holes).
             if self.sack_enabled {
-                let hole = self.next_hole(self.rtx_next.unwrap_or(self.snd_una));
-                if hole < self.snd_max {
-                    self.rtx_next = Some(hole);
-                }
+                // RFC 6675 §5 (C): the SACK information may show a new hole to fill.
+                self.rtx_next = self.next_lost_hole();
+            } else {
+                // RFC 5681 §3.2 step 4: each further duplicate means a segment left
+                // the network: inflate by one SMSS so new data may go.
+                self.recovery_inflation += self.snd_mss;
             }
             return;
         }
-        let sack_says_lost =
-            self.sack_enabled && self.sacked_bytes() >= DUPACK_THRESHOLD as usize * self.snd_mss;
+        let sack_says_lost = self.sack_enabled && self.is_lost(self.snd_una);
         if self.dup_acks >= DUPACK_THRESHOLD || sack_says_lost {
             // Fast retransmit (RFC 5681 §3.2 steps 2-3), recovery until `recover` is acked.
             let flight = self.snd_max - self.snd_una;
             self.cc.on_congestion_event(now, flight);
             self.trace_cwnd(now);
             self.recovery = Some(self.snd_max);
+            self.high_rxt = self.snd_una;
             self.rtx_next = Some(self.snd_una);
+            // RFC 5681 §3.2 step 3: cwnd = ssthresh + 3*SMSS (without SACK; with
+            // SACK, RFC 6675 counts the SACKed bytes out of the pipe instead).
+            self.recovery_inflation = if self.sack_enabled {
+                0
+            } else {
+                DUPACK_THRESHOLD as usize * self.snd_mss
+            };
             self.rtt_probe = None;
         }
+    }
+
+    /// RFC 6675 IsLost: more than (DupThresh - 1) * SMSS bytes above `seq` were SACKed.
+    fn is_lost(&self, seq: SeqNum) -> bool {
+        let above: usize = self
+            .sacked
+            .iter()
+            .filter(|&&(_, r)| r > seq)
+            .map(|&(l, r)| r - l.max(seq))
+            .sum();
+        above > (DUPACK_THRESHOLD as usize - 1) * self.snd_mss
+    }
+
+    /// RFC 6675 NextSeg rule 1: the first unSACKed sequence at or above
+    /// HighRxt that is lost; `None` when no hole qualifies.
+    fn next_lost_hole(&self) -> Option<SeqNum> {
+        let from = self.high_rxt.max(self.snd_una);
+        let hole = self.next_hole(from);
+        (hole < self.snd_max && self.is_lost(hole)).then_some(hole)
     }
 
     fn take_sack_blocks(&mut self, h: &Header) {
@@ -1087,6 +1141,25 @@ impl Connection {
         }
     }
 
+    /// The handshake is done (RFC 9293 §3.10.7.3/§3.10.7.4).
+    fn enter_established(&mut self, now: Instant) {
+        // RFC 6298 §5.7: a SYN that had to be retransmitted, with no RTT sample
+        // since, leaves the RTO at 3 s for the data that follows.
+        if self.syn_retransmitted && self.rtt.srtt().is_none() {
+            self.rtt.set_rto(Duration::from_secs(3));
+        }
+        self.retransmit_deadline = None;
+        self.retries = 0;
+        self.syn_owed = false;
+        let next = if self.fin_queued {
+            State::FinWait1
+        } else {
+            State::Established
+        };
+        self.set_state(now, next);
+        self.events |= EV_CONNECTED;
+    }
+
     fn enter_time_wait(&mut self, now: Instant) {
         self.set_state(now, State::TimeWait);
         self.retransmit_deadline = None;
@@ -1103,7 +1176,13 @@ impl Connection {
             return false;
         }
         match (self.ts_enabled, syn.options.timestamps) {
-            (true, Some((tsval, _))) => (tsval.wrapping_sub(self.ts_recent) as i32) > 0,
+            // §2: a newer timestamp, or an equal one with a higher sequence number.
+            (true, Some((tsval, _))) => {
+                let d = tsval.wrapping_sub(self.ts_recent) as i32;
+                d > 0 || (d == 0 && syn.seq > self.rcv_nxt)
+            }
+            // §2: the old incarnation had no timestamps, the new one has: honour it.
+            (false, Some(_)) => true,
             _ => syn.seq > self.rcv_nxt,
         }
     }
@@ -1217,7 +1296,7 @@ impl Connection {
         let current = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
         let growth = free.saturating_sub(current);
         let threshold = (self.recv_buf.capacity() / 2).min(self.config.mss as usize);
-        let wnd = if free > current && growth < threshold && current > 0 {
+        let wnd = if free > current && growth < threshold {
             current
         } else {
             free.max(current)
@@ -1389,6 +1468,14 @@ impl Connection {
     /// In recovery: resend the next hole (one segment per call).
     fn retransmission(&mut self, now: Instant) -> Option<Segment> {
         let at = self.rtx_next?;
+        // RFC 6675 §5 (C): with SACK, a hole other than the first goes out only
+        // while cwnd - pipe has room for it.
+        if self.sack_enabled
+            && at > self.snd_una
+            && self.in_flight() + self.snd_mss > self.cc.window()
+        {
+            return None;
+        }
         if at >= self.snd_max || at < self.snd_una {
             self.rtx_next = None;
             return None;
@@ -1417,10 +1504,10 @@ impl Connection {
         }
         let h = self.header(now, at, flags);
         let next = at + len + usize::from(with_fin);
-        // With SACK, move to the next hole; without, NewReno sends one segment per (partial) ACK.
+        self.high_rxt = self.high_rxt.max(next);
+        // With SACK, on to the next lost hole; NewReno sends one segment per (partial) ACK.
         self.rtx_next = if self.sack_enabled {
-            let hole = self.next_hole(next);
-            (hole < self.snd_max && hole < self.recovery.unwrap_or(self.snd_max)).then_some(hole)
+            self.next_lost_hole()
         } else {
             None
         };
@@ -1478,7 +1565,7 @@ impl Connection {
         } else {
             0
         };
-        let window = self.snd_wnd.min(self.cc.window());
+        let window = self.snd_wnd.min(self.cc.window() + self.recovery_inflation);
         let usable = window.saturating_sub(self.in_flight());
         let max_payload = self.max_payload();
         let mut len = unsent.min(usable).min(max_payload);

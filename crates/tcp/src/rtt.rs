@@ -55,6 +55,11 @@ impl RttEstimator {
         self.backoffs += 1;
     }
 
+    /// Sets the RTO directly (RFC 6298 §5.7), within the bounds.
+    pub fn set_rto(&mut self, rto: Duration) {
+        self.rto = rto.clamp(self.min, self.max);
+    }
+
     pub fn rto(&self) -> Duration {
         self.rto
     }

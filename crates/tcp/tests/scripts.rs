@@ -297,7 +297,6 @@ fn syn_retransmission_backoff_and_give_up() {
 /// RFC 6298 §5.7: when the SYN was retransmitted (no RTT sample by Karn),
 /// the RTO MUST be re-initialized to 3 s once the handshake completes.
 #[test]
-#[ignore = "engine bug: after a SYN retransmission the RTO stays at the backed-off 2 s instead of 3 s (RFC 6298 §5.7)"]
 fn rto_is_3s_after_syn_retransmission() {
     let mut s = Script::connect(plain());
     s.expect(syn(0));
@@ -490,7 +489,6 @@ fn simultaneous_open_completed_by_ack() {
 /// (SEQ=its ISN, ACK=our ISN+1) arriving in SYN-RECEIVED completes the
 /// handshake at once (Linux: tcp_validate_incoming lets it pass).
 #[test]
-#[ignore = "engine bug: in simultaneous open the peer's SYN-ACK is dropped as out of window; ESTABLISHED waits for a later ACK"]
 fn simultaneous_open_completed_by_syn_ack() {
     let mut s = Script::connect(plain());
     s.expect(syn(0));
@@ -1773,7 +1771,6 @@ fn newreno_partial_ack_retransmits_next_hole() {
 /// min(ssthresh, max(FlightSize, SMSS) + SMSS) or ssthresh; here ssthresh =
 /// 3000, FlightSize 0, so 2000 or 3000.
 #[test]
-#[ignore = "engine bug: on a full ACK NewReno deflates cwnd to min(ssthresh, FlightSize + SMSS) = 1000, below RFC 6582's min(ssthresh, max(FlightSize, SMSS) + SMSS)"]
 fn newreno_full_ack_ends_recovery_with_rfc_6582_window() {
     let mut s = established(newreno());
     s.at(200).app_send_n(6000);
@@ -1797,7 +1794,6 @@ fn newreno_full_ack_ends_recovery_with_rfc_6582_window() {
 /// out when cwnd allows: with 10 segments outstanding and ssthresh 5, the
 /// 6th duplicate ACK lets a new segment out.
 #[test]
-#[ignore = "engine bug: no window inflation (or PRR) in fast recovery: duplicate ACKs after the third release no new data"]
 fn newreno_duplicate_acks_inflate_the_window() {
     let mut s = established(newreno());
     s.at(200).app_send_n(20_000);
@@ -1860,7 +1856,6 @@ fn cubic_reduces_cwnd_by_beta_on_loss() {
 /// not lost (NextSeg rules 1.b and 3), and cwnd (2500) less pipe (2000) has
 /// no room for it anyway (§5 step C).
 #[test]
-#[ignore = "engine bug: SACK recovery also retransmits the unSACKed tail segment above the highest SACKed byte at once, ignoring NextSeg's loss rules and cwnd - pipe"]
 fn sack_detects_loss_from_sacked_segments() {
     let mut s = established_sack(Algorithm::NewReno);
     s.at(200).app_send_n(5000);
@@ -1877,7 +1872,6 @@ fn sack_detects_loss_from_sacked_segments() {
 /// third duplicate only segment 1 (cwnd 3000 = pipe), at the fourth ACK
 /// segment 3 (now three SACKed segments above it), nothing on the partial ACK.
 #[test]
-#[ignore = "engine bug: SACK recovery retransmits the same holes repeatedly (segment 1 twice, segment 3 three times) plus an unSACKed tail segment"]
 fn sack_recovery_retransmits_only_the_holes() {
     let mut s = established_sack(Algorithm::NewReno);
     s.at(200).app_send_n(6000);
@@ -1941,7 +1935,6 @@ fn zero_window_probe_then_window_update() {
 /// growing intervals, however many zero-window ACKs answer them (they are not
 /// duplicate ACKs that could trigger a retransmission into the zero window).
 #[test]
-#[ignore = "engine bug: the third zero-window ACK answering a probe counts as a third duplicate ACK; fast retransmit sends 500 bytes into the zero window"]
 fn zero_window_probes_never_send_more_than_a_byte() {
     let mut s = established(plain());
     s.at(150).peer_sends(ack(1, 1).win(0));
@@ -1966,7 +1959,6 @@ fn zero_window_probes_never_send_more_than_a_byte() {
 /// full 4000-byte buffer (MSS 1000) still advertises zero; reading enough
 /// sends a window update (RFC 1122 §4.2.3.3).
 #[test]
-#[ignore = "engine bug: from a zero window, reading 500 bytes makes the next ACK advertise 500 (receiver SWS)"]
 fn receiver_sws_avoidance_keeps_small_windows_closed() {
     let config = Config {
         recv_buffer: 4000,
@@ -2118,7 +2110,6 @@ fn time_wait_reuse_by_timestamp() {
 /// RFC 6191 §2: with timestamps, an equal TSval and a sequence number above
 /// the last seen honours the SYN.
 #[test]
-#[ignore = "engine bug: RFC 6191 equal-timestamp case refused: TSval == TS.Recent with a higher sequence number should allow reuse"]
 fn time_wait_reuse_equal_timestamp_higher_sequence() {
     let mut s = time_wait_with_timestamps();
     let equal = s.header_of(syn(200_000).ts(1100, 0));
@@ -2153,7 +2144,6 @@ fn time_wait_reuse_by_sequence_number() {
 /// Timestamps ... If TCP Timestamps would be enabled for the new incarnation
 /// of the connection, honor the incoming connection request", whatever its sequence number.
 #[test]
-#[ignore = "engine bug: previous incarnation without timestamps, new SYN with them: refused when its sequence number is lower"]
 fn time_wait_reuse_when_new_syn_brings_timestamps() {
     let config = Config {
         sack: false,
