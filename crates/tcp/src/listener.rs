@@ -7,7 +7,9 @@
 //! own go to that connection; everything else for the listening port comes
 //! here with its key (the 4-tuple, any `Hash + Eq + Copy` type).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use indexmap::IndexMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -41,7 +43,9 @@ pub struct Listener<K> {
     config: Config,
     backlog: usize,
     syn_queue_max: usize,
-    syn_queue: HashMap<K, Connection>,
+    /// Half-open connections, in arrival order (an IndexMap, so every run visits them
+    /// in the same order: runs are reproducible).
+    syn_queue: IndexMap<K, Connection>,
     accept_queue: VecDeque<(K, Connection)>,
     transmits: VecDeque<(K, Segment)>,
     isn: IsnGenerator,
@@ -65,7 +69,7 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             config,
             backlog,
             syn_queue_max: backlog.max(8) * 2,
-            syn_queue: HashMap::new(),
+            syn_queue: IndexMap::new(),
             accept_queue: VecDeque::new(),
             transmits: VecDeque::new(),
             isn,
@@ -207,7 +211,7 @@ impl<K: Hash + Eq + Copy> Listener<K> {
         match conn.state() {
             State::SynReceived => {}
             State::Closed => {
-                if let Some(mut c) = self.syn_queue.remove(&key) {
+                if let Some(mut c) = self.syn_queue.shift_remove(&key) {
                     if c.close_reason() == Some(crate::event::CloseReason::TimedOut) {
                         self.stats.handshakes_timed_out += 1;
                     }
@@ -218,7 +222,7 @@ impl<K: Hash + Eq + Copy> Listener<K> {
                 }
             }
             _ => {
-                if let Some(c) = self.syn_queue.remove(&key) {
+                if let Some(c) = self.syn_queue.shift_remove(&key) {
                     self.accept_queue.push_back((key, c));
                 }
             }
