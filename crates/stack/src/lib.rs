@@ -10,7 +10,9 @@
 pub mod device;
 pub mod sim_link;
 pub mod stack;
+pub mod tun;
 
 pub use device::Device;
 pub use sim_link::{sim_link, LinkConfig, LinkStats, SimPort};
 pub use stack::{close_error, FourTuple, SocketHandle, Stack, StackConfig, StackStats};
+pub use tun::Tun;
