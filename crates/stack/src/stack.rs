@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use oxcat_tcp::{
@@ -96,6 +97,8 @@ enum Socket {
 
 pub struct Stack {
     config: StackConfig,
+    tcp_v4: Arc<TcpConfig>,
+    tcp_v6: Arc<TcpConfig>,
     sockets: Vec<Socket>,
     free: Vec<usize>,
     tcp_conns: HashMap<FourTuple, usize>,
@@ -184,6 +187,8 @@ impl Stack {
         .max(1);
         let next_port = config.ephemeral_ports.0 + (config.seed % span) as u16;
         Stack {
+            tcp_v4: Stack::engine_config(&config, 20),
+            tcp_v6: Stack::engine_config(&config, 40),
             isn: IsnGenerator::new(config.seed, now),
             next_port,
             config,
@@ -229,17 +234,21 @@ impl Stack {
 
     /// The engine's configuration for a connection over `ip`: the MSS fits the MTU
     /// (RFC 9293 §3.7.1: MTU less 20 bytes of TCP header and the IP header).
-    fn tcp_config_for(&self, ip: IpAddr) -> TcpConfig {
-        let ip_header = if ip.is_ipv4() { 20 } else { 40 };
-        let fit = self
-            .config
-            .mtu
-            .saturating_sub(ip_header + 20)
-            .clamp(536, 65495) as u16;
-        TcpConfig {
-            mss: self.config.tcp.mss.min(fit),
-            ..self.config.tcp.clone()
+    fn tcp_config_for(&self, ip: IpAddr) -> Arc<TcpConfig> {
+        if ip.is_ipv4() {
+            self.tcp_v4.clone()
+        } else {
+            self.tcp_v6.clone()
         }
+    }
+
+    /// The engine configuration for one IP version, shared by its connections.
+    fn engine_config(config: &StackConfig, ip_header: usize) -> Arc<TcpConfig> {
+        let fit = config.mtu.saturating_sub(ip_header + 20).clamp(536, 65495) as u16;
+        Arc::new(TcpConfig {
+            mss: config.tcp.mss.min(fit),
+            ..config.tcp.clone()
+        })
     }
 
     fn insert(&mut self, s: Socket) -> usize {

@@ -27,10 +27,57 @@ pub trait Controller: std::fmt::Debug + Send {
     fn set_mss(&mut self, mss: usize);
 }
 
-pub fn new(algorithm: Algorithm, mss: usize, initial_window: u32) -> Box<dyn Controller> {
-    match algorithm {
-        Algorithm::NewReno => Box::new(NewReno::new(mss, initial_window)),
-        Algorithm::Cubic => Box::new(Cubic::new(mss, initial_window)),
+/// The controllers this crate has, held inline (no allocation per connection).
+#[derive(Debug, Clone)]
+pub enum CongestionControl {
+    NewReno(NewReno),
+    Cubic(Cubic),
+}
+
+impl CongestionControl {
+    pub fn new(algorithm: Algorithm, mss: usize, initial_window: u32) -> Self {
+        match algorithm {
+            Algorithm::NewReno => CongestionControl::NewReno(NewReno::new(mss, initial_window)),
+            Algorithm::Cubic => CongestionControl::Cubic(Cubic::new(mss, initial_window)),
+        }
+    }
+
+    fn inner(&self) -> &dyn Controller {
+        match self {
+            CongestionControl::NewReno(c) => c,
+            CongestionControl::Cubic(c) => c,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn Controller {
+        match self {
+            CongestionControl::NewReno(c) => c,
+            CongestionControl::Cubic(c) => c,
+        }
+    }
+}
+
+impl Controller for CongestionControl {
+    fn window(&self) -> usize {
+        self.inner().window()
+    }
+    fn ssthresh(&self) -> usize {
+        self.inner().ssthresh()
+    }
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>) {
+        self.inner_mut().on_ack(now, acked, rtt)
+    }
+    fn on_congestion_event(&mut self, now: Instant, in_flight: usize) {
+        self.inner_mut().on_congestion_event(now, in_flight)
+    }
+    fn on_recovery_end(&mut self, in_flight: usize) {
+        self.inner_mut().on_recovery_end(in_flight)
+    }
+    fn on_rto(&mut self, in_flight: usize) {
+        self.inner_mut().on_rto(in_flight)
+    }
+    fn set_mss(&mut self, mss: usize) {
+        self.inner_mut().set_mss(mss)
     }
 }
 

@@ -8,6 +8,7 @@
 //! here with its key (the 4-tuple, any `Hash + Eq + Copy` type).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use std::hash::Hash;
@@ -40,7 +41,7 @@ pub struct ListenerStats {
 }
 
 pub struct Listener<K> {
-    config: Config,
+    config: Arc<Config>,
     backlog: usize,
     syn_queue_max: usize,
     /// Half-open connections, in arrival order (an IndexMap, so every run visits them
@@ -64,9 +65,14 @@ impl<K: Hash + Eq + Copy> Listener<K> {
     /// `backlog` bounds the accept queue (Linux: `listen(fd, backlog)`, the
     /// queue holds backlog + 1); the SYN queue holds at most
     /// `max(backlog, 8) * 2` half-open connections before cookies take over.
-    pub fn new(config: Config, backlog: usize, isn: IsnGenerator, now: Instant) -> Self {
+    pub fn new(
+        config: impl Into<Arc<Config>>,
+        backlog: usize,
+        isn: IsnGenerator,
+        now: Instant,
+    ) -> Self {
         Listener {
-            config,
+            config: config.into(),
             backlog,
             syn_queue_max: backlog.max(8) * 2,
             syn_queue: IndexMap::new(),
