@@ -829,9 +829,11 @@ fn heap_freed_by<T>(value: T) -> isize {
 }
 
 /// A server-side connection accepted through a listener (client and
-/// listener dropped).
-fn oxcat_accepted(now: Instant) -> Connection {
-    let config = oxcat_config();
+/// listener dropped). The configuration is shared by all of a stack's
+/// connections (an `Arc`), so the caller keeps one alive: it is not a
+/// connection's own state.
+fn oxcat_accepted(now: Instant, config: &std::sync::Arc<Config>) -> Connection {
+    let config = config.clone();
     let mut listener: Listener<u64> =
         Listener::new(config.clone(), 16, IsnGenerator::new(7, now), now);
     let mut client = Connection::connect(config, now, SeqNum(1));
@@ -848,6 +850,7 @@ fn oxcat_accepted(now: Instant) -> Connection {
 
 fn state_size_report() {
     let t0 = Instant::now();
+    let shared_config = std::sync::Arc::new(oxcat_config());
     println!(
         "STATE oxcat_size_of_connection={}",
         std::mem::size_of::<Connection>()
@@ -868,10 +871,10 @@ fn state_size_report() {
     // Idle, as accept() hands it out (its Connected event not yet polled).
     println!(
         "STATE oxcat_heap_idle_accepted={}",
-        heap_freed_by(oxcat_accepted(t0))
+        heap_freed_by(oxcat_accepted(t0, &shared_config))
     );
     // Idle, after the application polled its events.
-    let mut server = oxcat_accepted(t0);
+    let mut server = oxcat_accepted(t0, &shared_config);
     while server.poll_event().is_some() {}
     println!(
         "STATE oxcat_heap_idle_accepted_events_polled={}",
