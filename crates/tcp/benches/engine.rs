@@ -567,9 +567,10 @@ fn bench_segment_rx(c: &mut Crit) {
         println!(
             "CHECK segment_rx oxcat segments={count} acks={acks} segments_per_ack={per_ack:.2}"
         );
-        // (count is 0 when a filter skipped this benchmark.)
+        // (Too few segments to judge when a filter skipped this benchmark, or
+        // under `cargo test --all-targets`, which runs each benchmark once.)
         assert!(
-            count == 0 || (1.5..=2.5).contains(&per_ack),
+            count < 100 || (1.5..=2.5).contains(&per_ack),
             "oxcat did not ACK every second segment"
         );
     }
@@ -630,9 +631,10 @@ fn bench_segment_rx(c: &mut Crit) {
             "CHECK segment_rx smoltcp segments={count} acks={} segments_per_ack={per_ack:.2}",
             dev.sent
         );
-        // (count is 0 when a filter skipped this benchmark.)
+        // (Too few segments to judge when a filter skipped this benchmark, or
+        // under `cargo test --all-targets`, which runs each benchmark once.)
         assert!(
-            count == 0 || (1.5..=2.5).contains(&per_ack),
+            count < 100 || (1.5..=2.5).contains(&per_ack),
             "smoltcp did not ACK every second segment"
         );
     }
