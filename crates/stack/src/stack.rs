@@ -176,6 +176,41 @@ fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
     r
 }
 
+/// An IP packet carrying one TCP segment from `tuple.local` to
+/// `tuple.remote`, written at the start of `buf`; returns its length.
+fn tcp_packet(
+    buf: &mut [u8],
+    tuple: &FourTuple,
+    h: &Header,
+    payload: &[u8],
+) -> oxcat_wire::Result<usize> {
+    let repr = to_wire_repr(tuple, h, payload.len());
+    let tcp_len = repr.header_len() + payload.len();
+    match (tuple.local.ip(), tuple.remote.ip()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let ip = Ipv4Repr::new(src, dst, IpProtocol::TCP, tcp_len);
+            let hl = ip.buffer_len();
+            let upper = buf
+                .get_mut(hl..hl + tcp_len)
+                .ok_or(oxcat_wire::Error::BufferTooSmall)?;
+            repr.emit(upper, src, dst, payload)?;
+            ip.emit(buf)?;
+            Ok(hl + tcp_len)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let ip = Ipv6Repr::new(src, dst, IpProtocol::TCP, tcp_len);
+            let hl = ip.buffer_len();
+            let upper = buf
+                .get_mut(hl..hl + tcp_len)
+                .ok_or(oxcat_wire::Error::BufferTooSmall)?;
+            repr.emit(upper, src, dst, payload)?;
+            ip.emit(buf)?;
+            Ok(hl + tcp_len)
+        }
+        _ => Err(oxcat_wire::Error::Unsupported),
+    }
+}
+
 impl Stack {
     pub fn new(config: StackConfig, now: Instant) -> Stack {
         let span = u64::from(
@@ -652,28 +687,8 @@ impl Stack {
         h: &Header,
         payload: &[u8],
     ) -> io::Result<()> {
-        let repr = to_wire_repr(tuple, h, payload.len());
-        let tcp_len = repr.header_len() + payload.len();
         let mut buf = std::mem::take(&mut self.tx_buf);
-        let total = match (tuple.local.ip(), tuple.remote.ip()) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let ip = Ipv4Repr::new(src, dst, IpProtocol::TCP, tcp_len);
-                let hl = ip.buffer_len();
-                let ok = ip
-                    .emit(&mut buf)
-                    .and_then(|_| repr.emit(&mut buf[hl..hl + tcp_len], src, dst, payload));
-                ok.map(|_| hl + tcp_len)
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let ip = Ipv6Repr::new(src, dst, IpProtocol::TCP, tcp_len);
-                let hl = ip.buffer_len();
-                let ok = ip
-                    .emit(&mut buf)
-                    .and_then(|_| repr.emit(&mut buf[hl..hl + tcp_len], src, dst, payload));
-                ok.map(|_| hl + tcp_len)
-            }
-            _ => Err(oxcat_wire::Error::Unsupported),
-        };
+        let total = tcp_packet(&mut buf, tuple, h, payload);
         let r = match total {
             Ok(n) => {
                 self.stats.packets_out += 1;
@@ -882,23 +897,8 @@ impl Stack {
             window: 0,
             options: Options::default(),
         };
-        let mut buf = vec![0u8; 60];
-        let repr = to_wire_repr(&tuple, &rst, 0);
-        let built = match (dst, src) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let ip = Ipv4Repr::new(s, d, IpProtocol::TCP, repr.header_len());
-                ip.emit(&mut buf)
-                    .and_then(|_| repr.emit(&mut buf[20..20 + repr.header_len()], s, d, &[]))
-                    .map(|_| 20 + repr.header_len())
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                let ip = Ipv6Repr::new(s, d, IpProtocol::TCP, repr.header_len());
-                ip.emit(&mut buf)
-                    .and_then(|_| repr.emit(&mut buf[40..40 + repr.header_len()], s, d, &[]))
-                    .map(|_| 40 + repr.header_len())
-            }
-            _ => return,
-        };
+        let mut buf = vec![0u8; 80];
+        let built = tcp_packet(&mut buf, &tuple, &rst, &[]);
         if let Ok(n) = built {
             buf.truncate(n);
             self.control_out.push_back(buf);
