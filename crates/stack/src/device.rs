@@ -3,6 +3,7 @@
 //! with `IFF_NO_PI` does.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 pub trait Device {
@@ -15,6 +16,11 @@ pub trait Device {
     /// When a packet will next be ready to receive, if the device knows
     /// (a simulated link does; a real device says `None` and is polled).
     fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+    /// A descriptor that becomes readable when a packet arrives (a TUN
+    /// device's); `None` for devices that only `poll_at` can wake.
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
 }

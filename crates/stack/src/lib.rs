@@ -7,11 +7,13 @@
 //! `tcp_accept`, `tcp_send`, `tcp_recv`, `close`, `udp_*`) are
 //! non-blocking and report `io::ErrorKind`s as `std::net` does.
 
+pub mod blocking;
 pub mod device;
 pub mod sim_link;
 pub mod stack;
 pub mod tun;
 
+pub use blocking::{Runtime, StackId, TcpListener, TcpStream};
 pub use device::Device;
 pub use sim_link::{sim_link, LinkConfig, LinkStats, SimPort};
 pub use stack::{close_error, FourTuple, SocketHandle, Stack, StackConfig, StackStats};

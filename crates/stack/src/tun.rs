@@ -95,6 +95,10 @@ impl Device for Tun {
         }
     }
 
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.file.as_fd())
+    }
+
     fn transmit(&mut self, _now: Instant, packet: &[u8]) -> io::Result<()> {
         match self.file.write(packet) {
             Ok(_) => Ok(()),

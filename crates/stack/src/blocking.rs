@@ -1,0 +1,336 @@
+//! A blocking socket API shaped like `std::net`, usable from many threads,
+//! all driven by one stack thread.
+//!
+//! The stack thread owns the devices; the stacks sit behind one mutex.
+//! Each socket call locks, tries the non-blocking operation, and if it would
+//! block waits on a condition variable that the stack thread signals after
+//! every round of packets and timers. Calls that queue work (a send, a
+//! close) wake the stack thread through a pipe so it goes out at once.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::device::Device;
+use crate::stack::{SocketHandle, Stack};
+
+struct Shared {
+    stacks: Vec<Stack>,
+    stop: bool,
+}
+
+struct Inner {
+    shared: Mutex<Shared>,
+    /// Signalled after every round of the stack thread.
+    progressed: Condvar,
+    /// Writing a byte here wakes the stack thread.
+    wake_tx: OwnedFd,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        // A full pipe already means "wake up", so the result does not matter.
+        // SAFETY: writing one byte from a live buffer to a descriptor we own.
+        let _ = unsafe { libc::write(self.wake_tx.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// The stack thread and the stacks it drives.
+pub struct Runtime {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Which of the runtime's stacks a socket lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackId(pub usize);
+
+impl Runtime {
+    /// Starts the stack thread. `make` runs on that thread and returns the
+    /// stacks with their devices (devices need not be `Send`: a simulated
+    /// link's two ends share state and stay on the stack thread).
+    pub fn start<F>(make: F) -> io::Result<Runtime>
+    where
+        F: FnOnce() -> Vec<(Stack, Box<dyn Device>)> + Send + 'static,
+    {
+        let (wake_rx, wake_tx) = pipe_nonblocking()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let inner = Arc::new(Inner {
+            shared: Mutex::new(Shared {
+                stacks: Vec::new(),
+                stop: false,
+            }),
+            progressed: Condvar::new(),
+            wake_tx,
+        });
+        let thread_inner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("oxcat-stack".into())
+            .spawn(move || {
+                let pairs = make();
+                let mut devices = Vec::new();
+                {
+                    let mut g = thread_inner.lock();
+                    for (stack, dev) in pairs {
+                        g.stacks.push(stack);
+                        devices.push(dev);
+                    }
+                }
+                let _ = ready_tx.send(());
+                run(&thread_inner, devices, wake_rx);
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the stack thread did not start"))?;
+        Ok(Runtime {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` on a stack, under the lock (for calls the blocking API does not wrap).
+    pub fn with_stack<T>(&self, id: StackId, f: impl FnOnce(&mut Stack) -> T) -> T {
+        let mut g = self.inner.lock();
+        let r = f(&mut g.stacks[id.0]);
+        drop(g);
+        self.inner.wake();
+        r
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.inner.lock().stop = true;
+        self.inner.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we now own.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// The stack thread: poll every stack, signal waiters, sleep until a device
+/// is readable, a timer is due, or a socket call wakes us.
+fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
+    let mut drain = [0u8; 64];
+    loop {
+        let next = {
+            let mut g = inner.lock();
+            if g.stop {
+                return;
+            }
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            let Shared { stacks, .. } = &mut *g;
+            for (stack, dev) in stacks.iter_mut().zip(devices.iter_mut()) {
+                // A device error ends nothing: the packet is lost, TCP resends.
+                let _ = stack.poll(now, dev.as_mut());
+                for t in [stack.poll_at(), dev.poll_at()].into_iter().flatten() {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
+            }
+            inner.progressed.notify_all();
+            next
+        };
+        let timeout = next
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(100));
+        if timeout.is_zero() {
+            continue;
+        }
+        let mut fds: Vec<libc::pollfd> = devices
+            .iter()
+            .filter_map(|d| d.readiness_fd())
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        fds.push(libc::pollfd {
+            fd: wake_rx.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let ms = timeout.as_millis().clamp(1, 100) as i32;
+        // SAFETY: `fds` is a valid array of initialised pollfd for the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        // SAFETY: reading into a live buffer of the given length from a descriptor we own.
+        while unsafe { libc::read(wake_rx.as_raw_fd(), drain.as_mut_ptr().cast(), drain.len()) } > 0
+        {
+        }
+    }
+}
+
+/// Waits (on the stack thread's signal) until `op` stops saying WouldBlock.
+fn blocking<T>(inner: &Inner, mut op: impl FnMut(&mut Shared) -> io::Result<T>) -> io::Result<T> {
+    let mut g = inner.lock();
+    loop {
+        match op(&mut g) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                inner.wake();
+                g = inner
+                    .progressed
+                    .wait_timeout(g, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            other => {
+                drop(g);
+                inner.wake();
+                return other;
+            }
+        }
+    }
+}
+
+pub struct TcpListener {
+    inner: Arc<Inner>,
+    stack: StackId,
+    handle: SocketHandle,
+}
+
+impl TcpListener {
+    pub fn bind(
+        rt: &Runtime,
+        stack: StackId,
+        addr: SocketAddr,
+        backlog: usize,
+    ) -> io::Result<TcpListener> {
+        let handle = rt.with_stack(stack, |s| s.tcp_listen(addr, backlog, Instant::now()))?;
+        Ok(TcpListener {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+        })
+    }
+
+    /// Blocks until a connection is established (the stack did the handshake).
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (h, from) = blocking(&self.inner, |g| {
+            match g.stacks[self.stack.0].tcp_accept(self.handle)? {
+                Some(x) => Ok(x),
+                None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            }
+        })?;
+        Ok((
+            TcpStream {
+                inner: self.inner.clone(),
+                stack: self.stack,
+                handle: h,
+            },
+            from,
+        ))
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
+        self.inner.wake();
+    }
+}
+
+pub struct TcpStream {
+    inner: Arc<Inner>,
+    stack: StackId,
+    handle: SocketHandle,
+}
+
+impl TcpStream {
+    /// Connects, blocking until the handshake completes or fails
+    /// (`ConnectionRefused`, `TimedOut`).
+    pub fn connect(rt: &Runtime, stack: StackId, addr: SocketAddr) -> io::Result<TcpStream> {
+        let handle = rt.with_stack(stack, |s| s.tcp_connect(addr, None, Instant::now()))?;
+        let stream = TcpStream {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+        };
+        blocking(&stream.inner, |g| {
+            let s = &mut g.stacks[stack.0];
+            match s.tcp_state(handle) {
+                Some(oxcat_tcp::State::SynSent) | Some(oxcat_tcp::State::SynReceived) => {
+                    Err(io::Error::from(io::ErrorKind::WouldBlock))
+                }
+                Some(oxcat_tcp::State::Closed) | None => {
+                    let reason = s.tcp_connection(handle).and_then(|c| c.close_reason());
+                    Err(reason
+                        .map(crate::stack::close_error)
+                        .unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused)))
+                }
+                Some(_) => Ok(()),
+            }
+        })?;
+        Ok(stream)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.lock().stacks[self.stack.0]
+            .tcp_endpoints(self.handle)
+            .map(|t| t.remote)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Shuts down the write side: FIN after the buffered bytes.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        let r =
+            self.inner.lock().stacks[self.stack.0].tcp_shutdown_write(self.handle, Instant::now());
+        self.inner.wake();
+        r
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        blocking(&self.inner, |g| {
+            g.stacks[self.stack.0].tcp_recv(self.handle, buf)
+        })
+    }
+}
+
+impl Write for TcpStream {
+    /// May take fewer bytes than given (the notes' partial send); `write_all` loops.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        blocking(&self.inner, |g| {
+            g.stacks[self.stack.0].tcp_send(self.handle, buf)
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
+        self.inner.wake();
+    }
+}

@@ -1,0 +1,98 @@
+//! The blocking, std::net-shaped API: two stacks on a simulated link, one
+//! stack thread, client and server on their own threads, real time.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use oxcat_stack::{
+    sim_link, Device, LinkConfig, Runtime, Stack, StackConfig, StackId, TcpListener, TcpStream,
+};
+
+const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+fn runtime(link: LinkConfig) -> Runtime {
+    Runtime::start(move || {
+        let now = Instant::now();
+        let (pa, pb) = sim_link(link, 42);
+        let cfg = |ip| StackConfig {
+            ipv4: Some(ip),
+            ..StackConfig::default()
+        };
+        vec![
+            (Stack::new(cfg(A), now), Box::new(pa) as Box<dyn Device>),
+            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
+        ]
+    })
+    .expect("runtime")
+}
+
+#[test]
+fn hello_server_hello_client() {
+    let rt = runtime(LinkConfig {
+        delay: Duration::from_millis(2),
+        ..LinkConfig::default()
+    });
+    let listener =
+        TcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 1234), 8).unwrap();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut conn, from) = listener.accept().unwrap();
+            assert_eq!(from.ip(), IpAddr::V4(A));
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            conn.write_all(b"Hello, Client!").unwrap();
+            conn.shutdown_write().unwrap();
+            got
+        });
+        let mut c =
+            TcpStream::connect(&rt, StackId(0), SocketAddr::new(IpAddr::V4(B), 1234)).unwrap();
+        assert_eq!(c.peer_addr().unwrap(), SocketAddr::new(IpAddr::V4(B), 1234));
+        c.write_all(b"Hello, Server!").unwrap();
+        c.shutdown_write().unwrap();
+        let mut reply = Vec::new();
+        c.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"Hello, Client!");
+        assert_eq!(server.join().unwrap(), b"Hello, Server!");
+    });
+}
+
+#[test]
+fn a_megabyte_over_a_lossy_link_and_partial_writes() {
+    let link = LinkConfig {
+        loss: 0.02,
+        delay: Duration::from_millis(1),
+        ..LinkConfig::default()
+    };
+    let rt = runtime(link);
+    let listener =
+        TcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 80), 8).unwrap();
+    let data: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut c =
+            TcpStream::connect(&rt, StackId(0), SocketAddr::new(IpAddr::V4(B), 80)).unwrap();
+        // One write of a megabyte takes what fits in the send buffer: less than asked.
+        let first = c.write(&data).unwrap();
+        assert!(first > 0 && first < data.len(), "a partial write: {first}");
+        c.write_all(&data[first..]).unwrap();
+        drop(c); // close: the buffered bytes still go, then FIN
+        let got = server.join().unwrap();
+        assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    });
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused() {
+    let rt = runtime(LinkConfig::default());
+    let e = TcpStream::connect(&rt, StackId(0), SocketAddr::new(IpAddr::V4(B), 9))
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+}
