@@ -392,6 +392,9 @@ impl Connection {
     /// buffered bytes; reading goes on.
     pub fn shutdown_write(&mut self, now: Instant) {
         match self.state {
+            // Bytes were queued before the handshake ended: they go, then the FIN
+            // (the connection enters FIN-WAIT-1 once established).
+            State::SynSent if !self.send_buf.is_empty() => self.fin_queued = true,
             State::SynSent | State::Listen => self.finish(now, CloseReason::Normal),
             State::SynReceived | State::Established => {
                 self.fin_queued = true;

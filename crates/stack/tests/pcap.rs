@@ -1,0 +1,148 @@
+//! The pcap tap: a run's packets, opened by the real tshark without errors.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oxcat_stack::{sim_link, Device, LinkConfig, PcapTap, Stack, StackConfig};
+
+const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+fn tshark(args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .args(args)
+        .output()
+        .expect("tshark is installed by scripts/test (Debian package tshark)");
+    assert!(
+        out.status.success(),
+        "tshark {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_tcp_exchange_decodes_in_tshark() {
+    let dir = tempfile_dir();
+    let path = dir.join("run.pcap");
+    let t0 = Instant::now();
+    let mut now = t0;
+    let (pa, mut pb) = sim_link(
+        LinkConfig {
+            delay: Duration::from_millis(3),
+            ..LinkConfig::default()
+        },
+        9,
+    );
+    let mut pa = PcapTap::create(pa, &path, t0).unwrap();
+    let cfg = |ip| StackConfig {
+        ipv4: Some(ip),
+        ..StackConfig::default()
+    };
+    let (mut a, mut b) = (Stack::new(cfg(A), now), Stack::new(cfg(B), now));
+    let l = b
+        .tcp_listen(SocketAddr::new(IpAddr::V4(B), 5000), 4, now)
+        .unwrap();
+    let c = a
+        .tcp_connect(SocketAddr::new(IpAddr::V4(B), 5000), None, now)
+        .unwrap();
+    let data = vec![0x42u8; 20_000];
+    let (mut sent, mut shut, mut server, mut got, mut eof) = (0, false, None, 0, false);
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..100_000 {
+        if sent < data.len() {
+            if let Ok(n) = a.tcp_send(c, &data[sent..]) {
+                sent += n;
+            }
+        } else if !shut {
+            a.tcp_shutdown_write(c, now).unwrap();
+            shut = true;
+        }
+        if server.is_none() {
+            server = b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        }
+        if let Some(s) = server {
+            loop {
+                match b.tcp_recv(s, &mut buf) {
+                    Ok(0) => {
+                        if !eof {
+                            b.tcp_shutdown_write(s, now).unwrap();
+                        }
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        if eof && matches!(a.tcp_recv(c, &mut buf), Ok(0)) {
+            break;
+        }
+        a.poll(now, &mut pa).unwrap();
+        b.poll(now, &mut pb).unwrap();
+        let next = [pa.poll_at(), pb.poll_at(), a.poll_at(), b.poll_at()]
+            .into_iter()
+            .flatten()
+            .min();
+        now = next.map_or(now + Duration::from_millis(1), |t| t.max(now));
+    }
+    assert_eq!(
+        got,
+        data.len(),
+        "a {:?} b {:?} link {:?}",
+        a.stats(),
+        b.stats(),
+        pb.stats()
+    );
+    let recorded = pa.packets();
+    drop(pa);
+    let p = path.to_str().unwrap();
+    let malformed = tshark(&[
+        "-r",
+        p,
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= error",
+    ]);
+    assert!(
+        malformed.trim().is_empty(),
+        "tshark found problems:\n{malformed}"
+    );
+    let all = tshark(&["-r", p, "-Y", "tcp"]);
+    assert_eq!(
+        all.lines().count() as u64,
+        recorded,
+        "every recorded packet is TCP"
+    );
+    let syns = tshark(&["-r", p, "-Y", "tcp.flags.syn == 1"]);
+    assert_eq!(syns.lines().count(), 2, "SYN and SYN-ACK:\n{syns}");
+    let bytes = tshark(&[
+        "-r",
+        p,
+        "-Y",
+        "tcp.len > 0 && ip.src == 198.18.0.1",
+        "-T",
+        "fields",
+        "-e",
+        "tcp.len",
+    ]);
+    let total: usize = bytes
+        .lines()
+        .filter_map(|l| l.trim().parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        total,
+        data.len(),
+        "payload bytes in the capture (no loss on this link)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("oxcat-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
