@@ -9,6 +9,7 @@
 
 pub mod blocking;
 pub mod device;
+pub mod impaired;
 pub mod pcap_tap;
 pub mod sim_link;
 pub mod stack;
@@ -16,6 +17,7 @@ pub mod tun;
 
 pub use blocking::{Runtime, StackId, TcpListener, TcpStream};
 pub use device::Device;
+pub use impaired::Impaired;
 pub use pcap_tap::PcapTap;
 pub use sim_link::{sim_link, LinkConfig, LinkStats, SimPort};
 pub use stack::{close_error, FourTuple, SocketHandle, Stack, StackConfig, StackStats};

@@ -99,18 +99,100 @@ pub struct LinkStats {
     pub too_big: u64,
 }
 
-struct Direction {
+/// Packets on their way, in delivery order.
+#[derive(Default)]
+pub(crate) struct Lane {
     queue: BinaryHeap<Queued>,
     /// When the wire is free again (bandwidth limit).
     busy_until: Option<Instant>,
 }
 
-struct Shared {
-    config: LinkConfig,
+impl Lane {
+    pub(crate) fn next_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|q| q.at)
+    }
+
+    /// The next packet due by `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.queue.peek().is_some_and(|q| q.at <= now) {
+            self.queue.pop().map(|q| q.bytes)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a link does to the packets put on it: the seeded faults.
+pub(crate) struct Impairment {
+    pub(crate) config: LinkConfig,
     rng: Rng,
     order: u64,
-    dirs: [Direction; 2],
-    stats: LinkStats,
+    pub(crate) stats: LinkStats,
+}
+
+impl Impairment {
+    pub(crate) fn new(config: LinkConfig, seed: u64) -> Self {
+        Impairment {
+            config,
+            rng: Rng(seed | 1),
+            order: 0,
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// Puts `packet` on `lane` as the link would deliver it: perhaps lost,
+    /// perhaps twice, late, out of order or with a flipped bit.
+    pub(crate) fn put(&mut self, now: Instant, packet: &[u8], lane: &mut Lane) {
+        self.stats.sent += 1;
+        let c = self.config;
+        if packet.len() > c.mtu {
+            self.stats.too_big += 1;
+            return;
+        }
+        if self.rng.chance(c.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        // The bandwidth limit serialises packets on the wire.
+        let mut depart = now;
+        if let Some(per_byte_ns) = (8 * 1_000_000_000u64).checked_div(c.bandwidth) {
+            let start = lane.busy_until.map_or(now, |b| b.max(now));
+            let wire = Duration::from_nanos(packet.len() as u64 * per_byte_ns);
+            lane.busy_until = Some(start + wire);
+            depart = start + wire;
+        }
+        let copies = if self.rng.chance(c.duplicate) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut delay =
+                c.delay + Duration::from_nanos(self.rng.below(c.jitter.as_nanos() as u64 + 1));
+            if self.rng.chance(c.reorder) {
+                self.stats.reordered += 1;
+                delay += c.delay * 2 + Duration::from_millis(1);
+            }
+            let mut bytes = packet.to_vec();
+            if !bytes.is_empty() && self.rng.chance(c.corrupt) {
+                self.stats.corrupted += 1;
+                let i = self.rng.below(bytes.len() as u64) as usize;
+                bytes[i] ^= 1 << self.rng.below(8);
+            }
+            self.order += 1;
+            lane.queue.push(Queued {
+                at: depart + delay,
+                order: self.order,
+                bytes,
+            });
+        }
+    }
+}
+
+struct Shared {
+    impairment: Impairment,
+    lanes: [Lane; 2],
 }
 
 /// One end of a simulated link: a `Device` for one stack.
@@ -122,16 +204,9 @@ pub struct SimPort {
 
 /// Makes a link and returns its two ends.
 pub fn sim_link(config: LinkConfig, seed: u64) -> (SimPort, SimPort) {
-    let dir = || Direction {
-        queue: BinaryHeap::new(),
-        busy_until: None,
-    };
     let shared = Rc::new(RefCell::new(Shared {
-        config,
-        rng: Rng(seed | 1),
-        order: 0,
-        dirs: [dir(), dir()],
-        stats: LinkStats::default(),
+        impairment: Impairment::new(config, seed),
+        lanes: [Lane::default(), Lane::default()],
     }));
     (
         SimPort {
@@ -144,89 +219,37 @@ pub fn sim_link(config: LinkConfig, seed: u64) -> (SimPort, SimPort) {
 
 impl SimPort {
     pub fn stats(&self) -> LinkStats {
-        self.shared.borrow().stats
+        self.shared.borrow().impairment.stats
     }
 
     /// Changes the link's behaviour from now on (both directions).
     pub fn set_config(&self, config: LinkConfig) {
-        self.shared.borrow_mut().config = config;
+        self.shared.borrow_mut().impairment.config = config;
     }
 }
 
 impl Device for SimPort {
     fn mtu(&self) -> usize {
-        self.shared.borrow().config.mtu
+        self.shared.borrow().impairment.config.mtu
     }
 
     fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let mut s = self.shared.borrow_mut();
-        let dir = &mut s.dirs[1 - self.side];
-        if dir.queue.peek().is_some_and(|q| q.at <= now) {
-            if let Some(q) = dir.queue.pop() {
-                let n = q.bytes.len().min(buf.len());
-                buf[..n].copy_from_slice(&q.bytes[..n]);
-                return Ok(Some(n));
-            }
-        }
-        Ok(None)
+        Ok(s.lanes[1 - self.side].pop_due(now).map(|bytes| {
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            n
+        }))
     }
 
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
         let mut guard = self.shared.borrow_mut();
-        let s = &mut *guard;
-        s.stats.sent += 1;
-        let c = s.config;
-        if packet.len() > c.mtu {
-            s.stats.too_big += 1;
-            return Ok(());
-        }
-        if s.rng.chance(c.loss) {
-            s.stats.lost += 1;
-            return Ok(());
-        }
-        // The bandwidth limit serialises packets on the wire.
-        let mut depart = now;
-        if let Some(per_byte_ns) = (8 * 1_000_000_000u64).checked_div(c.bandwidth) {
-            let dir = &mut s.dirs[self.side];
-            let start = dir.busy_until.map_or(now, |b| b.max(now));
-            let wire = Duration::from_nanos(packet.len() as u64 * per_byte_ns);
-            dir.busy_until = Some(start + wire);
-            depart = start + wire;
-        }
-        let copies = if s.rng.chance(c.duplicate) {
-            s.stats.duplicated += 1;
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let mut delay =
-                c.delay + Duration::from_nanos(s.rng.below(c.jitter.as_nanos() as u64 + 1));
-            if s.rng.chance(c.reorder) {
-                s.stats.reordered += 1;
-                delay += c.delay * 2 + Duration::from_millis(1);
-            }
-            let mut bytes = packet.to_vec();
-            if !bytes.is_empty() && s.rng.chance(c.corrupt) {
-                s.stats.corrupted += 1;
-                let i = s.rng.below(bytes.len() as u64) as usize;
-                bytes[i] ^= 1 << s.rng.below(8);
-            }
-            s.order += 1;
-            let order = s.order;
-            s.dirs[self.side].queue.push(Queued {
-                at: depart + delay,
-                order,
-                bytes,
-            });
-        }
+        let Shared { impairment, lanes } = &mut *guard;
+        impairment.put(now, packet, &mut lanes[self.side]);
         Ok(())
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.shared.borrow().dirs[1 - self.side]
-            .queue
-            .peek()
-            .map(|q| q.at)
+        self.shared.borrow().lanes[1 - self.side].next_at()
     }
 }
