@@ -11,6 +11,7 @@ pub mod blocking;
 pub mod device;
 pub mod impaired;
 pub mod pcap_tap;
+pub mod reassembly;
 pub mod sim_link;
 pub mod stack;
 pub mod tun;

@@ -19,6 +19,7 @@ use oxcat_wire::{
 };
 
 use crate::device::Device;
+use crate::reassembly::{FragmentKey, Reassembler};
 
 /// The two ends of a connection, as the stack demultiplexes by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +69,7 @@ pub struct StackStats {
     pub malformed: u64,
     pub bad_checksum: u64,
     pub not_for_us: u64,
+    /// Fragments given up on (overlaps, timeouts, limits).
     pub fragments_dropped: u64,
     pub tcp_resets_sent: u64,
     pub udp_unreachable_sent: u64,
@@ -109,6 +111,7 @@ pub struct Stack {
     stats: StackStats,
     /// Packets the stack itself owes (RSTs, ICMP), already built.
     control_out: VecDeque<Vec<u8>>,
+    reassembler: Reassembler,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
 }
@@ -234,6 +237,8 @@ impl Stack {
             udp_sockets: HashMap::new(),
             stats: StackStats::default(),
             control_out: VecDeque::new(),
+            // Linux: ipfrag_time 30 s; a few datagrams at a time is plenty for a host.
+            reassembler: Reassembler::new(64, std::time::Duration::from_secs(30)),
             rx_buf: vec![0u8; 65536],
             tx_buf: vec![0u8; 65536],
         }
@@ -774,12 +779,36 @@ impl Stack {
             self.stats.not_for_us += 1;
             return;
         }
-        if ip.more_frags || ip.frag_offset != 0 {
-            // Reassembly is not implemented yet; TCP avoids fragments (DF + MSS).
-            self.stats.fragments_dropped += 1;
-            return;
-        }
-        let payload = p.payload();
+        let whole;
+        let payload = if ip.more_frags || ip.frag_offset != 0 {
+            let key = FragmentKey {
+                src: ip.src,
+                dst: ip.dst,
+                protocol: ip.protocol.0,
+                ident: ip.ident,
+            };
+            match self.reassembler.add(
+                now,
+                key,
+                usize::from(ip.frag_offset),
+                ip.more_frags,
+                p.payload(),
+            ) {
+                Some(datagram) => {
+                    whole = datagram;
+                    &whole[..]
+                }
+                None => {
+                    self.stats.fragments_dropped = self.reassembler.stats.overlaps
+                        + self.reassembler.stats.timed_out
+                        + self.reassembler.stats.too_many
+                        + self.reassembler.stats.too_big;
+                    return;
+                }
+            }
+        } else {
+            p.payload()
+        };
         let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
         match ip.protocol {
             IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),

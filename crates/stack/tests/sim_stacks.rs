@@ -384,3 +384,45 @@ fn bad_link_variants() {
         eprintln!("variant {name} ok");
     }
 }
+
+/// RFC 791 §3.2: a UDP datagram sent in three fragments, out of order,
+/// arrives whole.
+#[test]
+fn fragmented_udp_datagram_is_reassembled() {
+    use oxcat_wire::{IpProtocol, Ipv4Repr, UdpRepr};
+    let mut p = pair(LinkConfig::default(), 10);
+    let sb = p.b.udp_bind(sockaddr(B4, 4000)).unwrap();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+    let mut udp = vec![0u8; 8 + data.len()];
+    UdpRepr {
+        src_port: 999,
+        dst_port: 4000,
+        payload_len: data.len(),
+    }
+    .emit(&mut udp, A4, B4, &data)
+    .unwrap();
+    let now = p.now;
+    for (offset, end) in [(1480usize, 2960usize), (2960, udp.len()), (0, 1480)] {
+        let piece = &udp[offset..end];
+        let mut ip = Ipv4Repr::new(A4, B4, IpProtocol::UDP, piece.len());
+        ip.dont_frag = false;
+        ip.ident = 0x4242;
+        ip.more_frags = end < udp.len();
+        ip.frag_offset = offset as u16;
+        let mut pkt = vec![0u8; 20 + piece.len()];
+        ip.emit(&mut pkt).unwrap();
+        pkt[20..].copy_from_slice(piece);
+        p.pa.transmit(now, &pkt).unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut got = None;
+    p.run_until("the datagram", |p| {
+        if let Ok((n, from)) = p.b.udp_recv_from(sb, &mut buf) {
+            got = Some((buf[..n].to_vec(), from));
+        }
+        got.is_some()
+    });
+    let (bytes, from) = got.unwrap();
+    assert_eq!(from, sockaddr(A4, 999));
+    assert!(bytes == data, "{} bytes back", bytes.len());
+}
