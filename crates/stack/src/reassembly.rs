@@ -66,7 +66,7 @@ impl Reassembler {
     ) -> Option<Vec<u8>> {
         self.expire(now);
         let end = offset + data.len();
-        if end > MAX_DATAGRAM || (more && data.len() % 8 != 0) {
+        if end > MAX_DATAGRAM || (more && !data.len().is_multiple_of(8)) {
             self.stats.too_big += 1;
             self.partials.remove(&key);
             return None;
