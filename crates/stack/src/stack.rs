@@ -352,6 +352,26 @@ impl Stack {
         backlog: usize,
         now: Instant,
     ) -> io::Result<SocketHandle> {
+        self.tcp_listen_with(local, backlog, true, now)
+    }
+
+    /// `listen` with SO_REUSEADDR chosen: without it, a port that still has
+    /// connections (TIME-WAIT ones included) cannot be listened on.
+    pub fn tcp_listen_with(
+        &mut self,
+        local: SocketAddr,
+        backlog: usize,
+        reuse_addr: bool,
+        now: Instant,
+    ) -> io::Result<SocketHandle> {
+        if !reuse_addr
+            && self
+                .tcp_conns
+                .keys()
+                .any(|t| t.local.port() == local.port())
+        {
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
+        }
         if !local.ip().is_unspecified() && !self.is_local(local.ip()) {
             return Err(io::Error::from(io::ErrorKind::AddrNotAvailable));
         }
@@ -459,6 +479,49 @@ impl Stack {
     pub fn tcp_shutdown_write(&mut self, h: SocketHandle, now: Instant) -> io::Result<()> {
         self.stream(h)?.shutdown_write(now);
         Ok(())
+    }
+
+    /// TCP_NODELAY.
+    pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> io::Result<()> {
+        self.stream(h)?.set_nodelay(nodelay);
+        Ok(())
+    }
+
+    /// SO_KEEPALIVE with idle time, probe interval and probe count.
+    pub fn tcp_set_keepalive(
+        &mut self,
+        h: SocketHandle,
+        keepalive: Option<(std::time::Duration, std::time::Duration, u32)>,
+        now: Instant,
+    ) -> io::Result<()> {
+        self.stream(h)?.set_keepalive(now, keepalive);
+        Ok(())
+    }
+
+    /// SO_SNDBUF and SO_RCVBUF (setting the latter stops autotuning).
+    pub fn tcp_set_buffers(
+        &mut self,
+        h: SocketHandle,
+        send: Option<usize>,
+        recv: Option<usize>,
+    ) -> io::Result<()> {
+        let conn = self.stream(h)?;
+        if let Some(n) = send {
+            conn.set_send_buffer(n);
+        }
+        if let Some(n) = recv {
+            conn.set_recv_buffer(n);
+        }
+        Ok(())
+    }
+
+    /// `close` with SO_LINGER set to zero: the connection is reset at once
+    /// (RST), buffered bytes are dropped.
+    pub fn tcp_close_reset(&mut self, h: SocketHandle, now: Instant) {
+        if let Some(Socket::TcpStream { conn, orphan, .. }) = self.sockets.get_mut(h.0) {
+            conn.abort(now);
+            *orphan = true;
+        }
     }
 
     pub fn tcp_state(&self, h: SocketHandle) -> Option<State> {

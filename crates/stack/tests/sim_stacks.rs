@@ -426,3 +426,65 @@ fn fragmented_udp_datagram_is_reassembled() {
     assert_eq!(from, sockaddr(A4, 999));
     assert!(bytes == data, "{} bytes back", bytes.len());
 }
+
+/// Socket options: TCP_NODELAY sends a small write at once even with data
+/// unacknowledged; SO_LINGER 0 resets; SO_REUSEADDR off refuses a port that
+/// still has a connection; SO_RCVBUF limits the window.
+#[test]
+fn socket_options() {
+    let mut p = pair(
+        LinkConfig {
+            delay: Duration::from_millis(50),
+            ..LinkConfig::default()
+        },
+        11,
+    );
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(B4, 7), 4, now).unwrap();
+    let c = p.a.tcp_connect(sockaddr(B4, 7), None, now).unwrap();
+    p.run_until("connected", |p| {
+        p.a.tcp_state(c) == Some(State::Established)
+    });
+    let mut s = None;
+    p.run_until("accepted", |p| {
+        s = p.b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        s.is_some()
+    });
+    let s = s.unwrap();
+    // Nagle: the second small write waits for the first's ACK (50 ms away) ...
+    p.a.tcp_send(c, b"one").unwrap();
+    p.a.tcp_send(c, b"two").unwrap();
+    let sent_before = p.a.stats().packets_out;
+    p.a.poll(p.now, &mut p.pa).unwrap();
+    assert_eq!(
+        p.a.stats().packets_out,
+        sent_before + 1,
+        "Nagle holds the second small segment"
+    );
+    // ... with TCP_NODELAY it goes at once.
+    p.a.tcp_set_nodelay(c, true).unwrap();
+    p.a.tcp_send(c, b"three").unwrap();
+    p.a.poll(p.now, &mut p.pa).unwrap();
+    assert_eq!(
+        p.a.stats().packets_out,
+        sent_before + 2,
+        "nodelay sends the small segment"
+    );
+    // SO_REUSEADDR off: the port has a connection.
+    let now = p.now;
+    let e =
+        p.b.tcp_listen_with(sockaddr(B4, 7), 4, false, now)
+            .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AddrInUse);
+    // SO_RCVBUF: a 2000-byte buffer caps what the peer may send.
+    p.b.tcp_set_buffers(s, None, Some(2000)).unwrap();
+    p.a.tcp_set_buffers(c, Some(8), None).unwrap();
+    // SO_LINGER 0: close resets.
+    let now = p.now;
+    p.a.tcp_close_reset(c, now);
+    let mut buf = [0u8; 64];
+    p.run_until(
+        "reset seen",
+        |p| matches!(p.b.tcp_recv(s, &mut buf), Err(e) if e.kind() == ErrorKind::ConnectionReset),
+    );
+}

@@ -43,6 +43,11 @@ impl SendBuffer {
         self.capacity.saturating_sub(self.bytes.len())
     }
 
+    /// Changes the limit; bytes already queued stay.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     /// Copies `len` bytes starting `offset` bytes after SND.UNA.
     pub fn copy_out(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
         let end = (offset + len).min(self.bytes.len());

@@ -92,6 +92,11 @@ pub struct Connection {
     read_closed: bool,
     /// When we last answered an unacceptable empty segment (rate limit).
     last_oow_ack: Option<Instant>,
+    // Socket options, starting from the configuration.
+    nodelay: bool,
+    keepalive: Option<(Duration, Duration, u32)>,
+    /// Cleared when the application sets the receive buffer (as SO_RCVBUF does in Linux).
+    autotune_enabled: bool,
     /// Receive autotuning: when the current measurement began, and RCV.NXT then.
     autotune_from: Option<(Instant, SeqNum)>,
 
@@ -203,6 +208,9 @@ impl Connection {
             pending_fin: None,
             read_closed: false,
             last_oow_ack: None,
+            nodelay: config.nodelay,
+            keepalive: config.keepalive,
+            autotune_enabled: true,
             autotune_from: None,
             snd_mss: DEFAULT_SEND_MSS,
             ws_enabled: false,
@@ -561,7 +569,7 @@ impl Connection {
     }
 
     fn on_keepalive_timeout(&mut self, now: Instant) {
-        let Some((idle, interval, count)) = self.config.keepalive else {
+        let Some((idle, interval, count)) = self.keepalive else {
             return;
         };
         if self.state != State::Established {
@@ -594,7 +602,7 @@ impl Connection {
             State::SynSent => self.on_segment_syn_sent(now, h),
             _ => self.on_segment_synchronized(now, h, payload),
         }
-        if self.state == State::Established && self.config.keepalive.is_some() {
+        if self.state == State::Established && self.keepalive.is_some() {
             self.keepalive_sent = 0;
             self.arm_keepalive(now);
         }
@@ -1102,7 +1110,7 @@ impl Connection {
     /// window keeps up with bandwidth·RTT.
     fn autotune(&mut self, now: Instant) {
         let cap = self.recv_buf.capacity();
-        if cap >= self.config.recv_buffer {
+        if !self.autotune_enabled || cap >= self.config.recv_buffer {
             return;
         }
         let Some((since, from)) = self.autotune_from else {
@@ -1125,6 +1133,34 @@ impl Connection {
             self.ack_now = true;
         }
         self.autotune_from = Some((now, self.rcv_nxt));
+    }
+
+    /// TCP_NODELAY: send small segments without waiting for ACKs (Nagle off).
+    pub fn set_nodelay(&mut self, nodelay: bool) {
+        self.nodelay = nodelay;
+    }
+
+    /// SO_KEEPALIVE with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT: probe an idle connection.
+    pub fn set_keepalive(&mut self, now: Instant, keepalive: Option<(Duration, Duration, u32)>) {
+        self.keepalive = keepalive;
+        self.keepalive_sent = 0;
+        if keepalive.is_some() && self.state == State::Established {
+            self.arm_keepalive(now);
+        } else if keepalive.is_none() {
+            self.keepalive_deadline = None;
+        }
+    }
+
+    /// SO_SNDBUF: how many bytes `send` may queue.
+    pub fn set_send_buffer(&mut self, bytes: usize) {
+        self.send_buf.set_capacity(bytes.max(1));
+    }
+
+    /// SO_RCVBUF: the receive buffer's size; autotuning stops, as in Linux.
+    /// (A window already advertised is honoured: bytes held stay.)
+    pub fn set_recv_buffer(&mut self, bytes: usize) {
+        self.recv_buf.set_capacity(bytes.max(1));
+        self.autotune_enabled = false;
     }
 
     /// The current receive buffer size (grows with autotuning).
@@ -1408,7 +1444,7 @@ impl Connection {
     }
 
     fn arm_keepalive(&mut self, now: Instant) {
-        if let Some((idle, _, _)) = self.config.keepalive {
+        if let Some((idle, _, _)) = self.keepalive {
             self.arm(TimerKind::Keepalive, now, now + idle);
         }
     }
@@ -1630,7 +1666,7 @@ impl Connection {
             let outstanding = self.snd_nxt > self.snd_una;
             let all_of_it = len == unsent;
             let big_enough = len >= self.max_snd_wnd / 2 && self.max_snd_wnd > 0;
-            let nagle_ok = self.config.nodelay || !outstanding;
+            let nagle_ok = self.nodelay || !outstanding;
             if !(big_enough || (all_of_it && nagle_ok)) {
                 return None;
             }
