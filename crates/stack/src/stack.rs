@@ -75,6 +75,8 @@ pub struct StackStats {
     pub udp_unreachable_sent: u64,
     pub udp_dropped_full: u64,
     pub echo_replies: u64,
+    /// ICMP "fragmentation needed" / "packet too big" that lowered a connection's MSS.
+    pub path_mtu_updates: u64,
 }
 
 enum Socket {
@@ -876,7 +878,7 @@ impl Stack {
         match ip.protocol {
             IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),
             IpProtocol::UDP => self.ingress_udp(src, dst, payload, packet),
-            IpProtocol::ICMP => self.ingress_icmpv4(ip.src, ip.dst, payload),
+            IpProtocol::ICMP => self.ingress_icmpv4(now, ip.src, ip.dst, payload),
             _ => {}
         }
     }
@@ -910,7 +912,7 @@ impl Stack {
         match upper.protocol {
             IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),
             IpProtocol::UDP => self.ingress_udp(src, dst, payload, packet),
-            IpProtocol::ICMPV6 => self.ingress_icmpv6(ip.src, ip.dst, payload),
+            IpProtocol::ICMPV6 => self.ingress_icmpv6(now, ip.src, ip.dst, payload),
             _ => {}
         }
     }
@@ -1078,11 +1080,75 @@ impl Stack {
         }
     }
 
-    fn ingress_icmpv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) {
+    /// Path MTU discovery (RFC 1191, RFC 8201): an ICMP "too big" quoting
+    /// one of our TCP segments lowers that connection's MSS; the quoted
+    /// header names the connection (source = us, destination = the peer).
+    fn path_mtu(&mut self, now: Instant, quoted_ip: &[u8], mtu: usize) {
+        let (local_ip, remote_ip, proto, header_len, upper) =
+            match quoted_ip.first().map(|b| b >> 4) {
+                Some(4) => {
+                    let Ok(p) = Ipv4Packet::new_checked_header(quoted_ip) else {
+                        return;
+                    };
+                    let hl = p.header_len();
+                    (
+                        IpAddr::V4(p.src_addr()),
+                        IpAddr::V4(p.dst_addr()),
+                        p.protocol(),
+                        20,
+                        quoted_ip.get(hl..),
+                    )
+                }
+                Some(6) => {
+                    let Ok(p) = Ipv6Packet::new_checked_header(quoted_ip) else {
+                        return;
+                    };
+                    (
+                        IpAddr::V6(p.src_addr()),
+                        IpAddr::V6(p.dst_addr()),
+                        p.next_header(),
+                        40,
+                        quoted_ip.get(40..),
+                    )
+                }
+                _ => return,
+            };
+        let Some(upper) = upper else { return };
+        if proto != IpProtocol::TCP || upper.len() < 4 {
+            return;
+        }
+        let src_port = u16::from_be_bytes([upper[0], upper[1]]);
+        let dst_port = u16::from_be_bytes([upper[2], upper[3]]);
+        let tuple = FourTuple {
+            local: SocketAddr::new(local_ip, src_port),
+            remote: SocketAddr::new(remote_ip, dst_port),
+        };
+        if let Some(&i) = self.tcp_conns.get(&tuple) {
+            if let Socket::TcpStream { conn, .. } = &mut self.sockets[i] {
+                // RFC 1191 §3: never below 68 (IPv4) / 1280 (IPv6, RFC 8201); the MSS
+                // is the MTU less the IP and TCP headers.
+                let floor = if header_len == 20 { 68 } else { 1280 };
+                let mss = mtu.max(floor).saturating_sub(header_len + 20);
+                conn.reduce_mss(now, mss);
+                self.stats.path_mtu_updates += 1;
+            }
+        }
+    }
+
+    fn ingress_icmpv4(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8]) {
         let Ok(p) = Icmpv4Packet::new_checked(msg) else {
             self.stats.malformed += 1;
             return;
         };
+        if let Ok(Icmpv4Repr::DstUnreachable {
+            code: icmpv4::unreachable::FRAG_NEEDED,
+            next_hop_mtu,
+            original,
+        }) = Icmpv4Repr::parse(&p)
+        {
+            self.path_mtu(now, original, usize::from(next_hop_mtu).max(68));
+            return;
+        }
         let Ok(Icmpv4Repr::EchoRequest {
             ident,
             seq_no,
@@ -1108,11 +1174,15 @@ impl Stack {
         }
     }
 
-    fn ingress_icmpv6(&mut self, src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) {
+    fn ingress_icmpv6(&mut self, now: Instant, src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) {
         let Ok(p) = Icmpv6Packet::new_checked(msg) else {
             self.stats.malformed += 1;
             return;
         };
+        if let Ok(Icmpv6Repr::PacketTooBig { mtu, original }) = Icmpv6Repr::parse(&p, src, dst) {
+            self.path_mtu(now, original, mtu as usize);
+            return;
+        }
         let Ok(Icmpv6Repr::EchoRequest {
             ident,
             seq_no,

@@ -488,3 +488,75 @@ fn socket_options() {
         |p| matches!(p.b.tcp_recv(s, &mut buf), Err(e) if e.kind() == ErrorKind::ConnectionReset),
     );
 }
+
+/// RFC 1191: an ICMP "fragmentation needed" (as a router on a narrower path
+/// sends) lowers the connection's MSS; the transfer goes on over the
+/// narrower link.
+#[test]
+fn path_mtu_discovery_from_icmp_frag_needed() {
+    use oxcat_wire::{icmpv4, Icmpv4Repr, IpProtocol, Ipv4Repr};
+    let mut p = pair(LinkConfig::default(), 12);
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(B4, 80), 4, now).unwrap();
+    let c = p.a.tcp_connect(sockaddr(B4, 80), None, now).unwrap();
+    p.run_until("connected", |p| {
+        p.a.tcp_state(c) == Some(State::Established)
+    });
+    let tuple = p.a.tcp_endpoints(c).unwrap();
+    assert!(p.a.tcp_connection(c).unwrap().send_mss() > 1400);
+    // The path narrows to 1000 bytes; a router says so, quoting our header.
+    p.pa.set_config(LinkConfig {
+        mtu: 1000,
+        ..LinkConfig::default()
+    });
+    let mut quoted = vec![0u8; 28];
+    Ipv4Repr::new(A4, B4, IpProtocol::TCP, 1460)
+        .emit(&mut quoted)
+        .unwrap();
+    quoted[20..22].copy_from_slice(&tuple.local.port().to_be_bytes());
+    quoted[22..24].copy_from_slice(&80u16.to_be_bytes());
+    let icmp = Icmpv4Repr::DstUnreachable {
+        code: icmpv4::unreachable::FRAG_NEEDED,
+        next_hop_mtu: 1000,
+        original: &quoted,
+    };
+    let mut pkt = vec![0u8; 20 + icmp.buffer_len()];
+    Ipv4Repr::new(B4, A4, IpProtocol::ICMP, icmp.buffer_len())
+        .emit(&mut pkt)
+        .unwrap();
+    icmp.emit(&mut pkt[20..]).unwrap();
+    let now = p.now;
+    p.pb.transmit(now, &pkt).unwrap();
+    p.run_until("MSS lowered", |p| p.a.stats().path_mtu_updates == 1);
+    assert_eq!(p.a.tcp_connection(c).unwrap().send_mss(), 960);
+    // 100 KB still arrive over the 1000-byte path.
+    let data = vec![7u8; 100_000];
+    let mut sent = 0;
+    let mut s = None;
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    p.run_until("100 KB through the narrow path", |p| {
+        if sent < data.len() {
+            if let Ok(n) = p.a.tcp_send(c, &data[sent..]) {
+                sent += n;
+            }
+        }
+        if s.is_none() {
+            s = p.b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        }
+        if let Some(s) = s {
+            while let Ok(n) = p.b.tcp_recv(s, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+        }
+        got == data.len()
+    });
+    assert_eq!(
+        p.pa.stats().too_big,
+        0,
+        "nothing was sent too big after the ICMP"
+    );
+}

@@ -1135,6 +1135,24 @@ impl Connection {
         self.autotune_from = Some((now, self.rcv_nxt));
     }
 
+    /// Path MTU discovery (RFC 1191 §6.4, RFC 8201): the path carries at most
+    /// `mss` bytes of segment; everything unacknowledged is sent again in the
+    /// smaller size (the big segments were dropped), without a congestion
+    /// response: nothing was congested.
+    pub fn reduce_mss(&mut self, now: Instant, mss: usize) {
+        let mss = mss.max(64);
+        if mss >= self.snd_mss {
+            return;
+        }
+        self.snd_mss = mss;
+        self.cc.set_mss(mss);
+        if self.state.is_synchronized() && self.snd_nxt > self.snd_una {
+            self.snd_nxt = self.snd_una;
+            self.rtt_probe = None;
+            self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
+        }
+    }
+
     /// TCP_NODELAY: send small segments without waiting for ACKs (Nagle off).
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.nodelay = nodelay;
