@@ -322,12 +322,37 @@ impl Stack {
         self.free.push(i);
     }
 
-    fn port_in_use(&self, port: u16) -> bool {
+    /// A port taken by a listener or a UDP socket (few: scanning is fine).
+    fn port_bound(&self, port: u16) -> bool {
         self.tcp_listeners.keys().any(|a| a.port() == port)
-            || self.tcp_conns.keys().any(|t| t.local.port() == port)
             || self.udp_sockets.keys().any(|a| a.port() == port)
     }
 
+    /// An ephemeral port for a connection to `remote`: like Linux, the same
+    /// local port may serve connections to different remote endpoints, so
+    /// only the 4-tuple must be new (an O(1) check per candidate).
+    fn ephemeral_port_for(&mut self, local_ip: IpAddr, remote: SocketAddr) -> io::Result<u16> {
+        let (lo, hi) = self.config.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if self.next_port >= hi {
+                lo
+            } else {
+                self.next_port + 1
+            };
+            let tuple = FourTuple {
+                local: SocketAddr::new(local_ip, p),
+                remote,
+            };
+            if !self.tcp_conns.contains_key(&tuple) && !self.port_bound(p) {
+                return Ok(p);
+            }
+        }
+        Err(io::Error::from(io::ErrorKind::AddrInUse))
+    }
+
+    /// An ephemeral port no socket uses (for UDP binds).
     fn ephemeral_port(&mut self) -> io::Result<u16> {
         let (lo, hi) = self.config.ephemeral_ports;
         let span = u32::from(hi - lo) + 1;
@@ -338,7 +363,7 @@ impl Stack {
             } else {
                 self.next_port + 1
             };
-            if !self.port_in_use(p) {
+            if !self.port_bound(p) && !self.tcp_conns.keys().any(|t| t.local.port() == p) {
                 return Ok(p);
             }
         }
@@ -402,7 +427,7 @@ impl Stack {
         let local_ip = self.local_ip_for(remote.ip())?;
         let port = match local_port {
             Some(p) => p,
-            None => self.ephemeral_port()?,
+            None => self.ephemeral_port_for(local_ip, remote)?,
         };
         let tuple = FourTuple {
             local: SocketAddr::new(local_ip, port),
