@@ -3,7 +3,8 @@
 //! blocks; the owner calls `poll` when the device is readable or
 //! `poll_at` says a timer is due.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -114,6 +115,13 @@ pub struct Stack {
     /// Packets the stack itself owes (RSTs, ICMP), already built.
     control_out: VecDeque<Vec<u8>>,
     reassembler: Reassembler,
+    /// Deadlines of sockets' timers, earliest first; entries may be stale (a
+    /// socket's current deadline is checked when its entry comes up).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Sockets that may have something to send: only they are visited, so a
+    /// poll costs what happened, not how many sockets exist.
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
 }
@@ -239,6 +247,9 @@ impl Stack {
             udp_sockets: HashMap::new(),
             stats: StackStats::default(),
             control_out: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
             // Linux: ipfrag_time 30 s; a few datagrams at a time is plenty for a host.
             reassembler: Reassembler::new(64, std::time::Duration::from_secs(30)),
             rx_buf: vec![0u8; 65536],
@@ -294,15 +305,36 @@ impl Stack {
     }
 
     fn insert(&mut self, s: Socket) -> usize {
-        match self.free.pop() {
+        let i = match self.free.pop() {
             Some(i) => {
                 self.sockets[i] = s;
                 i
             }
             None => {
                 self.sockets.push(s);
+                self.is_dirty.push(false);
                 self.sockets.len() - 1
             }
+        };
+        self.touch(i);
+        i
+    }
+
+    /// Socket `i` may have something to send or a new deadline.
+    fn touch(&mut self, i: usize) {
+        if let Some(flag) = self.is_dirty.get_mut(i) {
+            if !*flag {
+                *flag = true;
+                self.dirty.push(i);
+            }
+        }
+    }
+
+    fn deadline_of(&self, i: usize) -> Option<Instant> {
+        match self.sockets.get(i)? {
+            Socket::TcpStream { conn, .. } => conn.poll_timeout(),
+            Socket::TcpListener { listener, .. } => listener.poll_timeout(),
+            _ => None,
         }
     }
 
@@ -474,6 +506,7 @@ impl Stack {
     }
 
     fn stream(&mut self, h: SocketHandle) -> io::Result<&mut Connection> {
+        self.touch(h.0);
         match self.sockets.get_mut(h.0) {
             Some(Socket::TcpStream { conn, .. }) => Ok(conn),
             _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
@@ -545,6 +578,7 @@ impl Stack {
     /// `close` with SO_LINGER set to zero: the connection is reset at once
     /// (RST), buffered bytes are dropped.
     pub fn tcp_close_reset(&mut self, h: SocketHandle, now: Instant) {
+        self.touch(h.0);
         if let Some(Socket::TcpStream { conn, orphan, .. }) = self.sockets.get_mut(h.0) {
             conn.abort(now);
             *orphan = true;
@@ -565,6 +599,7 @@ impl Stack {
     }
 
     pub fn tcp_listener(&mut self, h: SocketHandle) -> Option<&mut Listener<FourTuple>> {
+        self.touch(h.0);
         match self.sockets.get_mut(h.0) {
             Some(Socket::TcpListener { listener, .. }) => Some(listener),
             _ => None,
@@ -582,6 +617,7 @@ impl Stack {
     /// FIN, and lingers until it is done (the notes' "Kernel continues
     /// sending the buffered bytes").
     pub fn close(&mut self, h: SocketHandle, now: Instant) {
+        self.touch(h.0);
         match self.sockets.get_mut(h.0) {
             Some(Socket::TcpStream { conn, orphan, .. }) => {
                 conn.close(now);
@@ -633,6 +669,7 @@ impl Stack {
         if data.len() > 65507 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        self.touch(h.0);
         match self.sockets.get_mut(h.0) {
             Some(Socket::Udp { out, .. }) => {
                 out.push_back((to, data.to_vec()));
@@ -670,14 +707,9 @@ impl Stack {
 
     /// The earliest instant a timer needs `poll`.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.sockets
-            .iter()
-            .filter_map(|s| match s {
-                Socket::TcpStream { conn, .. } => conn.poll_timeout(),
-                Socket::TcpListener { listener, .. } => listener.poll_timeout(),
-                _ => None,
-            })
-            .min()
+        // A stale entry can only be earlier than the real deadline: at worst
+        // one poll too many, never one too few.
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// Takes in every waiting packet, runs due timers, sends what is owed.
@@ -704,8 +736,12 @@ impl Stack {
             self.rx_buf = buf;
             worked = true;
         }
-        for socket in self.sockets.iter_mut() {
-            match socket {
+        while let Some(&Reverse((t, i))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match &mut self.sockets[i] {
                 Socket::TcpStream { conn, .. } if conn.poll_timeout().is_some_and(|t| t <= now) => {
                     conn.handle_timeout(now);
                     worked = true;
@@ -718,6 +754,8 @@ impl Stack {
                 }
                 _ => {}
             }
+            // Its next deadline goes back on the heap in egress.
+            self.touch(i);
         }
         worked |= self.egress(now, dev)?;
         Ok(worked)
@@ -731,7 +769,9 @@ impl Stack {
             sent = true;
         }
         let mut finished = Vec::new();
-        for i in 0..self.sockets.len() {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.is_dirty[i] = false;
             let mut outgoing: Vec<(FourTuple, oxcat_tcp::Segment)> = Vec::new();
             let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
             match &mut self.sockets[i] {
@@ -767,9 +807,18 @@ impl Stack {
                 self.send_udp(now, dev, local, to, &data)?;
                 sent = true;
             }
+            if let Some(t) = self.deadline_of(i) {
+                self.timers.push(Reverse((t, i)));
+            }
         }
         for i in finished {
             self.release(i);
+        }
+        // Keep the list's storage for the next round.
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
         }
         Ok(sent)
     }
@@ -980,6 +1029,7 @@ impl Stack {
                     self.release(i);
                 } else {
                     conn.handle_segment(now, &header, payload);
+                    self.touch(i);
                     return;
                 }
             }
@@ -995,6 +1045,7 @@ impl Stack {
         if let Some(i) = listener {
             if let Socket::TcpListener { listener, .. } = &mut self.sockets[i] {
                 listener.handle_segment(now, tuple, &header, payload);
+                self.touch(i);
                 return;
             }
         }
@@ -1156,6 +1207,7 @@ impl Stack {
                 let mss = mtu.max(floor).saturating_sub(header_len + 20);
                 conn.reduce_mss(now, mss);
                 self.stats.path_mtu_updates += 1;
+                self.touch(i);
             }
         }
     }
