@@ -23,7 +23,7 @@ use crate::device::Device;
 use crate::reassembly::{FragmentKey, Reassembler};
 
 /// The two ends of a connection, as the stack demultiplexes by them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FourTuple {
     pub local: SocketAddr,
     pub remote: SocketAddr,

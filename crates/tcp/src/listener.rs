@@ -7,7 +7,8 @@
 //! own go to that connection; everything else for the listening port comes
 //! here with its key (the 4-tuple, any `Hash + Eq + Copy` type).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -54,6 +55,12 @@ pub struct Listener<K> {
     /// The epoch of the cookie clock (counter of 64 s periods).
     cookie_epoch: Instant,
     trace: VecDeque<TraceEvent>,
+    /// Connections that may have something to send (duplicates allowed):
+    /// `poll_transmit` visits these, not every half-open connection.
+    pending: Vec<K>,
+    /// Connections' deadlines, earliest first; stale entries are skipped when
+    /// they come up, so `poll_timeout` is a peek, not a walk.
+    timers: BinaryHeap<Reverse<(Instant, K)>>,
 }
 
 /// SYN cookies: the MSS values a cookie can encode (as Linux's table).
@@ -61,7 +68,7 @@ const COOKIE_MSS: [u16; 4] = [536, 1300, 1440, 1460];
 /// A cookie is valid for the current and previous 64-second period.
 const COOKIE_PERIOD: Duration = Duration::from_secs(64);
 
-impl<K: Hash + Eq + Copy> Listener<K> {
+impl<K: Hash + Eq + Copy + Ord> Listener<K> {
     /// `backlog` bounds the accept queue (Linux: `listen(fd, backlog)`, the
     /// queue holds backlog + 1); the SYN queue holds at most
     /// `max(backlog, 8) * 2` half-open connections before cookies take over.
@@ -82,6 +89,8 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             stats: ListenerStats::default(),
             cookie_epoch: now,
             trace: VecDeque::new(),
+            pending: Vec::new(),
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -139,12 +148,14 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             }
             conn.handle_segment(now, h, payload);
             self.settle(key);
+            self.schedule(key);
             return;
         }
         // Established connections waiting in the accept queue are full
         // connections (as in Linux): they take data, ACK it, and may close.
         if let Some((_, conn)) = self.accept_queue.iter_mut().find(|(k, _)| *k == key) {
             conn.handle_segment(now, h, payload);
+            self.schedule(key);
             return;
         }
         if h.flags.rst() {
@@ -153,6 +164,7 @@ impl<K: Hash + Eq + Copy> Listener<K> {
         if h.flags.ack() {
             if let Some(conn) = self.cookie_connection(now, key, h, payload) {
                 self.accept_queue.push_back((key, conn));
+                self.schedule(key);
                 return;
             }
             // §3.10.7.2: an ACK in LISTEN gets <SEQ=SEG.ACK><CTL=RST>.
@@ -184,6 +196,7 @@ impl<K: Hash + Eq + Copy> Listener<K> {
             self.transmits.push_back((key, seg));
         }
         self.syn_queue.insert(key, conn);
+        self.schedule(key);
     }
 
     fn reset(&mut self, key: K, seq: SeqNum, ack: Option<SeqNum>) {
@@ -235,48 +248,69 @@ impl<K: Hash + Eq + Copy> Listener<K> {
         }
     }
 
+    fn conn_mut(&mut self, key: &K) -> Option<&mut Connection> {
+        if let Some(c) = self.syn_queue.get_mut(key) {
+            return Some(c);
+        }
+        self.accept_queue
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .map(|(_, c)| c)
+    }
+
+    /// After anything happened to `key`'s connection: it may owe segments,
+    /// and its deadline may have moved.
+    fn schedule(&mut self, key: K) {
+        self.pending.push(key);
+        if let Some(t) = self.conn_mut(&key).and_then(|c| c.poll_timeout()) {
+            self.timers.push(Reverse((t, key)));
+        }
+    }
+
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(K, Segment)> {
         if let Some(t) = self.transmits.pop_front() {
             return Some(t);
         }
-        for (key, conn) in self.syn_queue.iter_mut() {
-            if let Some(seg) = conn.poll_transmit(now) {
-                return Some((*key, seg));
-            }
-        }
-        for (key, conn) in self.accept_queue.iter_mut() {
-            if let Some(seg) = conn.poll_transmit(now) {
-                return Some((*key, seg));
+        while let Some(&key) = self.pending.last() {
+            let seg = self.conn_mut(&key).and_then(|c| c.poll_transmit(now));
+            match seg {
+                Some(seg) => {
+                    // Sending may have armed a timer.
+                    if let Some(t) = self.conn_mut(&key).and_then(|c| c.poll_timeout()) {
+                        self.timers.push(Reverse((t, key)));
+                    }
+                    return Some((key, seg));
+                }
+                None => {
+                    self.pending.pop();
+                }
             }
         }
         None
     }
 
+    /// The earliest deadline (possibly a stale one, which only means an early call).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let queued = self.accept_queue.iter().map(|(_, c)| c);
-        self.syn_queue
-            .values()
-            .chain(queued)
-            .filter_map(|c| c.poll_timeout())
-            .min()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<K> = self
-            .syn_queue
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            if let Some(conn) = self.syn_queue.get_mut(&key) {
-                conn.handle_timeout(now);
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if t > now {
+                break;
             }
-            self.settle(key);
-        }
-        for (_, conn) in self.accept_queue.iter_mut() {
-            if conn.poll_timeout().is_some_and(|t| t <= now) {
-                conn.handle_timeout(now);
+            self.timers.pop();
+            let Some(conn) = self.conn_mut(&key) else {
+                continue; // accepted or gone: a stale entry
+            };
+            match conn.poll_timeout() {
+                Some(d) if d <= now => {
+                    conn.handle_timeout(now);
+                    self.settle(key);
+                    self.schedule(key);
+                }
+                Some(d) => self.timers.push(Reverse((d, key))),
+                None => {}
             }
         }
     }
