@@ -45,8 +45,9 @@ pub struct Listener<K> {
     config: Arc<Config>,
     backlog: usize,
     syn_queue_max: usize,
-    /// Half-open connections, in arrival order (an IndexMap, so every run visits them
-    /// in the same order: runs are reproducible).
+    /// Half-open connections in an IndexMap: its order depends only on what
+    /// happened (removal swaps the last entry in, O(1)), so runs are
+    /// reproducible, unlike a HashMap's.
     syn_queue: IndexMap<K, Connection>,
     accept_queue: VecDeque<(K, Connection)>,
     transmits: VecDeque<(K, Segment)>,
@@ -230,7 +231,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
         match conn.state() {
             State::SynReceived => {}
             State::Closed => {
-                if let Some(mut c) = self.syn_queue.shift_remove(&key) {
+                if let Some(mut c) = self.syn_queue.swap_remove(&key) {
                     if c.close_reason() == Some(crate::event::CloseReason::TimedOut) {
                         self.stats.handshakes_timed_out += 1;
                     }
@@ -241,7 +242,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
                 }
             }
             _ => {
-                if let Some(c) = self.syn_queue.shift_remove(&key) {
+                if let Some(c) = self.syn_queue.swap_remove(&key) {
                     self.accept_queue.push_back((key, c));
                 }
             }
