@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 use crate::device::Device;
 use crate::stack::{SocketHandle, Stack};
 
-struct Shared {
-    stacks: Vec<Stack>,
+pub(crate) struct Shared {
+    pub(crate) stacks: Vec<Stack>,
     stop: bool,
+    /// Async tasks waiting for progress; all are woken after each round
+    /// (a spurious wake costs one more try, never a lost one).
+    pub(crate) wakers: Vec<std::task::Waker>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     shared: Mutex<Shared>,
     /// Signalled after every round of the stack thread.
     progressed: Condvar,
@@ -31,11 +34,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         // A full pipe already means "wake up", so the result does not matter.
         // SAFETY: writing one byte from a live buffer to a descriptor we own.
         let _ = unsafe { libc::write(self.wake_tx.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
@@ -44,7 +47,7 @@ impl Inner {
 
 /// The stack thread and the stacks it drives.
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -66,6 +69,7 @@ impl Runtime {
             shared: Mutex::new(Shared {
                 stacks: Vec::new(),
                 stop: false,
+                wakers: Vec::new(),
             }),
             progressed: Condvar::new(),
             wake_tx,
@@ -150,6 +154,9 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
                 }
             }
             inner.progressed.notify_all();
+            for w in g.wakers.drain(..) {
+                w.wake();
+            }
             next
         };
         let timeout = next

@@ -7,6 +7,8 @@
 //! `tcp_accept`, `tcp_send`, `tcp_recv`, `close`, `udp_*`) are
 //! non-blocking and report `io::ErrorKind`s as `std::net` does.
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 pub mod blocking;
 pub mod device;
 pub mod impaired;
@@ -16,6 +18,8 @@ pub mod sim_link;
 pub mod stack;
 pub mod tun;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncTcpListener, AsyncTcpStream};
 pub use blocking::{Runtime, StackId, TcpListener, TcpStream};
 pub use device::Device;
 pub use impaired::Impaired;

@@ -1,0 +1,181 @@
+//! The async face of the socket API (feature `tokio`): `accept().await`,
+//! and streams implementing tokio's `AsyncRead`/`AsyncWrite`, driven by the
+//! same stack thread as the blocking API. A task that would block leaves its
+//! waker; the stack thread wakes every waiting task after each round.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::blocking::{Inner, Runtime, Shared, StackId};
+use crate::stack::SocketHandle;
+
+/// Tries `op`; on WouldBlock parks the task until the stack thread makes progress.
+fn poll_op<T>(
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    op: impl FnOnce(&mut Shared) -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    let mut g = inner.lock();
+    match op(&mut g) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            g.wakers.push(cx.waker().clone());
+            drop(g);
+            inner.wake();
+            Poll::Pending
+        }
+        other => {
+            drop(g);
+            inner.wake();
+            Poll::Ready(other)
+        }
+    }
+}
+
+pub struct AsyncTcpListener {
+    inner: Arc<Inner>,
+    stack: StackId,
+    handle: SocketHandle,
+}
+
+impl AsyncTcpListener {
+    pub fn bind(
+        rt: &Runtime,
+        stack: StackId,
+        addr: SocketAddr,
+        backlog: usize,
+    ) -> io::Result<Self> {
+        let handle = rt.with_stack(stack, |s| s.tcp_listen(addr, backlog, Instant::now()))?;
+        Ok(AsyncTcpListener {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+        })
+    }
+
+    pub async fn accept(&self) -> io::Result<(AsyncTcpStream, SocketAddr)> {
+        let (h, from) = poll_fn(|cx| {
+            poll_op(&self.inner, cx, |g| {
+                match g.stacks[self.stack.0].tcp_accept(self.handle)? {
+                    Some(x) => Ok(x),
+                    None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                }
+            })
+        })
+        .await?;
+        Ok((
+            AsyncTcpStream {
+                inner: self.inner.clone(),
+                stack: self.stack,
+                handle: h,
+            },
+            from,
+        ))
+    }
+}
+
+impl Drop for AsyncTcpListener {
+    fn drop(&mut self) {
+        self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
+        self.inner.wake();
+    }
+}
+
+pub struct AsyncTcpStream {
+    inner: Arc<Inner>,
+    stack: StackId,
+    handle: SocketHandle,
+}
+
+impl AsyncTcpStream {
+    pub async fn connect(rt: &Runtime, stack: StackId, addr: SocketAddr) -> io::Result<Self> {
+        let handle = rt.with_stack(stack, |s| s.tcp_connect(addr, None, Instant::now()))?;
+        let stream = AsyncTcpStream {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+        };
+        poll_fn(|cx| {
+            poll_op(&stream.inner, cx, |g| {
+                let s = &mut g.stacks[stack.0];
+                match s.tcp_state(handle) {
+                    Some(oxcat_tcp::State::SynSent) | Some(oxcat_tcp::State::SynReceived) => {
+                        Err(io::Error::from(io::ErrorKind::WouldBlock))
+                    }
+                    Some(oxcat_tcp::State::Closed) | None => {
+                        let reason = s.tcp_connection(handle).and_then(|c| c.close_reason());
+                        Err(reason
+                            .map(crate::stack::close_error)
+                            .unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused)))
+                    }
+                    Some(_) => Ok(()),
+                }
+            })
+        })
+        .await?;
+        Ok(stream)
+    }
+}
+
+impl AsyncRead for AsyncTcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let space = buf.initialize_unfilled();
+        match poll_op(&this.inner, cx, |g| {
+            g.stacks[this.stack.0].tcp_recv(this.handle, space)
+        }) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for AsyncTcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        poll_op(&this.inner, cx, |g| {
+            g.stacks[this.stack.0].tcp_send(this.handle, data)
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts down the write side: FIN after the buffered bytes.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r =
+            this.inner.lock().stacks[this.stack.0].tcp_shutdown_write(this.handle, Instant::now());
+        this.inner.wake();
+        Poll::Ready(r)
+    }
+}
+
+impl Drop for AsyncTcpStream {
+    fn drop(&mut self) {
+        self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
+        self.inner.wake();
+    }
+}

@@ -1,0 +1,65 @@
+//! The async API (feature `tokio`): accept().await and AsyncRead/AsyncWrite
+//! over two stacks on a simulated link.
+#![cfg(feature = "tokio")]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use oxcat_stack::{
+    sim_link, AsyncTcpListener, AsyncTcpStream, Device, LinkConfig, Runtime, Stack, StackConfig,
+    StackId,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_over_the_async_api() {
+    let rt = Runtime::start(|| {
+        let now = Instant::now();
+        let (pa, pb) = sim_link(
+            LinkConfig {
+                delay: Duration::from_millis(1),
+                ..LinkConfig::default()
+            },
+            5,
+        );
+        let cfg = |ip| StackConfig {
+            ipv4: Some(ip),
+            ..StackConfig::default()
+        };
+        vec![
+            (Stack::new(cfg(A), now), Box::new(pa) as Box<dyn Device>),
+            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
+        ]
+    })
+    .unwrap();
+    let addr = SocketAddr::new(IpAddr::V4(B), 7);
+    let listener = AsyncTcpListener::bind(&rt, StackId(1), addr, 8).unwrap();
+    let server = async {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(&got).await.unwrap();
+        s.shutdown().await.unwrap();
+    };
+    let data: Vec<u8> = (0..200_000).map(|i| (i % 249) as u8).collect();
+    let client = async {
+        let mut c = AsyncTcpStream::connect(&rt, StackId(0), addr)
+            .await
+            .unwrap();
+        c.write_all(&data).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).await.unwrap();
+        back
+    };
+    let ((), back) = tokio::join!(server, client);
+    assert!(
+        back == data,
+        "{} bytes echoed of {}",
+        back.len(),
+        data.len()
+    );
+}
