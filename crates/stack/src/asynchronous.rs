@@ -103,19 +103,7 @@ impl AsyncTcpStream {
         };
         poll_fn(|cx| {
             poll_op(&stream.inner, cx, |g| {
-                let s = &mut g.stacks[stack.0];
-                match s.tcp_state(handle) {
-                    Some(oxcat_tcp::State::SynSent) | Some(oxcat_tcp::State::SynReceived) => {
-                        Err(io::Error::from(io::ErrorKind::WouldBlock))
-                    }
-                    Some(oxcat_tcp::State::Closed) | None => {
-                        let reason = s.tcp_connection(handle).and_then(|c| c.close_reason());
-                        Err(reason
-                            .map(crate::stack::close_error)
-                            .unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused)))
-                    }
-                    Some(_) => Ok(()),
-                }
+                g.stacks[stack.0].tcp_connect_result(handle)
             })
         })
         .await?;

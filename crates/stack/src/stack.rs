@@ -585,6 +585,20 @@ impl Stack {
         }
     }
 
+    /// Where a `connect` stands: `Ok` once established, `WouldBlock` during
+    /// the handshake, the reason (refused, timed out, ...) if it failed.
+    pub fn tcp_connect_result(&mut self, h: SocketHandle) -> io::Result<()> {
+        let conn = self.stream(h)?;
+        match conn.state() {
+            State::SynSent | State::SynReceived => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            State::Closed => Err(conn
+                .close_reason()
+                .map(close_error)
+                .unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn tcp_state(&self, h: SocketHandle) -> Option<State> {
         match self.sockets.get(h.0) {
             Some(Socket::TcpStream { conn, .. }) => Some(conn.state()),
