@@ -258,7 +258,12 @@ impl Stack {
     }
 
     pub fn stats(&self) -> StackStats {
-        self.stats
+        // IPv4 fragments given up on are the reassembler's to count; IPv6
+        // fragments (no reassembly yet) are counted as they are dropped.
+        let r = self.reassembler.stats;
+        let mut stats = self.stats;
+        stats.fragments_dropped += r.overlaps + r.timed_out + r.too_many + r.too_big;
+        stats
     }
 
     pub fn config(&self) -> &StackConfig {
@@ -951,13 +956,8 @@ impl Stack {
                     whole = datagram;
                     &whole[..]
                 }
-                None => {
-                    self.stats.fragments_dropped = self.reassembler.stats.overlaps
-                        + self.reassembler.stats.timed_out
-                        + self.reassembler.stats.too_many
-                        + self.reassembler.stats.too_big;
-                    return;
-                }
+                // Incomplete so far, or given up on (counted by the reassembler).
+                None => return,
             }
         } else {
             p.payload()
