@@ -138,6 +138,32 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub fn upper_layer(&self) -> Result<UpperLayer> {
         walk_extension_headers(self.next_header(), self.payload())
     }
+
+    /// The unfragmentable part of this fragment, ready to head the reassembled packet
+    /// (RFC 8200 §4.5): the fixed header and the extension headers before the fragment
+    /// header, with the Next Header field that named the fragment header now naming the
+    /// fragment header's next header ("The Next Header field of the last header of the
+    /// Unfragmentable Part is obtained from the Next Header field of the first fragment's
+    /// Fragment header"). Its payload length is left as it was: the caller sets it once the
+    /// reassembled length is known (see [`set_payload_len`](Ipv6Packet::set_payload_len)).
+    ///
+    /// `fragment` must come from walking this packet's extension headers; positions that do
+    /// not fit the packet are [`Error::Truncated`] or [`Error::BadExtensionHeader`].
+    pub fn unfragmentable_part(&self, fragment: &Ipv6Fragment) -> Result<Vec<u8>> {
+        let mut part = self
+            .buf()
+            .get(..fragment.unfragmentable_len())
+            .ok_or(Error::Truncated)?
+            .to_vec();
+        let naming_field = match fragment.previous_header_offset {
+            None => offset::NEXT_HEADER,
+            Some(previous) if previous < fragment.header_offset => HEADER_LEN + previous,
+            Some(_) => return Err(Error::BadExtensionHeader),
+        };
+        let field = part.get_mut(naming_field).ok_or(Error::Truncated)?;
+        *field = fragment.next_header.0;
+        Ok(part)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
@@ -267,13 +293,52 @@ impl Ipv6Repr {
     }
 }
 
-/// The fragment header's fields (RFC 8200 §4.5).
+/// Length of the fragment header (RFC 8200 §4.5: it has no length field; it is always 8 bytes).
+pub const FRAGMENT_HEADER_LEN: usize = 8;
+
+/// The fragment header's fields (RFC 8200 §4.5), and where it sits in the packet: what a
+/// reassembler needs to split a fragment into its unfragmentable and fragmentable parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ipv6Fragment {
-    /// Offset in bytes (the field counts 8-byte units).
+    /// Offset in bytes of this fragment's data in the fragmentable part of the original
+    /// packet (the field counts 8-byte units).
     pub offset: u16,
+    /// The M flag: more fragments follow.
     pub more_frags: bool,
+    /// Identification, shared by all fragments of one original packet.
     pub ident: u32,
+    /// The fragment header's Next Header field: the first header of the fragmentable part
+    /// (an extension header or the upper layer). In a fragment whose offset is nonzero this
+    /// names a header that is in another fragment.
+    pub next_header: IpProtocol,
+    /// Offset of the fragment header in the IPv6 payload (after the fixed header). The bytes
+    /// before it are the unfragmentable part's extension headers.
+    pub header_offset: usize,
+    /// Offset in the IPv6 payload of the last extension header before the fragment header,
+    /// whose first byte is the Next Header field naming the fragment header; `None` when the
+    /// fragment header follows the fixed header (whose Next Header field names it).
+    pub previous_header_offset: Option<usize>,
+}
+
+impl Ipv6Fragment {
+    /// Offset in the IPv6 payload of this fragment's data: the fragmentable part starts
+    /// right after the fragment header.
+    pub const fn data_offset(&self) -> usize {
+        self.header_offset + FRAGMENT_HEADER_LEN
+    }
+
+    /// Length of the unfragmentable part: the fixed header and the extension headers before
+    /// the fragment header.
+    pub const fn unfragmentable_len(&self) -> usize {
+        HEADER_LEN + self.header_offset
+    }
+
+    /// An atomic fragment (RFC 6946): offset 0 and no more fragments, the whole packet in
+    /// one. RFC 6946 §4: it is processed at once, apart from any fragments queued for
+    /// reassembly that happen to share its identification.
+    pub const fn is_atomic(&self) -> bool {
+        self.offset == 0 && !self.more_frags
+    }
 }
 
 /// Where the extension header chain ends.
@@ -285,7 +350,9 @@ pub struct UpperLayer {
     /// Offset of the upper-layer header in the IPv6 payload (after the fixed header).
     pub offset: usize,
     /// The fragment header, if the chain had one. When its offset is nonzero, what follows is
-    /// the middle of a packet, not an upper-layer header.
+    /// the middle of a packet, not an upper-layer header: the walk stops there, with
+    /// `protocol` the fragment header's next header and `offset` where the fragment's data
+    /// starts.
     pub fragment: Option<Ipv6Fragment>,
 }
 
@@ -294,13 +361,16 @@ pub struct UpperLayer {
 ///
 /// Hop-by-hop (0), routing (43), fragment (44), destination options (60) and AH (51) are
 /// stepped over; ESP (50) and No Next Header (59) end the walk, as does any other value (the
-/// upper layer). Errors: a header that runs past `payload` is [`Error::Truncated`]; hop-by-hop
+/// upper layer), and a fragment header with a nonzero offset (what follows it is the middle
+/// of the original packet's fragmentable part, not headers). Errors: a header that runs past `payload` is [`Error::Truncated`]; hop-by-hop
 /// other than first is [`Error::BadExtensionHeader`] (RFC 8200 §4.3: it "MUST immediately
 /// follow the IPv6 header"); more than [`MAX_EXTENSION_HEADERS`] is [`Error::TooManyHeaders`].
 pub fn walk_extension_headers(first: IpProtocol, payload: &[u8]) -> Result<UpperLayer> {
     let mut protocol = first;
     let mut offset = 0usize;
     let mut fragment = None;
+    // The header whose Next Header field names the current one (None: the fixed header).
+    let mut previous_header_offset = None;
     for index in 0..=MAX_EXTENSION_HEADERS {
         let len = match protocol {
             IpProtocol::HOP_BY_HOP if index != 0 => return Err(Error::BadExtensionHeader),
@@ -318,12 +388,25 @@ pub fn walk_extension_headers(first: IpProtocol, payload: &[u8]) -> Result<Upper
                     .ok_or(Error::Truncated)?;
                 let [o1, o2, i1, i2, i3, i4] = *bytes;
                 let off_flags = u16::from_be_bytes([o1, o2]);
-                fragment = Some(Ipv6Fragment {
+                let this = Ipv6Fragment {
                     offset: off_flags & 0xfff8,
                     more_frags: off_flags & 1 != 0,
                     ident: u32::from_be_bytes([i1, i2, i3, i4]),
-                });
-                8
+                    next_header: IpProtocol(header_byte(payload, offset, 0)?),
+                    header_offset: offset,
+                    previous_header_offset,
+                };
+                fragment = Some(this);
+                if this.offset != 0 {
+                    // Not the first fragment: the bytes after the header are data from the
+                    // middle of the fragmentable part, which only reassembly makes sense of.
+                    return Ok(UpperLayer {
+                        protocol: this.next_header,
+                        offset: this.data_offset(),
+                        fragment,
+                    });
+                }
+                FRAGMENT_HEADER_LEN
             }
             // RFC 4302 §2.2: AH's Payload Len counts 4-octet units, minus 2.
             IpProtocol::AH => {
@@ -345,6 +428,7 @@ pub fn walk_extension_headers(first: IpProtocol, payload: &[u8]) -> Result<Upper
             return Err(Error::Truncated);
         }
         protocol = IpProtocol(next);
+        previous_header_offset = Some(offset);
         offset = end;
     }
     Err(Error::TooManyHeaders)
@@ -460,7 +544,10 @@ mod tests {
             Some(Ipv6Fragment {
                 offset: 0x0100,
                 more_frags: true,
-                ident: 0xdead_beef
+                ident: 0xdead_beef,
+                next_header: IpProtocol::TCP,
+                header_offset: upper_offset - 8,
+                previous_header_offset: Some(upper_offset - 32),
             })
         );
 
@@ -509,5 +596,136 @@ mod tests {
         let upper = walk_extension_headers(IpProtocol::IPV6_OPTS, &payload).unwrap();
         assert_eq!(upper.protocol, IpProtocol::UDP);
         assert_eq!(upper.offset, 64);
+    }
+
+    /// A fixed header (next header `first`) followed by `payload`, as a checked packet's bytes.
+    fn packet(first: IpProtocol, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0u8; HEADER_LEN];
+        Ipv6Repr::new(addr(1), addr(2), first, payload.len())
+            .emit(&mut bytes)
+            .unwrap();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn first_fragment_walks_on_to_the_upper_layer() {
+        // Fragment header right after the fixed header: next = UDP, offset 0, M set.
+        let mut payload = vec![17, 0, 0x00, 0x01, 0, 0, 0, 9];
+        payload.extend_from_slice(&[0; 8]); // a UDP header
+        let bytes = packet(IpProtocol::IPV6_FRAG, &payload);
+        let p = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+        let upper = p.upper_layer().unwrap();
+        assert_eq!(upper.protocol, IpProtocol::UDP);
+        assert_eq!(upper.offset, 8);
+        let fragment = upper.fragment.unwrap();
+        assert_eq!(
+            fragment,
+            Ipv6Fragment {
+                offset: 0,
+                more_frags: true,
+                ident: 9,
+                next_header: IpProtocol::UDP,
+                header_offset: 0,
+                previous_header_offset: None,
+            }
+        );
+        assert_eq!(fragment.data_offset(), 8);
+        assert_eq!(fragment.unfragmentable_len(), 40);
+        assert!(!fragment.is_atomic());
+        // RFC 8200 §4.5: the reassembled packet's fixed header names UDP directly.
+        let head = p.unfragmentable_part(&fragment).unwrap();
+        assert_eq!(head.len(), 40);
+        assert_eq!(head[6], 17);
+        assert_eq!(head[..6], bytes[..6]);
+        assert_eq!(head[7..], bytes[7..40]);
+    }
+
+    #[test]
+    fn later_fragment_stops_the_walk() {
+        // Hop-by-hop, then a fragment (offset 1232, M clear) whose next header is
+        // destination options: the data after it is the middle of the original packet and
+        // must not be walked as headers (here it would look like a truncated header).
+        let mut payload = vec![44, 0, 1, 4, 0, 0, 0, 0];
+        payload.extend_from_slice(&[60, 0, 0x04, 0xd0, 0, 0, 0x01, 0x00]);
+        payload.extend_from_slice(&[0, 200, 1, 2, 3]);
+        let bytes = packet(IpProtocol::HOP_BY_HOP, &payload);
+        let p = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+        let upper = p.upper_layer().unwrap();
+        assert_eq!(upper.protocol, IpProtocol::IPV6_OPTS);
+        assert_eq!(upper.offset, 16);
+        let fragment = upper.fragment.unwrap();
+        assert_eq!(fragment.offset, 1232);
+        assert!(!fragment.more_frags);
+        assert_eq!(fragment.ident, 256);
+        assert_eq!(fragment.header_offset, 8);
+        assert_eq!(fragment.previous_header_offset, Some(0));
+        assert_eq!(&p.payload()[fragment.data_offset()..], &[0, 200, 1, 2, 3]);
+        // The unfragmentable part keeps the hop-by-hop header, which now names what the
+        // fragment header named; the fixed header is untouched.
+        let head = p.unfragmentable_part(&fragment).unwrap();
+        assert_eq!(head.len(), 48);
+        assert_eq!(head[..40], bytes[..40]);
+        assert_eq!(head[40..], [60, 0, 1, 4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn atomic_fragment() {
+        // RFC 6946: offset 0 and M clear.
+        let payload = [58, 0, 0, 0, 0, 0, 0, 1, 128, 0, 0, 0];
+        let upper = walk_extension_headers(IpProtocol::IPV6_FRAG, &payload).unwrap();
+        assert_eq!(upper.protocol, IpProtocol::ICMPV6);
+        assert!(upper.fragment.unwrap().is_atomic());
+    }
+
+    #[test]
+    fn unfragmentable_part_rejects_positions_that_do_not_fit() {
+        let bytes = packet(IpProtocol::UDP, &[0; 8]);
+        let p = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+        let fragment = Ipv6Fragment {
+            offset: 0,
+            more_frags: true,
+            ident: 1,
+            next_header: IpProtocol::UDP,
+            header_offset: 64,
+            previous_header_offset: None,
+        };
+        assert_eq!(p.unfragmentable_part(&fragment), Err(Error::Truncated));
+        let fragment = Ipv6Fragment {
+            header_offset: 0,
+            previous_header_offset: Some(0),
+            ..fragment
+        };
+        assert_eq!(
+            p.unfragmentable_part(&fragment),
+            Err(Error::BadExtensionHeader)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, walking and splitting at a fragment header never panics, and a
+        /// fragment's parts lie inside the packet.
+        #[test]
+        fn fragment_positions_lie_inside_the_payload(
+            first in proptest::sample::select(vec![0u8, 43, 44, 51, 60]),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+        ) {
+            let bytes = packet(IpProtocol(first), &payload);
+            let p = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+            if let Ok(UpperLayer { fragment: Some(fragment), offset, .. }) = p.upper_layer() {
+                proptest::prop_assert!(fragment.data_offset() <= payload.len());
+                proptest::prop_assert!(offset <= payload.len());
+                let head = p.unfragmentable_part(&fragment).unwrap();
+                proptest::prop_assert_eq!(head.len(), fragment.unfragmentable_len());
+                proptest::prop_assert_eq!(
+                    head.get(6).copied(),
+                    Some(if fragment.previous_header_offset.is_none() {
+                        fragment.next_header.0
+                    } else {
+                        first
+                    })
+                );
+            }
+        }
     }
 }
