@@ -15,12 +15,15 @@ use oxcat_tcp::{
     RecvError, SackBlocks, SendError, SeqNum, State,
 };
 use oxcat_wire::{
-    icmpv4, icmpv6, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet,
-    Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpFlags, TcpPacket, TcpRepr, Timestamps, UdpPacket, UdpRepr,
+    icmpv4, icmpv6, ipv6, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol,
+    Ipv4Packet, Ipv4Repr, Ipv6Fragment, Ipv6Packet, Ipv6Repr, TcpFlags, TcpPacket, TcpRepr,
+    Timestamps, UdpPacket, UdpRepr, UpperLayer,
 };
 
 use crate::device::Device;
-use crate::reassembly::{FragmentKey, Reassembler};
+use crate::reassembly::{
+    Fragment, FragmentKey, Ipv6FragmentKey, Reassembled, Reassembler, MAX_DATAGRAM,
+};
 
 /// The two ends of a connection, as the stack demultiplexes by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +118,9 @@ pub struct Stack {
     /// Packets the stack itself owes (RSTs, ICMP), already built.
     control_out: VecDeque<Vec<u8>>,
     reassembler: Reassembler,
+    /// IPv6 packets in fragments (RFC 8200 §4.5), apart from IPv4's: the
+    /// keys differ and each family gets its own bound.
+    reassembler_v6: Reassembler<Ipv6FragmentKey>,
     /// Deadlines of sockets' timers, earliest first; entries may be stale (a
     /// socket's current deadline is checked when its entry comes up).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -252,17 +258,20 @@ impl Stack {
             is_dirty: Vec::new(),
             // Linux: ipfrag_time 30 s; a few datagrams at a time is plenty for a host.
             reassembler: Reassembler::new(64, std::time::Duration::from_secs(30)),
+            // RFC 8200 §4.5: abandoned "within 60 seconds" of the first fragment
+            // (Linux: ip6frag_time 60 s).
+            reassembler_v6: Reassembler::new(64, std::time::Duration::from_secs(60)),
             rx_buf: vec![0u8; 65536],
             tx_buf: vec![0u8; 65536],
         }
     }
 
     pub fn stats(&self) -> StackStats {
-        // IPv4 fragments given up on are the reassembler's to count; IPv6
-        // fragments (no reassembly yet) are counted as they are dropped.
-        let r = self.reassembler.stats;
+        // Fragments given up on in reassembly are the reassemblers' to count;
+        // the stack counts the ones it drops before or after them.
         let mut stats = self.stats;
-        stats.fragments_dropped += r.overlaps + r.timed_out + r.too_many + r.too_big;
+        stats.fragments_dropped +=
+            self.reassembler.stats.dropped() + self.reassembler_v6.stats.dropped();
         stats
     }
 
@@ -984,24 +993,119 @@ impl Stack {
             self.stats.not_for_us += 1;
             return;
         }
+        // RFC 7112 §5: a first fragment whose header chain does not reach the
+        // upper layer fails this walk and is dropped like any broken chain.
         let Ok(upper) = p.upper_layer() else {
             self.stats.malformed += 1;
             return;
         };
-        if upper.fragment.is_some() {
-            self.stats.fragments_dropped += 1;
-            return;
+        match upper.fragment {
+            Some(fragment) => {
+                if let Some(whole) = self.reassemble_v6(now, &p, &ip, &fragment) {
+                    self.ingress_v6_reassembled(now, &whole);
+                }
+            }
+            None => self.ingress_v6_upper(now, &ip, &upper, p.payload(), packet),
         }
-        let Some(payload) = p.payload().get(upper.offset..) else {
+    }
+
+    /// The upper layer of an IPv6 packet that arrived whole or was
+    /// reassembled: `payload` is what follows the fixed header.
+    fn ingress_v6_upper(
+        &mut self,
+        now: Instant,
+        ip: &Ipv6Repr,
+        upper: &UpperLayer,
+        payload: &[u8],
+        packet: &[u8],
+    ) {
+        let Some(upper_bytes) = payload.get(upper.offset..) else {
             self.stats.malformed += 1;
             return;
         };
         let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
         match upper.protocol {
-            IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),
-            IpProtocol::UDP => self.ingress_udp(src, dst, payload, packet),
-            IpProtocol::ICMPV6 => self.ingress_icmpv6(now, ip.src, ip.dst, payload),
+            IpProtocol::TCP => self.ingress_tcp(now, src, dst, upper_bytes, packet),
+            IpProtocol::UDP => self.ingress_udp(src, dst, upper_bytes, packet),
+            IpProtocol::ICMPV6 => self.ingress_icmpv6(now, ip.src, ip.dst, upper_bytes),
             _ => {}
+        }
+    }
+
+    /// Adds one fragment (RFC 8200 §4.5); returns the reassembled packet,
+    /// bytes as if it had arrived whole, once the last piece is in: the
+    /// first fragment's unfragmentable part (its last Next Header field
+    /// taken from the fragment header) and the fragments' data.
+    fn reassemble_v6(
+        &mut self,
+        now: Instant,
+        p: &Ipv6Packet<&[u8]>,
+        ip: &Ipv6Repr,
+        fragment: &Ipv6Fragment,
+    ) -> Option<Vec<u8>> {
+        let (Ok(head), Some(data)) = (
+            p.unfragmentable_part(fragment),
+            p.payload().get(fragment.data_offset()..),
+        ) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let Reassembled { header, payload } = if fragment.is_atomic() {
+            // RFC 6946 §4: an atomic fragment is processed at once, apart from
+            // any fragments queued under the same identification.
+            Reassembled {
+                header: head,
+                payload: data.to_vec(),
+            }
+        } else {
+            let key = Ipv6FragmentKey {
+                src: ip.src,
+                dst: ip.dst,
+                ident: fragment.ident,
+            };
+            let piece = Fragment {
+                offset: usize::from(fragment.offset),
+                more: fragment.more_frags,
+                data,
+                header: &head,
+                // RFC 8200 §4.5: the reassembled Payload Length, extension
+                // headers before the fragment header included, fits 65,535.
+                max_len: MAX_DATAGRAM.saturating_sub(fragment.header_offset),
+            };
+            // None: incomplete so far, or given up on (the reassembler counts).
+            self.reassembler_v6.add_fragment(now, key, piece)?
+        };
+        let mut whole = header;
+        whole.extend_from_slice(&payload);
+        // The first fragment's unfragmentable part may be longer than the
+        // later fragments' that the limit above was checked against.
+        let Ok(payload_len) = u16::try_from(whole.len().saturating_sub(ipv6::HEADER_LEN)) else {
+            self.stats.fragments_dropped += 1;
+            return None;
+        };
+        Ipv6Packet::new_unchecked(&mut whole[..]).set_payload_len(payload_len);
+        Some(whole)
+    }
+
+    /// A reassembled IPv6 packet, processed as one that arrived whole. A
+    /// fragment header still in it (a fragment of a fragment) is dropped,
+    /// not reassembled again: RFC 8200 §4.1 allows one of each extension
+    /// header but destination options.
+    fn ingress_v6_reassembled(&mut self, now: Instant, packet: &[u8]) {
+        let Ok(p) = Ipv6Packet::new_checked(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Ok(ip) = Ipv6Repr::parse(&p) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        match p.upper_layer() {
+            Ok(upper) if upper.fragment.is_none() => {
+                self.ingress_v6_upper(now, &ip, &upper, p.payload(), packet)
+            }
+            Ok(_) => self.stats.fragments_dropped += 1,
+            Err(_) => self.stats.malformed += 1,
         }
     }
 
