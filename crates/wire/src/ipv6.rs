@@ -341,6 +341,29 @@ impl Ipv6Fragment {
     }
 }
 
+/// Write a fragment header (RFC 8200 §4.5) at the start of `buf`: `next_header` names the
+/// first header of the fragmentable part, `offset` is in bytes (a multiple of 8; the low
+/// three bits are the field's reserved and M bits and must be clear).
+pub fn emit_fragment_header(
+    buf: &mut [u8],
+    next_header: IpProtocol,
+    offset: u16,
+    more_frags: bool,
+    ident: u32,
+) -> Result<()> {
+    if offset & 0x7 != 0 {
+        return Err(Error::BadLength);
+    }
+    let header = buf
+        .get_mut(..FRAGMENT_HEADER_LEN)
+        .ok_or(Error::BufferTooSmall)?;
+    let [o1, o2] = (offset | u16::from(more_frags)).to_be_bytes();
+    let [i1, i2, i3, i4] = ident.to_be_bytes();
+    // Next Header, Reserved, Fragment Offset | Res | M, Identification.
+    header.copy_from_slice(&[next_header.0, 0, o1, o2, i1, i2, i3, i4]);
+    Ok(())
+}
+
 /// Where the extension header chain ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UpperLayer {
@@ -667,6 +690,28 @@ mod tests {
         assert_eq!(head.len(), 48);
         assert_eq!(head[..40], bytes[..40]);
         assert_eq!(head[40..], [60, 0, 1, 4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn fragment_header_round_trip() {
+        let mut payload = [0u8; 12];
+        emit_fragment_header(&mut payload, IpProtocol::UDP, 1448, true, 0xfeed_f00d).unwrap();
+        let upper = walk_extension_headers(IpProtocol::IPV6_FRAG, &payload).unwrap();
+        let fragment = upper.fragment.unwrap();
+        assert_eq!(
+            (fragment.offset, fragment.more_frags, fragment.ident),
+            (1448, true, 0xfeed_f00d)
+        );
+        assert_eq!(fragment.next_header, IpProtocol::UDP);
+        assert_eq!(upper.offset, 8);
+        assert_eq!(
+            emit_fragment_header(&mut payload, IpProtocol::UDP, 1001, false, 1),
+            Err(Error::BadLength)
+        );
+        assert_eq!(
+            emit_fragment_header(&mut payload[..7], IpProtocol::UDP, 0, false, 1),
+            Err(Error::BufferTooSmall)
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub use icmpv4::{Icmpv4Packet, Icmpv4Repr};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{
-    walk_extension_headers, Ipv6Fragment, Ipv6Packet, Ipv6Repr, UpperLayer, FRAGMENT_HEADER_LEN,
+    emit_fragment_header, walk_extension_headers, Ipv6Fragment, Ipv6Packet, Ipv6Repr, UpperLayer,
+    FRAGMENT_HEADER_LEN,
 };
 pub use tcp::{SackBlocks, TcpFlags, TcpOption, TcpOptions, TcpPacket, TcpRepr, Timestamps};
 pub use udp::{UdpPacket, UdpRepr};
