@@ -16,6 +16,7 @@ pub mod pcap_tap;
 pub mod reassembly;
 pub mod sim_link;
 pub mod stack;
+mod trace_events;
 pub mod tun;
 
 #[cfg(feature = "tokio")]

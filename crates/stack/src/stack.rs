@@ -24,6 +24,7 @@ use crate::device::Device;
 use crate::reassembly::{
     Fragment, FragmentKey, Ipv6FragmentKey, Reassembled, Reassembler, MAX_DATAGRAM,
 };
+use crate::trace_events;
 
 /// The two ends of a connection, as the stack demultiplexes by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,6 +131,8 @@ pub struct Stack {
     is_dirty: Vec<bool>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
+    /// Trace events since the owner last took them; None when not tracing.
+    trace_log: Option<Vec<(Instant, oxcat_trace::Event)>>,
 }
 
 /// Maps an engine's ending to what `std::net` would report.
@@ -261,8 +264,10 @@ impl Stack {
             // RFC 8200 §4.5: abandoned "within 60 seconds" of the first fragment
             // (Linux: ip6frag_time 60 s).
             reassembler_v6: Reassembler::new(64, std::time::Duration::from_secs(60)),
+            next_fragment_ident,
             rx_buf: vec![0u8; 65536],
             tx_buf: vec![0u8; 65536],
+            trace_log: None,
         }
     }
 
@@ -277,6 +282,45 @@ impl Stack {
 
     pub fn config(&self) -> &StackConfig {
         &self.config
+    }
+
+    /// Records every segment, state change, timer, retransmission and queue
+    /// event from now on (for connections opened after this call), for
+    /// [`Stack::take_trace`]. Off by default: then nothing is recorded.
+    pub fn set_tracing(&mut self, on: bool) {
+        self.config.tcp.trace = on;
+        self.tcp_v4 = Stack::engine_config(&self.config, 20);
+        self.tcp_v6 = Stack::engine_config(&self.config, 40);
+        self.trace_log = on.then(Vec::new);
+    }
+
+    /// The trace events recorded since the last call, in the order recorded
+    /// (each carries the instant it happened).
+    pub fn take_trace(&mut self) -> Vec<(Instant, oxcat_trace::Event)> {
+        match &mut self.trace_log {
+            Some(log) => std::mem::take(log),
+            None => Vec::new(),
+        }
+    }
+
+    /// The engine's events of socket `i`, into the trace log.
+    fn collect_engine_trace(&mut self, i: usize) {
+        let Some(log) = &mut self.trace_log else {
+            return;
+        };
+        match &mut self.sockets[i] {
+            Socket::TcpStream { tuple, conn, .. } => {
+                let t = *tuple;
+                while let Some(e) = conn.poll_trace() {
+                    log.extend(trace_events::engine(Some(t), t.local, e));
+                }
+            }
+            Socket::TcpListener { local, listener } => {
+                let l = *local;
+                listener.drain_trace(|k, e| log.extend(trace_events::engine(k, l, e)));
+            }
+            _ => {}
+        }
     }
 
     fn is_local(&self, ip: IpAddr) -> bool {
@@ -831,6 +875,9 @@ impl Stack {
                 self.send_tcp(now, dev, &tuple, &seg.header, &seg.payload)?;
                 sent = true;
             }
+            if self.trace_log.is_some() {
+                self.collect_engine_trace(i);
+            }
             for (local, to, data) in udp_out {
                 self.send_udp(now, dev, local, to, &data)?;
                 sent = true;
@@ -859,6 +906,16 @@ impl Stack {
         h: &Header,
         payload: &[u8],
     ) -> io::Result<()> {
+        if let Some(log) = &mut self.trace_log {
+            let e = trace_events::segment(
+                oxcat_trace::Direction::Out,
+                tuple.local,
+                tuple.remote,
+                h,
+                payload,
+            );
+            log.push((now, e));
+        }
         let mut buf = std::mem::take(&mut self.tx_buf);
         let total = tcp_packet(&mut buf, tuple, h, payload);
         let r = match total {
@@ -1136,6 +1193,16 @@ impl Stack {
             local: SocketAddr::new(dst, repr.dst_port),
             remote: SocketAddr::new(src, repr.src_port),
         };
+        if let Some(log) = &mut self.trace_log {
+            let e = trace_events::segment(
+                oxcat_trace::Direction::In,
+                tuple.remote,
+                tuple.local,
+                &header,
+                payload,
+            );
+            log.push((now, e));
+        }
         if let Some(&i) = self.tcp_conns.get(&tuple) {
             if let Socket::TcpStream { conn, .. } = &mut self.sockets[i] {
                 // RFC 6191: a new SYN may take over a 4-tuple in TIME-WAIT.
@@ -1187,6 +1254,16 @@ impl Stack {
         };
         let mut buf = vec![0u8; 80];
         let built = tcp_packet(&mut buf, &tuple, &rst, &[]);
+        if let Some(log) = &mut self.trace_log {
+            let e = trace_events::segment(
+                oxcat_trace::Direction::Out,
+                tuple.local,
+                tuple.remote,
+                &rst,
+                &[],
+            );
+            log.push((now, e));
+        }
         if let Ok(n) = built {
             buf.truncate(n);
             self.control_out.push_back(buf);

@@ -84,6 +84,13 @@ pub enum TraceEvent {
         at: Instant,
         what: &'static str,
     },
+    /// A connection finished its handshake and entered the accept queue,
+    /// which now holds `len` (Linux admits up to backlog + 1).
+    Queued {
+        at: Instant,
+        len: usize,
+        backlog: usize,
+    },
     CongestionWindow {
         at: Instant,
         cwnd: usize,

@@ -107,6 +107,34 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
         self.trace.pop_front()
     }
 
+    /// Every trace event waiting here: the listener's own (key None), then
+    /// those of its half-open and not yet accepted connections.
+    pub fn drain_trace(&mut self, mut f: impl FnMut(Option<K>, TraceEvent)) {
+        while let Some(e) = self.trace.pop_front() {
+            f(None, e);
+        }
+        for (k, c) in self.syn_queue.iter_mut() {
+            while let Some(e) = c.poll_trace() {
+                f(Some(*k), e);
+            }
+        }
+        for (k, c) in self.accept_queue.iter_mut() {
+            while let Some(e) = c.poll_trace() {
+                f(Some(*k), e);
+            }
+        }
+    }
+
+    fn note_queued(&mut self, now: Instant) {
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::Queued {
+                at: now,
+                len: self.accept_queue.len(),
+                backlog: self.backlog,
+            });
+        }
+    }
+
     pub fn stats(&self) -> ListenerStats {
         self.stats
     }
@@ -148,7 +176,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
                 return;
             }
             conn.handle_segment(now, h, payload);
-            self.settle(key);
+            self.settle(now, key);
             self.schedule(key);
             return;
         }
@@ -165,6 +193,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
         if h.flags.ack() {
             if let Some(conn) = self.cookie_connection(now, key, h, payload) {
                 self.accept_queue.push_back((key, conn));
+                self.note_queued(now);
                 self.schedule(key);
                 return;
             }
@@ -224,7 +253,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
     }
 
     /// Moves a connection along after it handled a segment or a timeout.
-    fn settle(&mut self, key: K) {
+    fn settle(&mut self, now: Instant, key: K) {
         let Some(conn) = self.syn_queue.get(&key) else {
             return;
         };
@@ -244,6 +273,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
             _ => {
                 if let Some(c) = self.syn_queue.swap_remove(&key) {
                     self.accept_queue.push_back((key, c));
+                    self.note_queued(now);
                 }
             }
         }
@@ -307,7 +337,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
             match conn.poll_timeout() {
                 Some(d) if d <= now => {
                     conn.handle_timeout(now);
-                    self.settle(key);
+                    self.settle(now, key);
                     self.schedule(key);
                 }
                 Some(d) => self.timers.push(Reverse((d, key))),

@@ -1,23 +1,103 @@
 //! Events of an oxcat run and the renderers that show them.
 //!
-//! For now the events are the socket calls the binary makes on the kernel's
-//! stack; segments, state changes and queue events join them with the
-//! userspace stack. A [`Tracer`] stamps each event with the microseconds since
-//! the run began and renders it as one line of a text timeline:
+//! The events are the socket calls the binary makes and, on the userspace
+//! stack, every segment, state change, queue event, retransmission and
+//! timer. A [`Tracer`] stamps each event with the microseconds since the run
+//! began and renders it as one line of a text timeline (or a JSON line):
 //!
 //! ```text
 //! [   0.000041] socket(AF_INET, SOCK_STREAM) = 3
 //! [   0.000052] bind(3, 0.0.0.0:1234) = 0
+//! [   0.000310] client: out 198.18.0.2:40000 > 198.18.0.1:1234 SYN seq=1000 win=65535 len=0 <mss 1460>
 //! ```
+//!
+//! [`mermaid`] draws one connection's segments as the notes' sequence diagram.
 //!
 //! Tracing costs nothing when off: callers hold an `Option<Tracer>` and build
 //! the event's text only inside [`trace!`] when a tracer is present.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Instant;
 
+use serde::Serialize;
+
+pub mod mermaid;
+
+/// Which way a segment went, seen from the stack that recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// A TCP segment as a stack sent or received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    pub dir: Direction,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The control bits (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...).
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    /// The window field as sent (unscaled).
+    pub window: u16,
+    /// Payload bytes.
+    pub len: usize,
+    /// The options, tcpdump-style: `mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7`.
+    pub options: String,
+    /// The first payload bytes, printable ASCII kept, the rest as `.`.
+    pub preview: String,
+}
+
+impl Segment {
+    /// The control bits in the notes' words: `SYN`, `SYN-ACK`, `ACK`, `PSH-ACK`, `FIN-ACK`, `RST`.
+    pub fn flag_names(&self) -> String {
+        flag_names(self.flags)
+    }
+
+    /// Sequence space the segment takes (payload plus one for SYN and FIN).
+    pub fn seq_len(&self) -> u32 {
+        self.len as u32 + u32::from(self.flags & 0x02 != 0) + u32::from(self.flags & 0x01 != 0)
+    }
+}
+
+/// Control bits as words joined by `-`, in the order people say them.
+pub fn flag_names(flags: u8) -> String {
+    const NAMES: [(u8, &str); 8] = [
+        (0x02, "SYN"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x20, "URG"),
+        (0x40, "ECE"),
+        (0x80, "CWR"),
+        (0x10, "ACK"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|&(_, n)| n)
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("-")
+    }
+}
+
+/// The two ends of a connection, from the recording stack's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Endpoints {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
 /// One thing that happened in a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A socket call (`socket`, `bind`, `accept`, `poll`, ...) and its result.
     SocketCall {
@@ -25,36 +105,190 @@ pub enum Event {
         result: Option<String>,
     },
     /// A free-form remark placed on the timeline (a scene title, a note).
-    Note(String),
+    Note { text: String },
+    /// A segment sent or received by the userspace stack.
+    Segment(Segment),
+    /// A connection moved between RFC 9293 states.
+    State {
+        conn: Endpoints,
+        from: String,
+        to: String,
+    },
+    /// A listener's queues: a connection entered the accept queue, a SYN or
+    /// a final ACK was dropped because a queue was full, a cookie was sent.
+    Queue { listener: SocketAddr, what: String },
+    /// Bytes sent again (after a timeout, or fast retransmit on duplicate ACKs/SACK).
+    Retransmit {
+        conn: Endpoints,
+        seq: u32,
+        len: usize,
+        fast: bool,
+    },
+    /// A timer was armed (`deadline_us` from now) or fired (`deadline_us` absent).
+    Timer {
+        conn: Endpoints,
+        timer: String,
+        deadline_us: Option<u64>,
+    },
+    /// The congestion window changed.
+    Congestion {
+        conn: Endpoints,
+        cwnd: usize,
+        ssthresh: usize,
+    },
+    /// A segment the engine refused, and the rule it broke.
+    Dropped { conn: Endpoints, reason: String },
 }
 
-/// An event with the time since the start of the run, in microseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Event {
+    /// A note on the timeline.
+    pub fn note(text: impl Into<String>) -> Event {
+        Event::Note { text: text.into() }
+    }
+}
+
+/// An event with the time since the start of the run, in microseconds, and
+/// the name of who saw it (`client`, `server`, a stack) when a run has several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stamped {
+    #[serde(rename = "t_us")]
     pub micros: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(flatten)]
     pub event: Event,
 }
 
 impl Stamped {
+    pub fn new(micros: u64, event: Event) -> Stamped {
+        Stamped {
+            micros,
+            host: None,
+            event,
+        }
+    }
+
     /// The text-timeline form: `[   1.234567] call = result`.
     pub fn render_text(&self) -> String {
         let secs = self.micros / 1_000_000;
         let frac = self.micros % 1_000_000;
-        match &self.event {
+        let host = match &self.host {
+            Some(h) => format!("{h}: "),
+            None => String::new(),
+        };
+        let body = match &self.event {
             Event::SocketCall {
                 call,
                 result: Some(r),
-            } => format!("[{secs:4}.{frac:06}] {call} = {r}"),
-            Event::SocketCall { call, result: None } => format!("[{secs:4}.{frac:06}] {call}"),
-            Event::Note(text) => format!("[{secs:4}.{frac:06}] -- {text}"),
-        }
+            } => format!("{call} = {r}"),
+            Event::SocketCall { call, result: None } => call.clone(),
+            Event::Note { text } => format!("-- {text}"),
+            Event::Segment(s) => {
+                let arrow = match s.dir {
+                    Direction::Out => "out",
+                    Direction::In => "in ",
+                };
+                let mut line = format!(
+                    "{arrow} {} > {} {} seq={}",
+                    s.src,
+                    s.dst,
+                    s.flag_names(),
+                    s.seq
+                );
+                if s.flags & 0x10 != 0 {
+                    line.push_str(&format!(" ack={}", s.ack));
+                }
+                line.push_str(&format!(" win={} len={}", s.window, s.len));
+                if !s.options.is_empty() {
+                    line.push_str(&format!(" <{}>", s.options));
+                }
+                if !s.preview.is_empty() {
+                    line.push_str(&format!(" \"{}\"", s.preview));
+                }
+                line
+            }
+            Event::State { conn, from, to } => {
+                format!("state {} > {}: {from} -> {to}", conn.local, conn.remote)
+            }
+            Event::Queue { listener, what } => format!("listener {listener}: {what}"),
+            Event::Retransmit {
+                conn,
+                seq,
+                len,
+                fast,
+            } => format!(
+                "{} {} > {}: seq={seq} len={len}",
+                if *fast {
+                    "fast retransmit"
+                } else {
+                    "retransmit (timeout)"
+                },
+                conn.local,
+                conn.remote
+            ),
+            Event::Timer {
+                conn,
+                timer,
+                deadline_us: Some(d),
+            } => format!(
+                "timer {timer} armed for +{}.{:03} ms ({} > {})",
+                d / 1000,
+                d % 1000,
+                conn.local,
+                conn.remote
+            ),
+            Event::Timer {
+                conn,
+                timer,
+                deadline_us: None,
+            } => format!("timer {timer} fired ({} > {})", conn.local, conn.remote),
+            Event::Congestion {
+                conn,
+                cwnd,
+                ssthresh,
+            } => format!(
+                "cwnd {cwnd} ssthresh {} ({} > {})",
+                if *ssthresh == usize::MAX {
+                    "inf".to_string()
+                } else {
+                    ssthresh.to_string()
+                },
+                conn.local,
+                conn.remote
+            ),
+            Event::Dropped { conn, reason } => {
+                format!(
+                    "dropped segment: {reason} ({} > {})",
+                    conn.local, conn.remote
+                )
+            }
+        };
+        format!("[{secs:4}.{frac:06}] {host}{body}")
     }
+
+    /// One JSON object per event (JSON lines): `{"t_us":12,"type":"segment",...}`.
+    pub fn render_json(&self) -> String {
+        // Serialising plain data into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// How a text sink writes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `[   0.000123] bind(3, 0.0.0.0:1234) = 0`
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where rendered events go.
 pub enum Sink {
     /// Each event is written as soon as it happens (to stderr, a file, ...).
     Text(Box<dyn Write + Send>),
+    /// The same, as JSON lines.
+    Json(Box<dyn Write + Send>),
     /// Events are kept in memory for later rendering (the demo, tests).
     Memory(Vec<Stamped>),
 }
@@ -85,14 +319,34 @@ impl Tracer {
         self.start
     }
 
+    /// A text or JSON-lines sink for `format`.
+    pub fn writer(format: Format, w: Box<dyn Write + Send>) -> Sink {
+        match format {
+            Format::Text => Sink::Text(w),
+            Format::Json => Sink::Json(w),
+        }
+    }
+
     /// Records an event now.
     pub fn record(&mut self, event: Event) {
-        let micros = self.start.elapsed().as_micros() as u64;
-        let stamped = Stamped { micros, event };
+        self.record_at(Instant::now(), None, event);
+    }
+
+    /// Records an event that happened at `at` (the stack's clock), seen by `host`.
+    pub fn record_at(&mut self, at: Instant, host: Option<&str>, event: Event) {
+        let micros = at.saturating_duration_since(self.start).as_micros() as u64;
+        let stamped = Stamped {
+            micros,
+            host: host.map(str::to_string),
+            event,
+        };
         match &mut self.sink {
             // A trace line that cannot be written must not end the run.
             Sink::Text(w) => {
                 let _ = writeln!(w, "{}", stamped.render_text());
+            }
+            Sink::Json(w) => {
+                let _ = writeln!(w, "{}", stamped.render_json());
             }
             Sink::Memory(v) => v.push(stamped),
         }
@@ -107,7 +361,7 @@ impl Tracer {
     pub fn events(&self) -> &[Stamped] {
         match &self.sink {
             Sink::Memory(v) => v,
-            Sink::Text(_) => &[],
+            Sink::Text(_) | Sink::Json(_) => &[],
         }
     }
 
@@ -115,7 +369,7 @@ impl Tracer {
     pub fn take_events(&mut self) -> Vec<Stamped> {
         match &mut self.sink {
             Sink::Memory(v) => std::mem::take(v),
-            Sink::Text(_) => Vec::new(),
+            Sink::Text(_) | Sink::Json(_) => Vec::new(),
         }
     }
 }
@@ -144,21 +398,18 @@ mod tests {
 
     #[test]
     fn text_lines_have_microsecond_stamps() {
-        let s = Stamped {
-            micros: 1_234_567,
-            event: Event::SocketCall {
+        let s = Stamped::new(
+            1_234_567,
+            Event::SocketCall {
                 call: "accept(3)".into(),
                 result: Some("4 from 127.0.0.1:5000".into()),
             },
-        };
+        );
         assert_eq!(
             s.render_text(),
             "[   1.234567] accept(3) = 4 from 127.0.0.1:5000"
         );
-        let n = Stamped {
-            micros: 7,
-            event: Event::Note("handshake".into()),
-        };
+        let n = Stamped::new(7, Event::note("handshake"));
         assert_eq!(n.render_text(), "[   0.000007] -- handshake");
     }
 
