@@ -9,12 +9,14 @@ mod connect;
 mod demo;
 mod error;
 mod exec;
+mod figures;
 mod hexdump;
 mod listen;
 mod msg;
 mod relay;
 mod resolve;
 mod session_log;
+mod sim_demo;
 mod sys;
 mod timespec;
 

@@ -62,7 +62,7 @@ pub fn note(text: impl FnOnce() -> String) {
     if tracing() {
         let mut guard = TRACER.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = guard.as_mut() {
-            t.record(oxcat_trace::Event::Note(text()));
+            t.record(oxcat_trace::Event::note(text()));
         }
     }
 }
