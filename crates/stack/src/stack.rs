@@ -98,11 +98,25 @@ enum Socket {
     },
     Udp {
         local: SocketAddr,
+        /// Set by `udp_connect`: only this peer's datagrams are taken in.
+        peer: Option<SocketAddr>,
         queue: VecDeque<(SocketAddr, Vec<u8>)>,
         queued_bytes: usize,
         out: VecDeque<(SocketAddr, Vec<u8>)>,
     },
 }
+
+/// Datagrams a UDP socket may have waiting to go out before `udp_send_to`
+/// says `WouldBlock` (Linux bounds them by SO_SNDBUF; a count keeps the
+/// bookkeeping in one place).
+const UDP_SEND_QUEUE: usize = 256;
+
+/// The largest UDP payload over IPv4: a 16-bit total length less the IPv4
+/// and UDP headers (what Linux allows before EMSGSIZE).
+const UDP_MAX_PAYLOAD_V4: usize = 65535 - 20 - 8;
+/// The largest UDP payload over IPv6: a 16-bit Payload Length (RFC 8200
+/// §3, no jumbograms) less the UDP header.
+const UDP_MAX_PAYLOAD_V6: usize = 65535 - 8;
 
 pub struct Stack {
     config: StackConfig,
@@ -122,6 +136,10 @@ pub struct Stack {
     /// IPv6 packets in fragments (RFC 8200 §4.5), apart from IPv4's: the
     /// keys differ and each family gets its own bound.
     reassembler_v6: Reassembler<Ipv6FragmentKey>,
+    /// Identification for the next datagram we fragment (RFC 791 §3.2,
+    /// RFC 8200 §4.5): a counter starting from the seed. RFC 7739 would
+    /// have it unpredictable; seeded, runs stay reproducible, as with ISNs.
+    next_fragment_ident: u32,
     /// Deadlines of sockets' timers, earliest first; entries may be stale (a
     /// socket's current deadline is checked when its entry comes up).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -233,6 +251,76 @@ fn tcp_packet(
     }
 }
 
+/// Cuts one transport datagram (`upper`, its header included) into IP
+/// fragments of at most `mtu` bytes, building each in `buf` and handing it
+/// to `emit`: IPv4 fragments with MF and the offset in the header (RFC 791
+/// §3.2), IPv6 ones with a fragment header after the fixed header (RFC 8200
+/// §4.5). Every piece but the last is a multiple of 8 bytes.
+fn fragments(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    upper: &[u8],
+    mtu: usize,
+    ident: u32,
+    emit: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let headers = match dst {
+        IpAddr::V4(_) => 20,
+        IpAddr::V6(_) => ipv6::HEADER_LEN + oxcat_wire::FRAGMENT_HEADER_LEN,
+    };
+    let piece = mtu.saturating_sub(headers) / 8 * 8;
+    if piece == 0 {
+        return Ok(());
+    }
+    for (index, chunk) in upper.chunks(piece).enumerate() {
+        let offset = index * piece;
+        let more = offset + chunk.len() < upper.len();
+        let Ok(frag_offset) = u16::try_from(offset) else {
+            return Ok(());
+        };
+        let built = match (src, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let ip = Ipv4Repr {
+                    dont_frag: false,
+                    more_frags: more,
+                    frag_offset,
+                    // RFC 6864 §4.1: the field is 16 bits; the low half of ours.
+                    ident: ident as u16,
+                    ..Ipv4Repr::new(src, dst, IpProtocol::UDP, chunk.len())
+                };
+                ip.emit(buf).map(|_| 20)
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let fragment_len = oxcat_wire::FRAGMENT_HEADER_LEN + chunk.len();
+                let ip = Ipv6Repr::new(src, dst, IpProtocol::IPV6_FRAG, fragment_len);
+                ip.emit(buf)
+                    .and_then(|_| {
+                        let header = buf.get_mut(ipv6::HEADER_LEN..).unwrap_or_default();
+                        oxcat_wire::emit_fragment_header(
+                            header,
+                            IpProtocol::UDP,
+                            frag_offset,
+                            more,
+                            ident,
+                        )
+                    })
+                    .map(|_| ipv6::HEADER_LEN + oxcat_wire::FRAGMENT_HEADER_LEN)
+            }
+            _ => Err(oxcat_wire::Error::Unsupported),
+        };
+        let Ok(header_len) = built else {
+            return Ok(());
+        };
+        let Some(room) = buf.get_mut(header_len..header_len + chunk.len()) else {
+            return Ok(());
+        };
+        room.copy_from_slice(chunk);
+        emit(&buf[..header_len + chunk.len()])?;
+    }
+    Ok(())
+}
+
 impl Stack {
     pub fn new(config: StackConfig, now: Instant) -> Stack {
         let span = u64::from(
@@ -243,6 +331,7 @@ impl Stack {
         )
         .max(1);
         let next_port = config.ephemeral_ports.0 + (config.seed % span) as u16;
+        let next_fragment_ident = (config.seed ^ (config.seed >> 32)) as u32;
         Stack {
             tcp_v4: Stack::engine_config(&config, 20),
             tcp_v6: Stack::engine_config(&config, 40),
@@ -698,11 +787,31 @@ impl Stack {
                     // Its last segment (a RST) still goes out in the next poll.
                 }
             }
-            Some(Socket::TcpListener { .. }) | Some(Socket::Udp { .. }) => self.release(h.0),
+            Some(Socket::TcpListener { .. }) => self.release(h.0),
+            Some(Socket::Udp { out, local, .. }) => {
+                // Datagrams already sent (queued) still go, as the kernel's
+                // have left by the time sendto returns: built now, they leave
+                // with the stack's own packets in the next poll.
+                let (local, pending) = (*local, std::mem::take(out));
+                for (to, data) in pending {
+                    let mut packets = Vec::new();
+                    let _ = self.udp_packets(local, to, &data, &mut |p: &[u8]| {
+                        packets.push(p.to_vec());
+                        Ok(())
+                    });
+                    self.control_out.extend(packets);
+                }
+                self.release(h.0);
+            }
             _ => {}
         }
     }
 
+    /// `bind` for UDP. Port 0 picks an ephemeral port; an unspecified
+    /// address takes datagrams to every local address of its family. As on
+    /// Linux without SO_REUSEADDR, a port bound on an address of a family
+    /// cannot be bound again on the same address or the unspecified one
+    /// (`AddrInUse`).
     pub fn udp_bind(&mut self, local: SocketAddr) -> io::Result<SocketHandle> {
         let local = if local.port() == 0 {
             SocketAddr::new(local.ip(), self.ephemeral_port()?)
@@ -712,11 +821,19 @@ impl Stack {
         if !local.ip().is_unspecified() && !self.is_local(local.ip()) {
             return Err(io::Error::from(io::ErrorKind::AddrNotAvailable));
         }
-        if self.udp_sockets.contains_key(&local) {
+        let clashes = |bound: &SocketAddr| {
+            bound.port() == local.port()
+                && bound.is_ipv4() == local.is_ipv4()
+                && (bound.ip() == local.ip()
+                    || bound.ip().is_unspecified()
+                    || local.ip().is_unspecified())
+        };
+        if self.udp_sockets.keys().any(clashes) {
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
         let i = self.insert(Socket::Udp {
             local,
+            peer: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
             out: VecDeque::new(),
@@ -732,17 +849,85 @@ impl Stack {
         }
     }
 
+    /// The peer set by `udp_connect`, if any.
+    pub fn udp_peer_addr(&self, h: SocketHandle) -> Option<SocketAddr> {
+        match self.sockets.get(h.0) {
+            Some(Socket::Udp { peer, .. }) => *peer,
+            _ => None,
+        }
+    }
+
+    /// Whether a socket bound to `local` can send to `to`, with the errors
+    /// Linux gives: another family is EAFNOSUPPORT (as from an AF_INET
+    /// socket; our IPv6 sockets are all IPV6_V6ONLY), port 0 EINVAL, no
+    /// address of the family ENETUNREACH, more than fits a datagram
+    /// EMSGSIZE (raw OS errors where std has no `ErrorKind` for them).
+    fn udp_check_destination(
+        &self,
+        local: SocketAddr,
+        to: SocketAddr,
+        len: usize,
+    ) -> io::Result<()> {
+        if local.is_ipv4() != to.is_ipv4() {
+            return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+        }
+        if to.port() == 0 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        self.local_ip_for(to.ip())?;
+        let max = if to.is_ipv4() {
+            UDP_MAX_PAYLOAD_V4
+        } else {
+            UDP_MAX_PAYLOAD_V6
+        };
+        if len > max {
+            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+        }
+        Ok(())
+    }
+
+    /// `connect` for UDP: sends without an address go to `peer`, and only
+    /// `peer`'s datagrams are taken in (others are answered port
+    /// unreachable, as Linux's lookup finds no socket for them). Datagrams
+    /// from others already queued are dropped, so that every datagram
+    /// received after the connect is the peer's.
+    pub fn udp_connect(&mut self, h: SocketHandle, to: SocketAddr) -> io::Result<()> {
+        let local = self
+            .udp_local_addr(h)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        self.udp_check_destination(local, to, 0)?;
+        if let Some(Socket::Udp {
+            peer,
+            queue,
+            queued_bytes,
+            ..
+        }) = self.sockets.get_mut(h.0)
+        {
+            *peer = Some(to);
+            queue.retain(|(from, _)| *from == to);
+            *queued_bytes = queue.iter().map(|(_, data)| data.len()).sum();
+        }
+        Ok(())
+    }
+
+    /// `sendto`: queues one datagram; `WouldBlock` when the socket already
+    /// has [`UDP_SEND_QUEUE`] waiting. Datagrams larger than the MTU go out
+    /// in fragments.
     pub fn udp_send_to(
         &mut self,
         h: SocketHandle,
         data: &[u8],
         to: SocketAddr,
     ) -> io::Result<usize> {
-        if data.len() > 65507 {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
+        let local = self
+            .udp_local_addr(h)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        self.udp_check_destination(local, to, data.len())?;
         self.touch(h.0);
         match self.sockets.get_mut(h.0) {
+            Some(Socket::Udp { out, .. }) if out.len() >= UDP_SEND_QUEUE => {
+                Err(io::Error::from(io::ErrorKind::WouldBlock))
+            }
             Some(Socket::Udp { out, .. }) => {
                 out.push_back((to, data.to_vec()));
                 Ok(data.len())
@@ -751,7 +936,17 @@ impl Stack {
         }
     }
 
-    /// One datagram, boundaries kept; `WouldBlock` when none is waiting.
+    /// `send` on a connected UDP socket; `NotConnected` without a peer.
+    pub fn udp_send(&mut self, h: SocketHandle, data: &[u8]) -> io::Result<usize> {
+        let peer = self
+            .udp_peer_addr(h)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        self.udp_send_to(h, data, peer)
+    }
+
+    /// One datagram, boundaries kept; `WouldBlock` when none is waiting. A
+    /// buffer shorter than the datagram gets its first bytes and the rest
+    /// is lost, as with `recvfrom` without MSG_TRUNC.
     pub fn udp_recv_from(
         &mut self,
         h: SocketHandle,
@@ -937,6 +1132,28 @@ impl Stack {
         to: SocketAddr,
         data: &[u8],
     ) -> io::Result<()> {
+        let mut sent = 0;
+        let r = self.udp_packets(local, to, data, &mut |packet: &[u8]| {
+            sent += 1;
+            dev.transmit(now, packet)
+        });
+        self.stats.packets_out += sent;
+        r
+    }
+
+    /// Builds the IP packets carrying one UDP datagram from `local` to `to`
+    /// and hands each to `emit`: one packet if it fits the MTU, else
+    /// fragments, as a sending host makes them (RFC 791 §3.2; RFC 8200
+    /// §4.5: the fragment header right after the fixed header, every
+    /// fragment's data but the last a multiple of 8 bytes). A datagram the
+    /// formats cannot carry is dropped (`udp_send_to` refused those).
+    fn udp_packets(
+        &mut self,
+        local: SocketAddr,
+        to: SocketAddr,
+        data: &[u8],
+        emit: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         let src_ip = if local.ip().is_unspecified() {
             self.local_ip_for(to.ip())?
         } else {
@@ -948,33 +1165,48 @@ impl Stack {
             payload_len: data.len(),
         };
         let udp_len = 8 + data.len();
+        let ip_header_len = if to.is_ipv4() { 20 } else { ipv6::HEADER_LEN };
+        // RFC 8200 §5: every IPv6 link carries 1280 bytes; RFC 791: IPv4, 68.
+        let mtu = self.config.mtu.max(if to.is_ipv4() { 68 } else { 1280 });
         let mut buf = std::mem::take(&mut self.tx_buf);
-        if buf.len() < udp_len + 40 {
-            buf.resize(udp_len + 40, 0);
+        let needed = (ip_header_len + udp_len).max(mtu);
+        if buf.len() < needed {
+            buf.resize(needed, 0);
         }
-        let total = match (src_ip, to.ip()) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let ip = Ipv4Repr::new(src, dst, IpProtocol::UDP, udp_len);
-                let hl = ip.buffer_len();
-                ip.emit(&mut buf)
-                    .and_then(|_| repr.emit(&mut buf[hl..hl + udp_len], src, dst, data))
-                    .map(|_| hl + udp_len)
+        let r = if ip_header_len + udp_len <= mtu {
+            let total = match (src_ip, to.ip()) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                    let ip = Ipv4Repr::new(src, dst, IpProtocol::UDP, udp_len);
+                    ip.emit(&mut buf)
+                        .and_then(|_| repr.emit(&mut buf[20..20 + udp_len], src, dst, data))
+                        .map(|_| 20 + udp_len)
+                }
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    let ip = Ipv6Repr::new(src, dst, IpProtocol::UDP, udp_len);
+                    let hl = ipv6::HEADER_LEN;
+                    ip.emit(&mut buf)
+                        .and_then(|_| repr.emit(&mut buf[hl..hl + udp_len], src, dst, data))
+                        .map(|_| hl + udp_len)
+                }
+                _ => Err(oxcat_wire::Error::Unsupported),
+            };
+            match total {
+                Ok(n) => emit(&buf[..n]),
+                Err(_) => Ok(()),
             }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let ip = Ipv6Repr::new(src, dst, IpProtocol::UDP, udp_len);
-                let hl = ip.buffer_len();
-                ip.emit(&mut buf)
-                    .and_then(|_| repr.emit(&mut buf[hl..hl + udp_len], src, dst, data))
-                    .map(|_| hl + udp_len)
+        } else {
+            self.next_fragment_ident = self.next_fragment_ident.wrapping_add(1);
+            let ident = self.next_fragment_ident;
+            let mut datagram = vec![0u8; udp_len];
+            let built = match (src_ip, to.ip()) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => repr.emit(&mut datagram, src, dst, data),
+                (IpAddr::V6(src), IpAddr::V6(dst)) => repr.emit(&mut datagram, src, dst, data),
+                _ => Err(oxcat_wire::Error::Unsupported),
+            };
+            match built {
+                Ok(()) => fragments(&mut buf, src_ip, to.ip(), &datagram, mtu, ident, emit),
+                Err(_) => Ok(()),
             }
-            _ => Err(oxcat_wire::Error::Unsupported),
-        };
-        let r = match total {
-            Ok(n) => {
-                self.stats.packets_out += 1;
-                dev.transmit(now, &buf[..n])
-            }
-            Err(_) => Ok(()),
         };
         self.tx_buf = buf;
         r
@@ -1294,6 +1526,15 @@ impl Stack {
                     .get(&SocketAddr::new(unspecified_like(dst), repr.dst_port))
             })
             .copied();
+        let from = SocketAddr::new(src, repr.src_port);
+        // A connected socket hears only its peer (Linux's lookup passes it
+        // over for anyone else: port unreachable).
+        let i = i.filter(|&i| match &self.sockets[i] {
+            Socket::Udp {
+                peer: Some(peer), ..
+            } => *peer == from,
+            _ => true,
+        });
         let limit = self.config.udp_buffer;
         match i {
             Some(i) => {
@@ -1309,7 +1550,7 @@ impl Stack {
                         return;
                     }
                     *queued_bytes += data.len();
-                    queue.push_back((SocketAddr::new(src, repr.src_port), data.to_vec()));
+                    queue.push_back((from, data.to_vec()));
                 }
             }
             None => self.port_unreachable(src, dst, packet),
