@@ -1,6 +1,7 @@
 //! The async face of the socket API (feature `tokio`): `accept().await`,
-//! and streams implementing tokio's `AsyncRead`/`AsyncWrite`, driven by the
-//! same stack thread as the blocking API. A task that would block leaves its
+//! streams implementing tokio's `AsyncRead`/`AsyncWrite`, and UDP sockets
+//! with `send_to().await`/`recv_from().await`, driven by the same stack
+//! thread as the blocking API. A task that would block leaves its
 //! waker; the stack thread wakes every waiting task after each round.
 
 use std::future::poll_fn;
@@ -162,6 +163,104 @@ impl AsyncWrite for AsyncTcpStream {
 }
 
 impl Drop for AsyncTcpStream {
+    fn drop(&mut self) {
+        self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
+        self.inner.wake();
+    }
+}
+
+/// A UDP socket shaped like `tokio::net::UdpSocket`: datagrams keep their
+/// boundaries, a short buffer truncates, `connect` sets the default
+/// destination and filters what is received to that peer. Dropping it
+/// closes it (datagrams already sent still go out).
+pub struct AsyncUdpSocket {
+    inner: Arc<Inner>,
+    stack: StackId,
+    handle: SocketHandle,
+}
+
+impl AsyncUdpSocket {
+    /// Binds to `addr` on `stack` (port 0: an ephemeral port). Errors as
+    /// std gives them: `AddrInUse`, `AddrNotAvailable`.
+    pub fn bind(rt: &Runtime, stack: StackId, addr: SocketAddr) -> io::Result<Self> {
+        let handle = rt.with_stack(stack, |s| s.udp_bind(addr))?;
+        Ok(AsyncUdpSocket {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.lock().stacks[self.stack.0]
+            .udp_local_addr(self.handle)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    /// The connected peer; `NotConnected` before [`connect`](Self::connect).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.lock().stacks[self.stack.0]
+            .udp_peer_addr(self.handle)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Sets the peer: [`send`](Self::send) goes to it and only its datagrams
+    /// are received from now on. Nothing is sent (async only to match tokio).
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<()> {
+        self.inner.lock().stacks[self.stack.0].udp_connect(self.handle, addr)
+    }
+
+    /// Sends one datagram to `target`; waits only while the send queue is full.
+    pub async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_send_to(cx, buf, target)).await
+    }
+
+    /// Sends one datagram to the connected peer (`NotConnected` without one).
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| {
+            poll_op(&self.inner, cx, |g| {
+                g.stacks[self.stack.0].udp_send(self.handle, buf)
+            })
+        })
+        .await
+    }
+
+    /// Receives one datagram and who sent it. A `buf` shorter than the
+    /// datagram gets its first `buf.len()` bytes; the rest is discarded.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        poll_fn(|cx| self.poll_recv_from(cx, buf)).await
+    }
+
+    /// [`recv_from`](Self::recv_from) without the sender.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_from(buf).await.map(|(n, _)| n)
+    }
+
+    /// The poll form of [`send_to`](Self::send_to), for hand-written futures.
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        poll_op(&self.inner, cx, |g| {
+            g.stacks[self.stack.0].udp_send_to(self.handle, buf, target)
+        })
+    }
+
+    /// The poll form of [`recv_from`](Self::recv_from).
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        poll_op(&self.inner, cx, |g| {
+            g.stacks[self.stack.0].udp_recv_from(self.handle, buf)
+        })
+    }
+}
+
+impl Drop for AsyncUdpSocket {
     fn drop(&mut self) {
         self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
         self.inner.wake();

@@ -1,5 +1,6 @@
-//! A blocking socket API shaped like `std::net`, usable from many threads,
-//! all driven by one stack thread.
+//! A blocking socket API shaped like `std::net` (`TcpListener`,
+//! `TcpStream`, `UdpSocket`), usable from many threads, all driven by one
+//! stack thread.
 //!
 //! The stack thread owns the devices; the stacks sit behind one mutex.
 //! Each socket call locks, tries the non-blocking operation, and if it would
@@ -10,6 +11,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -190,15 +192,34 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
 }
 
 /// Waits (on the stack thread's signal) until `op` stops saying WouldBlock.
-fn blocking<T>(inner: &Inner, mut op: impl FnMut(&mut Shared) -> io::Result<T>) -> io::Result<T> {
+fn blocking<T>(inner: &Inner, op: impl FnMut(&mut Shared) -> io::Result<T>) -> io::Result<T> {
+    blocking_until(inner, None, op)
+}
+
+/// [`blocking`] that gives up at `deadline` with the WouldBlock `op` last
+/// said (what a socket timeout gives on Unix: EAGAIN).
+fn blocking_until<T>(
+    inner: &Inner,
+    deadline: Option<Instant>,
+    mut op: impl FnMut(&mut Shared) -> io::Result<T>,
+) -> io::Result<T> {
     let mut g = inner.lock();
     loop {
         match op(&mut g) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut wait = Duration::from_millis(50);
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        drop(g);
+                        return Err(e);
+                    }
+                    wait = wait.min(left);
+                }
                 inner.wake();
                 g = inner
                     .progressed
-                    .wait_timeout(g, Duration::from_millis(50))
+                    .wait_timeout(g, wait)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
@@ -230,6 +251,25 @@ impl TcpListener {
             stack,
             handle,
         })
+    }
+
+    /// [`accept`](TcpListener::accept) that gives up with `WouldBlock` after `timeout`.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
+        let deadline = Instant::now() + timeout;
+        let (h, from) = blocking_until(&self.inner, Some(deadline), |g| {
+            match g.stacks[self.stack.0].tcp_accept(self.handle)? {
+                Some(x) => Ok(x),
+                None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            }
+        })?;
+        Ok((
+            TcpStream {
+                inner: self.inner.clone(),
+                stack: self.stack,
+                handle: h,
+            },
+            from,
+        ))
     }
 
     /// Blocks until a connection is established (the stack did the handshake).
@@ -280,11 +320,74 @@ impl TcpStream {
         Ok(stream)
     }
 
+    /// Connects, giving up with `TimedOut` after `timeout` (the connection
+    /// attempt is then reset).
+    pub fn connect_timeout(
+        rt: &Runtime,
+        stack: StackId,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
+        let handle = rt.with_stack(stack, |s| s.tcp_connect(addr, None, Instant::now()))?;
+        let stream = TcpStream {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+        };
+        let deadline = Instant::now() + timeout;
+        match blocking_until(&stream.inner, Some(deadline), |g| {
+            g.stacks[stack.0].tcp_connect_result(handle)
+        }) {
+            Ok(()) => Ok(stream),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.inner.lock().stacks[stack.0].tcp_close_reset(handle, Instant::now());
+                Err(io::Error::from(io::ErrorKind::TimedOut))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.inner.lock().stacks[self.stack.0]
             .tcp_endpoints(self.handle)
             .map(|t| t.remote)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.lock().stacks[self.stack.0]
+            .tcp_endpoints(self.handle)
+            .map(|t| t.local)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Blocks until every byte written (and a FIN, after `shutdown_write`)
+    /// has been acknowledged by the peer, the connection ended, or `timeout`
+    /// passed (then `TimedOut`). What a lingering close waits for.
+    pub fn wait_sent(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let r = blocking_until(&self.inner, Some(deadline), |g| {
+            match g.stacks[self.stack.0].tcp_connection(self.handle) {
+                Some(c) if c.send_queued() > 0 => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                Some(c)
+                    if matches!(
+                        c.state(),
+                        oxcat_tcp::State::FinWait1
+                            | oxcat_tcp::State::Closing
+                            | oxcat_tcp::State::LastAck
+                    ) =>
+                {
+                    Err(io::Error::from(io::ErrorKind::WouldBlock))
+                }
+                _ => Ok(()),
+            }
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(io::Error::from(io::ErrorKind::TimedOut))
+            }
+            other => other,
+        }
     }
 
     /// Shuts down the write side: FIN after the buffered bytes.
@@ -323,9 +426,194 @@ impl Write for TcpStream {
     }
 }
 
+/// As with `std::net::TcpStream`, a shared reference reads and writes too,
+/// so one thread may read while another writes.
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        blocking(&self.inner, |g| {
+            g.stacks[self.stack.0].tcp_recv(self.handle, buf)
+        })
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        blocking(&self.inner, |g| {
+            g.stacks[self.stack.0].tcp_send(self.handle, buf)
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Drop for TcpStream {
     fn drop(&mut self) {
         self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
         self.inner.wake();
     }
+}
+
+/// A UDP socket shaped like `std::net::UdpSocket`: datagrams keep their
+/// boundaries, a short buffer truncates (the rest of that datagram is
+/// lost), `connect` sets the default destination and filters what is
+/// received to that peer. Calls block unless a timeout or non-blocking mode
+/// says otherwise; dropping the socket closes it (datagrams already sent
+/// still go out).
+pub struct UdpSocket {
+    inner: Arc<Inner>,
+    stack: StackId,
+    handle: SocketHandle,
+    /// SO_RCVTIMEO: how long a receive waits; `None` waits for ever.
+    read_timeout: Mutex<Option<Duration>>,
+    /// SO_SNDTIMEO: how long a send waits for room in the send queue.
+    write_timeout: Mutex<Option<Duration>>,
+    /// O_NONBLOCK: calls that would wait say WouldBlock at once.
+    nonblocking: AtomicBool,
+}
+
+impl UdpSocket {
+    /// Binds to `addr` on `stack`. Port 0 picks an ephemeral port (see
+    /// [`local_addr`](UdpSocket::local_addr)); errors as std gives them:
+    /// `AddrInUse`, `AddrNotAvailable` for an address the stack lacks.
+    pub fn bind(rt: &Runtime, stack: StackId, addr: SocketAddr) -> io::Result<UdpSocket> {
+        let handle = rt.with_stack(stack, |s| s.udp_bind(addr))?;
+        Ok(UdpSocket {
+            inner: rt.inner.clone(),
+            stack,
+            handle,
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            nonblocking: AtomicBool::new(false),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.lock().stacks[self.stack.0]
+            .udp_local_addr(self.handle)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    /// The connected peer; `NotConnected` before [`connect`](UdpSocket::connect).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.lock().stacks[self.stack.0]
+            .udp_peer_addr(self.handle)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Sets the peer: [`send`](UdpSocket::send) goes to it and only its
+    /// datagrams are received from now on. Nothing is sent.
+    pub fn connect(&self, addr: SocketAddr) -> io::Result<()> {
+        self.inner.lock().stacks[self.stack.0].udp_connect(self.handle, addr)
+    }
+
+    /// Sends one datagram to `addr`; waits only while the socket's send
+    /// queue is full.
+    pub fn send_to(&self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
+        self.wait(self.write_deadline(), |g| {
+            g.stacks[self.stack.0].udp_send_to(self.handle, buf, addr)
+        })
+    }
+
+    /// Sends one datagram to the connected peer (`NotConnected` without one).
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.wait(self.write_deadline(), |g| {
+            g.stacks[self.stack.0].udp_send(self.handle, buf)
+        })
+    }
+
+    /// Receives one datagram and who sent it, waiting for one. A `buf`
+    /// shorter than the datagram gets its first `buf.len()` bytes; the rest
+    /// is discarded, as with std.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.wait(self.read_deadline(), |g| {
+            g.stacks[self.stack.0].udp_recv_from(self.handle, buf)
+        })
+    }
+
+    /// [`recv_from`](UdpSocket::recv_from) without the sender (on a connected
+    /// socket, always the peer).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_from(buf).map(|(n, _)| n)
+    }
+
+    /// How long a receive waits before WouldBlock (what Unix gives);
+    /// `None` waits for ever. `Some(Duration::ZERO)` is `InvalidInput`, as
+    /// with std.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        *lock_setting(&self.read_timeout) = nonzero(timeout)?;
+        Ok(())
+    }
+
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(*lock_setting(&self.read_timeout))
+    }
+
+    /// How long a send waits for room in the send queue before WouldBlock.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        *lock_setting(&self.write_timeout) = nonzero(timeout)?;
+        Ok(())
+    }
+
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(*lock_setting(&self.write_timeout))
+    }
+
+    /// In non-blocking mode a call that would wait says WouldBlock at once.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_deadline(&self) -> Option<Instant> {
+        lock_setting(&self.read_timeout).map(|t| Instant::now() + t)
+    }
+
+    fn write_deadline(&self) -> Option<Instant> {
+        lock_setting(&self.write_timeout).map(|t| Instant::now() + t)
+    }
+
+    /// Runs `op` as the socket's mode says: once (non-blocking), until a
+    /// deadline (a timeout), or until it stops saying WouldBlock.
+    fn wait<T>(
+        &self,
+        deadline: Option<Instant>,
+        op: impl FnMut(&mut Shared) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            blocking_until(&self.inner, Some(Instant::now()), op)
+        } else {
+            blocking_until(&self.inner, deadline, op)
+        }
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        self.inner.lock().stacks[self.stack.0].close(self.handle, Instant::now());
+        self.inner.wake();
+    }
+}
+
+fn lock_setting<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// std refuses a zero timeout (it would mean "never wait" on some systems
+/// and "wait for ever" on others).
+fn nonzero(timeout: Option<Duration>) -> io::Result<Option<Duration>> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(timeout)
 }

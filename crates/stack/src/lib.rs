@@ -5,7 +5,14 @@
 //! `Stack::poll(now, &mut device)` moves packets and runs timers; nothing
 //! in it blocks. The socket calls (`tcp_listen`, `tcp_connect`,
 //! `tcp_accept`, `tcp_send`, `tcp_recv`, `close`, `udp_*`) are
-//! non-blocking and report `io::ErrorKind`s as `std::net` does.
+//! non-blocking and report `io::ErrorKind`s as `std::net` does. On top of
+//! them, one stack thread drives a blocking API shaped like `std::net`
+//! ([`TcpListener`], [`TcpStream`], [`UdpSocket`]) and, with the `tokio`
+//! feature, an async one (`AsyncTcpListener`, `AsyncTcpStream`,
+//! `AsyncUdpSocket`).
+//!
+//! IPv4 and IPv6 fragments are reassembled ([`reassembly`]); UDP datagrams
+//! larger than the MTU are sent in fragments.
 
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
@@ -20,8 +27,8 @@ mod trace_events;
 pub mod tun;
 
 #[cfg(feature = "tokio")]
-pub use asynchronous::{AsyncTcpListener, AsyncTcpStream};
-pub use blocking::{Runtime, StackId, TcpListener, TcpStream};
+pub use asynchronous::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket};
+pub use blocking::{Runtime, StackId, TcpListener, TcpStream, UdpSocket};
 pub use device::Device;
 pub use impaired::Impaired;
 pub use pcap_tap::PcapTap;

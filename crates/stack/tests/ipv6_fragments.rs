@@ -262,7 +262,9 @@ fn reassembled_datagram_to_a_closed_port_is_unreachable() {
     for f in fragment_v6(&whole, 77, 1024) {
         p.da.transmit(now, &f).unwrap();
     }
-    p.run_until("port unreachable", |p| p.b.stats().udp_unreachable_sent == 1);
+    p.run_until("port unreachable", |p| {
+        p.b.stats().udp_unreachable_sent == 1
+    });
 }
 
 /// TCP over IPv6 both ways through senders that fragment every segment
