@@ -171,7 +171,8 @@ impl Drop for AsyncTcpStream {
 
 /// A UDP socket shaped like `tokio::net::UdpSocket`: datagrams keep their
 /// boundaries, a short buffer truncates, `connect` sets the default
-/// destination and filters what is received to that peer. Dropping it
+/// destination and filters what is received to that peer (whose port
+/// unreachable makes the next call ConnectionRefused). Dropping it
 /// closes it (datagrams already sent still go out).
 pub struct AsyncUdpSocket {
     inner: Arc<Inner>,

@@ -464,7 +464,8 @@ impl Drop for TcpStream {
 /// A UDP socket shaped like `std::net::UdpSocket`: datagrams keep their
 /// boundaries, a short buffer truncates (the rest of that datagram is
 /// lost), `connect` sets the default destination and filters what is
-/// received to that peer. Calls block unless a timeout or non-blocking mode
+/// received to that peer, and a port unreachable from the peer makes the
+/// next call fail with ConnectionRefused, as on Linux. Calls block unless a timeout or non-blocking mode
 /// says otherwise; dropping the socket closes it (datagrams already sent
 /// still go out).
 pub struct UdpSocket {

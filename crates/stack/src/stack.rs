@@ -100,6 +100,9 @@ enum Socket {
         local: SocketAddr,
         /// Set by `udp_connect`: only this peer's datagrams are taken in.
         peer: Option<SocketAddr>,
+        /// An error the peer's ICMP reported (port unreachable: refused),
+        /// for the next call to return once, as Linux's `sk_err`.
+        pending_error: Option<io::ErrorKind>,
         queue: VecDeque<(SocketAddr, Vec<u8>)>,
         queued_bytes: usize,
         out: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -834,6 +837,7 @@ impl Stack {
         let i = self.insert(Socket::Udp {
             local,
             peer: None,
+            pending_error: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
             out: VecDeque::new(),
@@ -925,6 +929,12 @@ impl Stack {
         self.udp_check_destination(local, to, data.len())?;
         self.touch(h.0);
         match self.sockets.get_mut(h.0) {
+            Some(Socket::Udp {
+                pending_error: error @ Some(_),
+                ..
+            }) => Err(io::Error::from(
+                error.take().unwrap_or(io::ErrorKind::Other),
+            )),
             Some(Socket::Udp { out, .. }) if out.len() >= UDP_SEND_QUEUE => {
                 Err(io::Error::from(io::ErrorKind::WouldBlock))
             }
@@ -953,6 +963,12 @@ impl Stack {
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddr)> {
         match self.sockets.get_mut(h.0) {
+            Some(Socket::Udp {
+                pending_error: error @ Some(_),
+                ..
+            }) => Err(io::Error::from(
+                error.take().unwrap_or(io::ErrorKind::Other),
+            )),
             Some(Socket::Udp {
                 queue,
                 queued_bytes,
@@ -1557,6 +1573,66 @@ impl Stack {
         }
     }
 
+    /// An ICMP port unreachable quoting one of our UDP datagrams: a socket
+    /// connected to where it went gets ConnectionRefused on its next call
+    /// (RFC 1122 §4.1.3.3 passes ICMP errors to the application; Linux does
+    /// so for connected sockets, which std reports as ECONNREFUSED).
+    /// Unconnected sockets hear nothing, as on Linux without IP_RECVERR.
+    fn udp_refused(&mut self, quoted_ip: &[u8]) {
+        let (local_ip, remote_ip, upper) = match quoted_ip.first().map(|b| b >> 4) {
+            Some(4) => {
+                let Ok(p) = Ipv4Packet::new_checked_header(quoted_ip) else {
+                    return;
+                };
+                if p.protocol() != IpProtocol::UDP {
+                    return;
+                }
+                let upper = quoted_ip.get(p.header_len()..);
+                (IpAddr::V4(p.src_addr()), IpAddr::V4(p.dst_addr()), upper)
+            }
+            Some(6) => {
+                let Ok(p) = Ipv6Packet::new_checked_header(quoted_ip) else {
+                    return;
+                };
+                // The quote may be cut short, but the headers up to UDP's are in it.
+                let rest = quoted_ip.get(ipv6::HEADER_LEN..).unwrap_or_default();
+                let Ok(chain) = oxcat_wire::walk_extension_headers(p.next_header(), rest) else {
+                    return;
+                };
+                let first_fragment = chain.fragment.is_none_or(|f| f.offset == 0);
+                if chain.protocol != IpProtocol::UDP || !first_fragment {
+                    return;
+                }
+                let upper = rest.get(chain.offset..);
+                (IpAddr::V6(p.src_addr()), IpAddr::V6(p.dst_addr()), upper)
+            }
+            _ => return,
+        };
+        let Some(&[s1, s2, d1, d2, ..]) = upper else {
+            return;
+        };
+        let local = SocketAddr::new(local_ip, u16::from_be_bytes([s1, s2]));
+        let remote = SocketAddr::new(remote_ip, u16::from_be_bytes([d1, d2]));
+        let i = self
+            .udp_sockets
+            .get(&local)
+            .or_else(|| {
+                self.udp_sockets
+                    .get(&SocketAddr::new(unspecified_like(local_ip), local.port()))
+            })
+            .copied();
+        if let Some(Socket::Udp {
+            peer: Some(peer),
+            pending_error,
+            ..
+        }) = i.and_then(|i| self.sockets.get_mut(i))
+        {
+            if *peer == remote {
+                *pending_error = Some(io::ErrorKind::ConnectionRefused);
+            }
+        }
+    }
+
     /// ICMP port unreachable for a UDP datagram nobody listens for (RFC 1122 §3.2.2.1).
     fn port_unreachable(&mut self, src: IpAddr, dst: IpAddr, packet: &[u8]) {
         let quoted = &packet[..packet.len().min(548)];
@@ -1662,6 +1738,15 @@ impl Stack {
             self.path_mtu(now, original, usize::from(next_hop_mtu).max(68));
             return;
         }
+        if let Ok(Icmpv4Repr::DstUnreachable {
+            code: icmpv4::unreachable::PORT,
+            original,
+            ..
+        }) = Icmpv4Repr::parse(&p)
+        {
+            self.udp_refused(original);
+            return;
+        }
         let Ok(Icmpv4Repr::EchoRequest {
             ident,
             seq_no,
@@ -1694,6 +1779,14 @@ impl Stack {
         };
         if let Ok(Icmpv6Repr::PacketTooBig { mtu, original }) = Icmpv6Repr::parse(&p, src, dst) {
             self.path_mtu(now, original, mtu as usize);
+            return;
+        }
+        if let Ok(Icmpv6Repr::DstUnreachable {
+            code: icmpv6::unreachable::PORT,
+            original,
+        }) = Icmpv6Repr::parse(&p, src, dst)
+        {
+            self.udp_refused(original);
             return;
         }
         let Ok(Icmpv6Repr::EchoRequest {

@@ -202,6 +202,36 @@ fn a_connected_socket_hears_only_its_peer() {
     );
 }
 
+/// As std on Linux: a connected socket that sent to a closed port hears
+/// of it (ICMP port unreachable) as ConnectionRefused, once; an
+/// unconnected one hears nothing.
+#[test]
+fn a_closed_port_refuses_a_connected_socket() {
+    let rt = runtime();
+    for (closed, client_ip) in [(addr(B4, 9), IpAddr::V4(A4)), (addr(B6, 9), A6.into())] {
+        let client = UdpSocket::bind(&rt, STACK_A, addr(client_ip, 0)).unwrap();
+        client.connect(closed).unwrap();
+        client.send(b"anyone?").unwrap();
+        let mut buf = [0u8; 16];
+        let e = patient(&client).recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{closed}");
+        // Reported once: the next call waits as usual.
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let e = client.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{closed}");
+
+        let unconnected = UdpSocket::bind(&rt, STACK_A, addr(client_ip, 0)).unwrap();
+        unconnected.send_to(b"anyone?", closed).unwrap();
+        unconnected
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let e = unconnected.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{closed}");
+    }
+}
+
 /// SO_RCVTIMEO as std on Unix: a receive that waits longer than the
 /// timeout fails with WouldBlock; a zero timeout is refused; non-blocking
 /// mode says WouldBlock at once.
