@@ -126,6 +126,27 @@ pub struct Args {
     /// Print each socket call with a microsecond timestamp (to stderr, or to FILE)
     #[arg(long = "trace", value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
     pub trace: Option<PathBuf>,
+    /// Trace format: text (a timeline) or json (one JSON object per line)
+    #[arg(long = "trace-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub trace_format: String,
+    /// Which TCP/IP stack carries the connection: the kernel's, or oxcat's own over a TUN device
+    #[arg(long = "stack", value_name = "kernel|user", default_value = "kernel", value_parser = ["kernel", "user"])]
+    pub stack: String,
+    /// With --stack user: the TUN interface (default oxcat0; created, configured and removed on exit unless it exists)
+    #[arg(long = "tun", value_name = "NAME")]
+    pub tun: Option<String>,
+    /// With --stack user: our stack's address, IPv4 and/or IPv6 (default 198.18.0.2 and fd00::2)
+    #[arg(long = "stack-addr", value_name = "IP")]
+    pub stack_addr: Vec<String>,
+    /// With --stack user: the kernel's address on a TUN oxcat creates (default 198.18.0.1/24 and fd00::1/64)
+    #[arg(long = "tun-addr", value_name = "IP/PREFIX")]
+    pub tun_addr: Vec<String>,
+    /// With --stack user: write every packet our stack sends and receives to FILE (pcap)
+    #[arg(long = "pcap", value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// With --stack user: write a Mermaid sequence diagram of the first connection to FILE
+    #[arg(long = "mermaid", value_name = "FILE")]
+    pub mermaid: Option<PathBuf>,
     /// Print "NCAT TEST: LISTEN" to stderr once listening (ncat's test hook)
     #[arg(long = "test", hide = true)]
     pub test: bool,
@@ -270,7 +291,99 @@ pub struct Config {
     pub deny: Option<AddrSet>,
     pub logs: LogFiles,
     pub trace: Option<PathBuf>,
+    pub trace_json: bool,
+    /// `--stack user`: oxcat's own stack over TUN; None: the kernel's sockets.
+    pub user_stack: Option<UserStackConfig>,
     pub test: bool,
+}
+
+/// `--stack user` and its TUN device.
+#[derive(Debug, Clone)]
+pub struct UserStackConfig {
+    pub tun: String,
+    /// Our stack's addresses.
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The kernel side's addresses with prefix lengths, for a TUN oxcat creates.
+    pub kernel_addrs: Vec<(std::net::IpAddr, u8)>,
+    pub pcap: Option<PathBuf>,
+    pub mermaid: Option<PathBuf>,
+}
+
+fn user_stack_config(args: &Args) -> Result<Option<UserStackConfig>, Failure> {
+    if args.stack != "user" {
+        for (given, flag) in [
+            (args.tun.is_some(), "--tun"),
+            (!args.stack_addr.is_empty(), "--stack-addr"),
+            (!args.tun_addr.is_empty(), "--tun-addr"),
+            (args.pcap.is_some(), "--pcap"),
+            (args.mermaid.is_some(), "--mermaid"),
+        ] {
+            if given {
+                return Err(Failure::usage(format!(
+                    "{flag} needs --stack user (on the kernel's sockets oxcat sees no segments; use tcpdump there)"
+                )));
+            }
+        }
+        return Ok(None);
+    }
+    if args.unixsock {
+        return Err(Failure::usage(
+            "-U (Unix sockets) and --stack user do not mix: Unix sockets are the kernel's",
+        ));
+    }
+    let mut ipv4 = None;
+    let mut ipv6 = None;
+    let given: Vec<&str> = if args.stack_addr.is_empty() {
+        vec!["198.18.0.2", "fd00::2"]
+    } else {
+        args.stack_addr.iter().map(String::as_str).collect()
+    };
+    for a in given {
+        match a.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v)) => ipv4 = Some(v),
+            Ok(std::net::IpAddr::V6(v)) => ipv6 = Some(v),
+            Err(_) => {
+                return Err(Failure::usage(format!(
+                    "Invalid --stack-addr \"{a}\" (an IPv4 or IPv6 address)"
+                )))
+            }
+        }
+    }
+    let given: Vec<&str> = if args.tun_addr.is_empty() {
+        vec!["198.18.0.1/24", "fd00::1/64"]
+    } else {
+        args.tun_addr.iter().map(String::as_str).collect()
+    };
+    let mut kernel_addrs = Vec::new();
+    for a in given {
+        let bad = || {
+            Failure::usage(format!(
+                "Invalid --tun-addr \"{a}\" (IP/PREFIX, e.g. 198.18.0.1/24)"
+            ))
+        };
+        let (ip, len) = a.split_once('/').ok_or_else(bad)?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let len: u8 = len.parse().map_err(|_| bad())?;
+        if len > if ip.is_ipv4() { 32 } else { 128 } {
+            return Err(bad());
+        }
+        kernel_addrs.push((ip, len));
+    }
+    let tun = args.tun.clone().unwrap_or_else(|| "oxcat0".to_string());
+    if tun.is_empty() || tun.len() > 15 || tun.contains('/') || tun.contains(char::is_whitespace) {
+        return Err(Failure::usage(format!(
+            "Invalid --tun name \"{tun}\" (1 to 15 characters, no '/' or spaces)"
+        )));
+    }
+    Ok(Some(UserStackConfig {
+        tun,
+        ipv4,
+        ipv6,
+        kernel_addrs,
+        pcap: args.pcap.clone(),
+        mermaid: args.mermaid.clone(),
+    }))
 }
 
 /// ncat's default for -m: 100 connections (60 on Windows).
@@ -344,6 +457,7 @@ fn is_port_like(text: &str) -> bool {
 impl Config {
     pub fn from_args(args: Args) -> Result<Config, Failure> {
         reject_unbuilt(&args)?;
+        let user_stack = user_stack_config(&args)?;
 
         let family = match (args.ipv4, args.ipv6) {
             (true, _) => Family::V4,
@@ -520,6 +634,8 @@ impl Config {
                 append: args.append_output,
             },
             trace: args.trace,
+            trace_json: args.trace_format == "json",
+            user_stack,
             test: args.test,
         })
     }

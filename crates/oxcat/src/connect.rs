@@ -33,8 +33,26 @@ pub fn relay_options(cfg: &Config, datagram: bool) -> RelayOptions {
     }
 }
 
-/// Connects a non-blocking socket, waiting at most `-w`.
-fn connect_one(cfg: &Config, addr: SocketAddr, ty: Type) -> Result<Socket, std::io::Error> {
+/// Connects a non-blocking socket, waiting at most `-w`; with `--stack
+/// user`, over our stack (the socket is then its Unix bridge). Returns the
+/// local address when it is not the socket's own.
+fn connect_one(
+    cfg: &Config,
+    addr: SocketAddr,
+    ty: Type,
+) -> Result<(Socket, Option<SocketAddr>), std::io::Error> {
+    if let Some(us) = crate::user_stack::get() {
+        let (sock, local) = if ty == Type::DGRAM {
+            us.connect_udp(addr)?
+        } else {
+            us.connect_tcp(addr, cfg.wait.unwrap_or(DEFAULT_CONNECT_TIMEOUT))?
+        };
+        return Ok((sock, Some(local)));
+    }
+    connect_kernel(cfg, addr, ty).map(|s| (s, None))
+}
+
+fn connect_kernel(cfg: &Config, addr: SocketAddr, ty: Type) -> Result<Socket, std::io::Error> {
     let sock = sys::socket(Domain::for_address(addr), ty)?;
     sock.set_nonblocking(true)?;
     if cfg.source_addr.is_some() || cfg.source_port.is_some() {
@@ -99,6 +117,13 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
             )));
         }
     }
+    if crate::user_stack::get().is_some()
+        && (cfg.source_addr.is_some() || cfg.source_port.is_some())
+    {
+        return Err(Failure::usage(
+            "-s/-p with --stack user: our stack picks its own address and port",
+        ));
+    }
     let addrs = resolve(host, cfg.port, cfg.family, cfg.nodns)?;
     let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
 
@@ -106,8 +131,8 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
     let mut connected = None;
     for (i, addr) in addrs.iter().enumerate() {
         match connect_one(cfg, *addr, ty) {
-            Ok(s) => {
-                connected = Some((s, *addr));
+            Ok((s, local)) => {
+                connected = Some((s, *addr, local));
                 break;
             }
             Err(e) => {
@@ -119,7 +144,7 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
             }
         }
     }
-    let (sock, addr) = match connected {
+    let (sock, addr, user_local) = match connected {
         Some(c) => c,
         None => {
             let Some((e, addr)) = last_err else {
@@ -139,7 +164,7 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
     }
     if let Some(command) = &cfg.exec {
         let ends = Endpoints {
-            local: sock.local_addr().ok().and_then(|a| a.as_socket()),
+            local: user_local.or_else(|| sock.local_addr().ok().and_then(|a| a.as_socket())),
             remote: Some(addr),
             proto: if cfg.udp { "UDP" } else { "TCP" },
         };

@@ -82,13 +82,30 @@ fn bind_inet(cfg: &Config, ty: Type, addr: SocketAddr) -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// `bind_inet` on our stack (`--stack user`): the socket is the Unix end of a bridge.
+fn bind_user(cfg: &Config, ty: Type, addr: SocketAddr) -> io::Result<Socket> {
+    let Some(us) = crate::user_stack::get() else {
+        return bind_inet(cfg, ty, addr);
+    };
+    if ty == Type::DGRAM {
+        us.bind_udp(addr)
+    } else {
+        let backlog = if cfg.keep_open {
+            BACKLOG_MANY
+        } else {
+            BACKLOG_ONE
+        };
+        us.listen_tcp(addr, backlog as usize)
+    }
+}
+
 fn open_inet(cfg: &Config, ty: Type) -> Result<Vec<Listener>, Failure> {
     let addrs = bind_addresses(cfg)?;
     let explicit = cfg.host.is_some() || cfg.family != Family::Any;
     let mut out = Vec::new();
     for addr in addrs {
         let shown = crate::msg::show_socket(&addr);
-        let sock = match bind_inet(cfg, ty, addr) {
+        let sock = match bind_user(cfg, ty, addr) {
             Ok(s) => s,
             Err(e) if !explicit && family_missing(&e, &addr) => continue,
             Err(e) => return Err(bind_failure(&shown, &e)),
@@ -159,7 +176,7 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
 }
 
 fn peer_ip(addr: &SockAddr) -> Option<IpAddr> {
-    addr.as_socket().map(|s| s.ip())
+    crate::user_stack::real_addr(addr).map(|s| s.ip())
 }
 
 fn is_admitted(cfg: &Config, addr: &SockAddr) -> bool {
@@ -179,8 +196,12 @@ fn proto(cfg: &Config) -> &'static str {
 
 fn endpoints(cfg: &Config, conn: &Socket, peer: &SockAddr) -> Endpoints {
     Endpoints {
-        local: conn.local_addr().ok().and_then(|a| a.as_socket()),
-        remote: peer.as_socket(),
+        local: crate::user_stack::real_local(peer).or_else(|| {
+            conn.local_addr()
+                .ok()
+                .and_then(|a| crate::user_stack::real_addr(&a))
+        }),
+        remote: crate::user_stack::real_addr(peer),
         proto: proto(cfg),
     }
 }
@@ -229,7 +250,7 @@ fn serve_one(
         }
     };
     for l in listeners {
-        sys::close(l.sock);
+        close_listener(l.sock);
     }
     if let Some(command) = &cfg.exec {
         let ends = endpoints(cfg, &conn, &peer);
@@ -240,12 +261,20 @@ fn serve_one(
     Ok(0)
 }
 
+/// Closes a listening socket; on our stack the listener behind it stops too.
+fn close_listener(sock: Socket) {
+    if let Some(us) = crate::user_stack::get() {
+        us.forget_listener(&sock);
+    }
+    sys::close(sock);
+}
+
 /// ncat's -v lines for a new client: the address, then (TCP) address and port.
 fn announce_connection(peer: &SockAddr, with_port: bool) {
     if crate::msg::verbosity() == 0 {
         return;
     }
-    match peer.as_socket() {
+    match crate::user_stack::real_addr(peer) {
         Some(s) => {
             crate::msg::say(&format!("Connection from {}.", s.ip()));
             if with_port {
@@ -566,10 +595,12 @@ fn serve_datagrams(
     let mut listeners = listeners;
     let sock = listeners.swap_remove(idx).sock;
     for l in listeners {
-        sys::close(l.sock);
+        close_listener(l.sock);
     }
     announce_connection(&peer, false);
-    let has_address = peer.as_socket().is_some() || peer.as_pathname().is_some();
+    let has_address = peer.as_socket().is_some()
+        || peer.as_pathname().is_some()
+        || crate::user_stack::real_addr(&peer).is_some();
     if has_address {
         sys::connect_start(&sock, &peer).map_err(|e| Failure::io("connect", &e))?;
     }
@@ -629,10 +660,10 @@ fn serve_datagram_programs(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(Failure::io("recvfrom", &e)),
             };
-            let Some(peer_addr) = peer.as_socket() else {
+            if crate::user_stack::real_addr(&peer).is_none() {
                 let _ = sock.recv(as_uninit(&mut peek));
                 continue;
-            };
+            }
             announce_connection(&peer, false);
             let full = children.len() >= cfg.max_conns;
             if full || !is_admitted(cfg, &peer) {
@@ -647,14 +678,13 @@ fn serve_datagram_programs(
             let local = sock
                 .local_addr()
                 .ok()
-                .and_then(|a| a.as_socket())
+                .and_then(|a| crate::user_stack::real_addr(&a))
                 .ok_or_else(|| Failure::network("UDP socket has no local address"))?;
             // Bind the next listener first, so the address is never unowned.
-            let next = bind_inet(cfg, Type::DGRAM, local)
+            let next = bind_user(cfg, Type::DGRAM, local)
                 .map_err(|e| bind_failure(&listeners[i].shown, &e))?;
             let conn = std::mem::replace(&mut listeners[i].sock, next);
-            sys::connect_start(&conn, &SockAddr::from(peer_addr))
-                .map_err(|e| Failure::io("connect", &e))?;
+            sys::connect_start(&conn, &peer).map_err(|e| Failure::io("connect", &e))?;
             let ends = endpoints(cfg, &conn, &peer);
             match exec::spawn(command, OwnedFd::from(conn), ends) {
                 Ok(child) => children.push(child),

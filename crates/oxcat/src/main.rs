@@ -19,6 +19,7 @@ mod session_log;
 mod sim_demo;
 mod sys;
 mod timespec;
+mod user_stack;
 
 use clap::Parser;
 use oxcat_trace::Sink;
@@ -77,17 +78,29 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
                 }
             }
         };
-        sys::start_trace(Sink::Text(sink));
+        let format = if config.trace_json {
+            oxcat_trace::Format::Json
+        } else {
+            oxcat_trace::Format::Text
+        };
+        sys::start_trace(Sink::writer(format, sink));
     }
     let mut log = match session_log::SessionLog::open(&config.logs) {
         Ok(l) => l,
         Err(f) => return fail(&f),
     };
+    if let Some(us) = &config.user_stack {
+        if let Err(f) = user_stack::start(us, config.trace.is_some()) {
+            return fail(&f);
+        }
+    }
     let result = if config.listen {
         listen::run(&config, &mut log)
     } else {
         connect::run(&config, &mut log)
     };
+    // Our stack delivers what the CLI handed it before the process goes.
+    user_stack::finish();
     match result {
         Ok(code) => code,
         Err(f) => fail(&f),

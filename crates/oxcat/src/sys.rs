@@ -57,6 +57,16 @@ pub fn record(call: impl FnOnce() -> String, result: impl FnOnce() -> Option<Str
     }
 }
 
+/// Records an event of our stack's, stamped with when it happened there.
+pub fn record_at(at: std::time::Instant, event: oxcat_trace::Event) {
+    if tracing() {
+        let mut guard = TRACER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = guard.as_mut() {
+            t.record_at(at, None, event);
+        }
+    }
+}
+
 /// Records a remark on the timeline.
 pub fn note(text: impl FnOnce() -> String) {
     if tracing() {

@@ -293,6 +293,16 @@ pub enum Sink {
     Memory(Vec<Stamped>),
 }
 
+impl Sink {
+    /// A text or JSON-lines sink for `format`.
+    pub fn writer(format: Format, w: Box<dyn Write + Send>) -> Sink {
+        match format {
+            Format::Text => Sink::Text(w),
+            Format::Json => Sink::Json(w),
+        }
+    }
+}
+
 /// Stamps events and hands them to a sink.
 pub struct Tracer {
     start: Instant,
@@ -317,14 +327,6 @@ impl Tracer {
 
     pub fn start(&self) -> Instant {
         self.start
-    }
-
-    /// A text or JSON-lines sink for `format`.
-    pub fn writer(format: Format, w: Box<dyn Write + Send>) -> Sink {
-        match format {
-            Format::Text => Sink::Text(w),
-            Format::Json => Sink::Json(w),
-        }
     }
 
     /// Records an event now.

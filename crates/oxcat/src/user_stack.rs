@@ -1,0 +1,544 @@
+//! `--stack user`: every CLI mode on oxcat's own TCP/IP stack, over a TUN
+//! device whose other side is the kernel.
+//!
+//! The stack runs on its own thread (`oxcat_stack::Runtime`). The CLI's
+//! modes are written against file descriptors (poll, splice, exec'ing a
+//! program on the socket), so each connection of our stack is bridged to a
+//! Unix socket that the CLI uses exactly as it uses a kernel socket:
+//!
+//! - a connection: a Unix stream pair; two pump threads move bytes between
+//!   our stack and the bridge end, and carry EOF across as a half-close
+//!   (FIN) both ways;
+//! - a listener: a Unix listening socket in the abstract namespace; each
+//!   connection our stack accepts connects to it from a socket whose own
+//!   abstract name carries the remote address (`oxcat.PID.N|198.18.0.1:40000`),
+//!   so `accept` and `recvfrom` on the CLI side learn who the peer is;
+//! - UDP: Unix datagram sockets named the same way, one per remote sender.
+//!
+//! [`real_addr`] turns such a name back into the IP address and port.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use oxcat_stack::{
+    Device, PcapTap, Runtime, Stack, StackConfig, StackId, TcpListener, TcpStream, Tun, UdpSocket,
+};
+use oxcat_trace::mermaid::{connection_diagram, DiagramOptions};
+use oxcat_trace::Stamped;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::cli::UserStackConfig;
+use crate::error::Failure;
+
+/// How long a closed connection may take to deliver its last bytes and FIN
+/// before oxcat exits anyway (the kernel lingers in the background; a
+/// process that is its own stack has to stay for it).
+const LINGER: Duration = Duration::from_secs(30);
+
+pub struct UserStack {
+    rt: Runtime,
+    id: StackId,
+    start: Instant,
+    /// Threads that carry the CLI's bytes into our stack: joined before exit.
+    outbound: Mutex<Vec<JoinHandle<()>>>,
+    /// Listeners the CLI closed (by their Unix name): their accept thread stops.
+    closed_listeners: Mutex<HashMap<Vec<u8>, Arc<AtomicBool>>>,
+    trace_pump: Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+    /// Events kept for --mermaid.
+    kept: Arc<Mutex<Vec<Stamped>>>,
+    mermaid: Option<std::path::PathBuf>,
+    names: AtomicU64,
+}
+
+static USER: OnceLock<UserStack> = OnceLock::new();
+
+/// The user stack, when `--stack user` started one.
+pub fn get() -> Option<&'static UserStack> {
+    USER.get()
+}
+
+fn ip_cmd(args: &[String]) -> Result<(), Failure> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| Failure::io("--stack user: running `ip` (iproute2)", &e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(Failure::usage(format!(
+        "--stack user: `ip {}` failed: {}",
+        args.join(" "),
+        err.lines().next().unwrap_or("").trim()
+    )))
+}
+
+fn open_tun(cfg: &UserStackConfig) -> Result<(Tun, bool), Failure> {
+    let existed = Path::new("/sys/class/net").join(&cfg.tun).exists();
+    let mut tun = Tun::open(&cfg.tun).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => format!(
+                "needs CAP_NET_ADMIN to create it (run as root, or create it first with `ip tuntap add dev {} mode tun user $USER` and configure it)",
+                cfg.tun
+            ),
+            Some(libc::ENOENT) | Some(libc::ENODEV) => "this system has no /dev/net/tun".to_string(),
+            Some(libc::EBUSY) => "another process has it open".to_string(),
+            _ => crate::error::describe(&e),
+        };
+        Failure::usage(format!("--stack user: cannot open TUN device {}: {why}", cfg.tun))
+    })?;
+    if existed {
+        if let Ok(m) =
+            std::fs::read_to_string(Path::new("/sys/class/net").join(&cfg.tun).join("mtu"))
+        {
+            if let Ok(m) = m.trim().parse::<usize>() {
+                tun.set_mtu(m);
+            }
+        }
+    } else {
+        // Ours: the kernel's side gets its addresses; the interface goes when we exit.
+        for (ip, len) in &cfg.kernel_addrs {
+            let mut a = vec!["addr".to_string(), "add".to_string(), format!("{ip}/{len}")];
+            a.extend(["dev".to_string(), cfg.tun.clone()]);
+            if ip.is_ipv6() {
+                a.insert(0, "-6".to_string());
+                a.push("nodad".to_string());
+            }
+            ip_cmd(&a)?;
+        }
+        ip_cmd(&["link".into(), "set".into(), cfg.tun.clone(), "up".into()])?;
+    }
+    Ok((tun, !existed))
+}
+
+/// Starts our stack on the TUN device. `trace`: send its events to the
+/// `--trace` timeline.
+pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
+    let (tun, created) = open_tun(cfg)?;
+    let start = Instant::now();
+    let seed = start.elapsed().as_nanos() as u64
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut stack = Stack::new(
+        StackConfig {
+            ipv4: cfg.ipv4,
+            ipv6: cfg.ipv6,
+            seed,
+            mtu: tun.mtu(),
+            ..StackConfig::default()
+        },
+        start,
+    );
+    let tracing = trace || cfg.mermaid.is_some();
+    stack.set_tracing(tracing);
+    let device: Box<dyn Device + Send> = match &cfg.pcap {
+        Some(p) => Box::new(PcapTap::create(tun, p, start).map_err(|e| {
+            Failure::io(format!("Unable to open pcap file \"{}\"", p.display()), &e)
+        })?),
+        None => Box::new(tun),
+    };
+    let rt = Runtime::start(move || vec![(stack, device as Box<dyn Device>)])
+        .map_err(|e| Failure::io("--stack user: starting the stack thread", &e))?;
+    let us = UserStack {
+        rt,
+        id: StackId(0),
+        start,
+        outbound: Mutex::new(Vec::new()),
+        closed_listeners: Mutex::new(HashMap::new()),
+        trace_pump: Mutex::new(None),
+        stop: Arc::new(AtomicBool::new(false)),
+        kept: Arc::new(Mutex::new(Vec::new())),
+        mermaid: cfg.mermaid.clone(),
+        names: AtomicU64::new(0),
+    };
+    if USER.set(us).is_err() {
+        return Err(Failure::network("--stack user: started twice"));
+    }
+    let us = get().ok_or_else(|| Failure::network("--stack user: not started"))?;
+    if created {
+        crate::verbose!(
+            1,
+            "Created TUN device {}; our stack is {}.",
+            cfg.tun,
+            show_ips(cfg)
+        );
+    }
+    if tracing {
+        let stop = us.stop.clone();
+        let keep = cfg.mermaid.is_some();
+        let pump = std::thread::Builder::new()
+            .name("oxcat-trace".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(2));
+                    us.forward_trace(keep);
+                }
+                us.forward_trace(keep);
+            })
+            .map_err(|e| Failure::io("--stack user: trace thread", &e))?;
+        *lock(&us.trace_pump) = Some(pump);
+    }
+    Ok(())
+}
+
+fn show_ips(cfg: &UserStackConfig) -> String {
+    let mut v = Vec::new();
+    if let Some(a) = cfg.ipv4 {
+        v.push(a.to_string());
+    }
+    if let Some(a) = cfg.ipv6 {
+        v.push(a.to_string());
+    }
+    v.join(" and ")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits for the bytes the CLI handed our stack to be delivered (bounded),
+/// then writes the Mermaid diagram. Called once, before exit.
+pub fn finish() {
+    let Some(us) = get() else { return };
+    let threads = std::mem::take(&mut *lock(&us.outbound));
+    for t in threads {
+        let _ = t.join();
+    }
+    us.stop.store(true, Ordering::Relaxed);
+    if let Some(t) = lock(&us.trace_pump).take() {
+        let _ = t.join();
+    }
+    if let Some(path) = &us.mermaid {
+        let mut events = lock(&us.kept).clone();
+        events.sort_by_key(|e| e.micros);
+        let diagram =
+            connection_diagram(&events, &DiagramOptions::default()).unwrap_or_else(|| {
+                "sequenceDiagram\n    Note over oxcat: no TCP connection in this run\n".into()
+            });
+        if let Err(e) = std::fs::write(path, diagram) {
+            crate::msg::say(&format!(
+                "Unable to write Mermaid file \"{}\": {}",
+                path.display(),
+                crate::error::describe(&e)
+            ));
+        }
+    }
+}
+
+impl UserStack {
+    fn forward_trace(&self, keep: bool) {
+        let events = self.rt.with_stack(self.id, |s| s.take_trace());
+        for (at, e) in events {
+            if keep {
+                lock(&self.kept).push(Stamped {
+                    micros: at.saturating_duration_since(self.start).as_micros() as u64,
+                    host: None,
+                    event: e.clone(),
+                });
+            }
+            crate::sys::record_at(at, e);
+        }
+    }
+
+    /// A fresh abstract Unix name carrying `addr` (and the local end of a
+    /// connection, when there is one): `\0oxcat.PID.N|addr|local`.
+    fn name_for(&self, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<SockAddr> {
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        let mut name = format!("\0oxcat.{}.{n}|{addr}", std::process::id());
+        if let Some(l) = local {
+            name.push_str(&format!("|{l}"));
+        }
+        SockAddr::unix(name)
+    }
+
+    /// Connects to `addr` over our stack; the returned Unix socket (non-blocking)
+    /// stands for the connection, and the local address is ours on the TUN.
+    pub fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<(Socket, SocketAddr)> {
+        refuse_loopback(addr)?;
+        let stream = TcpStream::connect_timeout(&self.rt, self.id, addr, timeout)?;
+        let local = stream.local_addr()?;
+        let (app, bridge) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        app.set_nonblocking(true)?;
+        self.bridge_stream(stream, bridge)?;
+        Ok((app, local))
+    }
+
+    /// Two pumps between a connection of ours and its Unix bridge.
+    fn bridge_stream(&self, stream: TcpStream, bridge: Socket) -> io::Result<()> {
+        let stream = Arc::new(stream);
+        let bridge = Arc::new(bridge);
+        let (s, b) = (stream.clone(), bridge.clone());
+        std::thread::Builder::new()
+            .name("oxcat-in".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match (&*s).read(&mut buf) {
+                        Ok(0) => {
+                            // The peer's FIN: EOF for the CLI, which may still send.
+                            let _ = b.shutdown(std::net::Shutdown::Write);
+                            return;
+                        }
+                        Ok(n) => {
+                            if (&*b).write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => {
+                            // Reset or timed out: the CLI sees the connection end.
+                            let _ = b.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                }
+            })?;
+        let out = std::thread::Builder::new()
+            .name("oxcat-out".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match (&*bridge).read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            // The CLI is done sending: FIN after the buffered bytes,
+                            // and stay until they are delivered.
+                            let _ = stream.shutdown_write();
+                            let _ = stream.wait_sent(LINGER);
+                            return;
+                        }
+                        Ok(n) => {
+                            if (&*stream).write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })?;
+        let mut threads = lock(&self.outbound);
+        threads.retain(|t| !t.is_finished());
+        threads.push(out);
+        Ok(())
+    }
+
+    /// A listening socket on our stack at `addr`; the returned Unix listener
+    /// (non-blocking) hands the CLI each accepted connection.
+    pub fn listen_tcp(&self, addr: SocketAddr, backlog: usize) -> io::Result<Socket> {
+        let listener = TcpListener::bind(&self.rt, self.id, addr, backlog)?;
+        let name = self.name_for(addr, None)?;
+        let unix = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        unix.bind(&name)?;
+        unix.listen(backlog.min(i32::MAX as usize) as i32)?;
+        unix.set_nonblocking(true)?;
+        let closed = Arc::new(AtomicBool::new(false));
+        lock(&self.closed_listeners).insert(name_bytes(&name), closed.clone());
+        std::thread::Builder::new()
+            .name("oxcat-accept".into())
+            .spawn(move || {
+                let Some(us) = get() else { return };
+                while !closed.load(Ordering::Relaxed) {
+                    let (stream, peer) = match listener.accept_timeout(Duration::from_millis(200)) {
+                        Ok(c) => c,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return,
+                    };
+                    let local = stream.local_addr().ok();
+                    let handed = us.name_for(peer, local).and_then(|own| {
+                        let c = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                        c.bind(&own)?;
+                        c.connect(&name)?;
+                        Ok(c)
+                    });
+                    match handed {
+                        Ok(c) => {
+                            let _ = us.bridge_stream(stream, c);
+                        }
+                        // The CLI stopped listening: no more connections.
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        Ok(unix)
+    }
+
+    /// The CLI closed a listener it got from [`listen_tcp`]: stop accepting.
+    pub fn forget_listener(&self, sock: &Socket) {
+        if let Ok(a) = sock.local_addr() {
+            if let Some(flag) = lock(&self.closed_listeners).get(&name_bytes(&a)) {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A UDP "connection" to `addr`: a Unix seqpacket pair (message
+    /// boundaries and EOF both kept), pumped to and from a UDP socket of ours.
+    pub fn connect_udp(&self, addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
+        refuse_loopback(addr)?;
+        let any = match addr {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        let udp = Arc::new(UdpSocket::bind(&self.rt, self.id, any)?);
+        udp.connect(addr)?;
+        let local = udp.local_addr()?;
+        let (app, bridge) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None)?;
+        app.set_nonblocking(true)?;
+        let bridge = Arc::new(bridge);
+        let (u, b) = (udp.clone(), bridge.clone());
+        std::thread::Builder::new()
+            .name("oxcat-udp-in".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = u.recv(&mut buf) {
+                    if b.send(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        let out = std::thread::Builder::new()
+            .name("oxcat-udp-out".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match (&*bridge).read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let _ = udp.send(&buf[..n]);
+                        }
+                    }
+                }
+            })?;
+        lock(&self.outbound).push(out);
+        Ok((app, local))
+    }
+
+    /// A UDP socket of ours bound at `addr`; the returned Unix datagram socket
+    /// receives each sender's datagrams from a socket named for that sender,
+    /// so `recvfrom` tells the CLI who sent, and what the CLI sends back to
+    /// that name goes to that sender.
+    pub fn bind_udp(&self, addr: SocketAddr) -> io::Result<Socket> {
+        let udp = Arc::new(UdpSocket::bind(&self.rt, self.id, addr)?);
+        let name = self.name_for(udp.local_addr()?, None)?;
+        let unix = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+        unix.bind(&name)?;
+        unix.set_nonblocking(true)?;
+        std::thread::Builder::new()
+            .name("oxcat-udp-listen".into())
+            .spawn(move || {
+                let Some(us) = get() else { return };
+                let mut senders: HashMap<SocketAddr, Arc<Socket>> = HashMap::new();
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let peer = match senders.get(&from) {
+                        Some(p) => p.clone(),
+                        None => match us.sender_socket(&udp, from) {
+                            Ok(p) => {
+                                senders.insert(from, p.clone());
+                                p
+                            }
+                            Err(_) => continue,
+                        },
+                    };
+                    // A CLI that stopped reading drops datagrams, as a full socket would.
+                    let _ = peer.send_to(&buf[..n], &name);
+                }
+            })?;
+        Ok(unix)
+    }
+
+    /// The Unix socket that stands for remote sender `from`, and the thread
+    /// that carries what the CLI sends it back to `from` over UDP.
+    fn sender_socket(&self, udp: &Arc<UdpSocket>, from: SocketAddr) -> io::Result<Arc<Socket>> {
+        let s = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+        s.bind(&self.name_for(from, udp.local_addr().ok())?)?;
+        let s = Arc::new(s);
+        let (back, udp) = (s.clone(), udp.clone());
+        std::thread::Builder::new()
+            .name("oxcat-udp-peer".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = (&*back).read(&mut buf) {
+                    let _ = udp.send_to(&buf[..n], from);
+                }
+            })?;
+        Ok(s)
+    }
+}
+
+/// Our stack reaches hosts over the TUN device only; the kernel's loopback is not there.
+fn refuse_loopback(addr: SocketAddr) -> io::Result<()> {
+    if addr.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!(
+                "{} is the kernel's loopback; with --stack user, reach the kernel at its TUN address (default 198.18.0.1 or fd00::1)",
+                addr.ip()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn name_bytes(a: &SockAddr) -> Vec<u8> {
+    a.as_abstract_namespace()
+        .map(<[u8]>::to_vec)
+        .or_else(|| a.as_pathname().map(|p| p.as_os_str().as_bytes().to_vec()))
+        .unwrap_or_default()
+}
+
+/// The addresses a bridge socket's name carries, after `oxcat.PID.N|`.
+fn carried(a: &SockAddr) -> Option<Vec<SocketAddr>> {
+    let name = a.as_abstract_namespace()?;
+    let text = std::str::from_utf8(name).ok()?;
+    let (head, rest) = text.split_once('|')?;
+    if !head.starts_with("oxcat.") {
+        return None;
+    }
+    rest.split('|').map(|p| p.parse().ok()).collect()
+}
+
+/// The IP address and port a socket stands for: its own, or the remote
+/// one a bridge socket's name carries (what `Connection from ...` and
+/// --allow/--deny need).
+pub fn real_addr(a: &SockAddr) -> Option<SocketAddr> {
+    a.as_socket().or_else(|| carried(a)?.first().copied())
+}
+
+/// The local end of a connection of ours, carried by its peer's bridge name.
+pub fn real_local(peer: &SockAddr) -> Option<SocketAddr> {
+    carried(peer)?.get(1).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_names_carry_the_address() {
+        for addr in ["198.18.0.1:40000", "[fd00::1]:1234"] {
+            let a: SocketAddr = addr.parse().unwrap();
+            let name = SockAddr::unix(format!("\0oxcat.1.2|{a}")).unwrap();
+            assert_eq!(real_addr(&name), Some(a));
+            assert_eq!(real_local(&name), None);
+            let both = SockAddr::unix(format!("\0oxcat.1.3|{a}|198.18.0.2:1234")).unwrap();
+            assert_eq!(real_addr(&both), Some(a));
+            assert_eq!(real_local(&both), Some("198.18.0.2:1234".parse().unwrap()));
+        }
+        let other = SockAddr::unix("\0someone-else").unwrap();
+        assert_eq!(real_addr(&other), None);
+        let path = SockAddr::unix("/tmp/x.sock").unwrap();
+        assert_eq!(real_addr(&path), None);
+    }
+}
