@@ -187,6 +187,7 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
             })
             .map_err(|e| Failure::io("--stack user: trace thread", &e))?;
         *lock(&us.trace_pump) = Some(pump);
+        finish_on_signal().map_err(|e| Failure::io("--stack user: signal handler", &e))?;
     }
     Ok(())
 }
@@ -214,6 +215,28 @@ pub fn finish() {
     for t in threads {
         let _ = t.join();
     }
+    write_records(us);
+}
+
+/// On SIGINT/SIGTERM (how a `-k` server usually ends): the trace and the
+/// diagram are completed before the process goes, as ncat's would be.
+fn finish_on_signal() -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("oxcat-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                if let Some(us) = get() {
+                    write_records(us);
+                }
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+fn write_records(us: &UserStack) {
     us.stop.store(true, Ordering::Relaxed);
     if let Some(t) = lock(&us.trace_pump).take() {
         let _ = t.join();
