@@ -386,9 +386,20 @@ fn user_part(a: &DemoArgs, json: bool) -> Result<bool, i32> {
         "- {}: send takes what fits in the send buffer; the rest is yours to send again.",
         partial.join(", ")
     );
+    let fin = if facts.fin_at == facts.last_data_at {
+        format!(
+            "the FIN riding on the last data segment (at {} µs)",
+            facts.fin_at
+        )
+    } else {
+        format!(
+            "the last data segment at {} µs, then the FIN at {} µs",
+            facts.last_data_at, facts.fin_at
+        )
+    };
     say!(
-        "- close() came with {} bytes still buffered; the stack sent them all (last data segment at {} µs), then the FIN (at {} µs); the server read {} of {} bytes, then EOF.",
-        facts.buffered_at_close, facts.last_data_at, facts.fin_at, facts.drained, facts.drain_total
+        "- close() came with {} bytes still buffered; the stack sent them all, {fin}; the server read {} of {} bytes, then EOF.",
+        facts.buffered_at_close, facts.drained, facts.drain_total
     );
     say!("\nThe notes' first diagram (socket calls), drawn from this run:\n");
     say!("```mermaid\n{}```\n", calls_diagram(&events));
@@ -508,7 +519,7 @@ fn figures_part(runs: usize) -> Result<(), i32> {
         .map_err(|e| demo_error("measuring SYN-to-accept", &e))?;
     let kernel = figures::kernel_syn_to_accept(runs.min(500))
         .map_err(|e| demo_error("measuring the kernel", &e))?;
-    let seg = figures::segment_cost(8 * 1024 * 1024)
+    let seg = figures::segment_cost(32 * 1024 * 1024)
         .map_err(|e| demo_error("measuring per-segment cost", &e))?;
     say!("== 5. The notes' figures, measured on this machine ==\n");
     say!("| what | the notes | measured (median, p99) |");

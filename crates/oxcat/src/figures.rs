@@ -120,11 +120,20 @@ pub fn segment_cost(bytes: usize) -> io::Result<SegmentCost> {
     let (mut sent, mut got) = (0usize, 0usize);
     let mut conn = None;
     let (mut rx_time, mut tx_time) = (Duration::ZERO, Duration::ZERO);
-    let rx_before = server.stats().packets_in;
-    let tx_before = client.stats().packets_out;
+    // The first quarter warms up (buffers grow, pages fault in); it is not counted.
+    let warmup = bytes / 4;
+    let (mut rx_before, mut tx_before) = (0, 0);
+    let mut counting = false;
     for _ in 0..10_000_000 {
         if got >= bytes {
             break;
+        }
+        if !counting && got >= warmup {
+            counting = true;
+            rx_time = Duration::ZERO;
+            tx_time = Duration::ZERO;
+            rx_before = server.stats().packets_in;
+            tx_before = client.stats().packets_out;
         }
         let now = Instant::now();
         if sent < bytes {

@@ -207,7 +207,10 @@ fn demo_diagrams_parse_with_mermaid() {
     let bad = dir.path().join("bad.mmd");
     std::fs::write(&bad, "sequenceDiagram\n    C->>: SYN\n").unwrap();
     let st = Command::new("node").arg(&check).arg(&bad).output().unwrap();
-    assert!(!st.status.success(), "the checker accepted a broken diagram");
+    assert!(
+        !st.status.success(),
+        "the checker accepted a broken diagram"
+    );
 }
 
 #[test]
@@ -237,7 +240,11 @@ fn demo_pcap_opens_in_tshark_with_every_segment() {
             .collect()
     };
     let all = tshark(&[]);
-    assert_eq!(all.len(), segments, "packets in the pcap vs segments in the timeline");
+    assert_eq!(
+        all.len(),
+        segments,
+        "packets in the pcap vs segments in the timeline"
+    );
     assert!(tshark(&["-Y", "_ws.malformed"]).is_empty());
     assert_eq!(tshark(&["-Y", "tcp"]).len(), segments);
     assert_eq!(tshark(&["-Y", "tcp.flags.syn == 1"]).len(), 2);
@@ -252,8 +259,8 @@ fn demo_json_lines_are_json() {
     let text = String::from_utf8(out.stdout).unwrap();
     let mut types = std::collections::BTreeSet::new();
     for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v["t_us"].is_u64(), "{line}");
         types.insert(v["type"].as_str().unwrap_or("").to_string());
     }
@@ -272,5 +279,29 @@ fn demo_rejects_bad_flags_with_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("oxcat: demo: "), "{err}");
+    }
+}
+
+/// The README's "How TCP really works" quotes the demo: every timeline line
+/// it shows must be (the start of) a line the demo prints today.
+#[test]
+fn readme_quotes_the_demo_verbatim() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    let section = section(&readme, "## How TCP really works", "\n## ");
+    let quoted: Vec<&str> = section.lines().filter(|l| l.starts_with("[ ")).collect();
+    assert!(quoted.len() >= 10, "the section quotes the demo");
+    let out = run_demo(&[]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for q in quoted {
+        let stem = match q.find(",...") {
+            Some(i) => &q[..i],
+            None => q,
+        };
+        assert!(
+            text.lines().any(|l| l.starts_with(stem)),
+            "README quotes a line the demo no longer prints:\n{q}"
+        );
     }
 }
