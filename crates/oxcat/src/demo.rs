@@ -291,6 +291,10 @@ struct DemoArgs {
     /// Only measure and print the notes' figures.
     #[arg(long)]
     figures_only: bool,
+    /// Instead: the exchange with the real Linux kernel as the server and our stack as
+    /// the client, over a TUN device in a private network namespace (needs root).
+    #[arg(long)]
+    kernel: bool,
 }
 
 /// What the text timeline shows: everything but timer arming and window
@@ -512,6 +516,41 @@ fn loss_scene(a: &DemoArgs) -> Result<bool, i32> {
     Ok(f.intact)
 }
 
+fn kernel_tun_part(json: bool) -> Result<bool, i32> {
+    let run = match crate::kernel_demo::run() {
+        Ok(r) => r,
+        Err(line) => {
+            eprintln!("{}: demo: {line}", crate::msg::prefix());
+            return Err(2);
+        }
+    };
+    say!("== The notes' exchange: the Linux kernel's server, oxcat's stack as the client, over TUN ==\n");
+    say!("A private network namespace with TUN device oxdemo0: the kernel is 198.18.0.1, our stack 198.18.0.2. `server` lines are the kernel-side program's system calls; `client` lines are our stack and the demo's calls on it (`out` = segments it sent, `in` = segments the kernel sent).\n");
+    for e in &run.events {
+        let shown = match &e.event {
+            Event::Timer { deadline_us, .. } => deadline_us.is_none(),
+            Event::Congestion { .. } => false,
+            _ => true,
+        };
+        if json {
+            println!("{}", e.render_json());
+        } else if shown {
+            println!("{}", e.render_text());
+        }
+    }
+    say!("\nThe notes' first diagram, drawn from this run:\n");
+    say!("```mermaid\n{}```\n", calls_diagram(&run.events));
+    let diagram = connection_diagram(&run.events, &DiagramOptions::default()).unwrap_or_default();
+    say!("The notes' second diagram (segments), drawn from this run:\n");
+    say!("```mermaid\n{diagram}```\n");
+    say!(
+        "The kernel's server read {} of {} bytes after \"Hello, Server!\", then our FIN.",
+        run.server_received,
+        crate::kernel_demo::DRAIN
+    );
+    Ok(run.server_received == crate::kernel_demo::DRAIN)
+}
+
 fn figures_part(runs: usize) -> Result<(), i32> {
     use crate::figures::{self, human};
     let runs = runs.max(10);
@@ -580,6 +619,13 @@ pub fn main(args: &[OsString]) -> i32 {
     }
     let json = a.trace_format == "json";
     JSON_OUTPUT.store(json, std::sync::atomic::Ordering::Relaxed);
+    if a.kernel {
+        return match kernel_tun_part(json) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(code) => code,
+        };
+    }
     let mut ok = true;
     if !a.figures_only {
         let parts: [&dyn Fn() -> Result<bool, i32>; 4] = [

@@ -11,6 +11,7 @@ mod error;
 mod exec;
 mod figures;
 mod hexdump;
+mod kernel_demo;
 mod listen;
 mod msg;
 mod relay;

@@ -52,8 +52,8 @@ impl Sim {
             Some(p) => Box::new(PcapTap::create(c, p, start)?),
             None => Box::new(c),
         };
-        let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x5eed_c1), start);
-        let mut server = Stack::new(stack_config(SERVER_IP, seed ^ 0x5eed_5e), start);
+        let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1), start);
+        let mut server = Stack::new(stack_config(SERVER_IP, seed ^ 0x005e_ed5e), start);
         client.set_tracing(true);
         server.set_tracing(true);
         Ok(Sim {

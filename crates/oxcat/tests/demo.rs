@@ -305,3 +305,69 @@ fn readme_quotes_the_demo_verbatim() {
         );
     }
 }
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() == 0 }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// `oxcat demo --kernel`: the kernel's server and our stack's client over
+/// TUN, in a private namespace the demo makes itself (root).
+#[test]
+fn demo_kernel_over_tun() {
+    if !is_root() {
+        if std::env::var("OXCAT_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+            panic!(
+                "demo_kernel_over_tun needs root, and OXCAT_REQUIRE_ROOT_TESTS=1 forbids skipping"
+            );
+        }
+        eprintln!("SKIPPED demo_kernel_over_tun: needs root");
+        return;
+    }
+    let out = oxcat().args(["demo", "--kernel"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_in_order(
+        &text,
+        &[
+            "server socket(AF_INET, SOCK_STREAM)",
+            "server bind(",
+            "198.18.0.1:1234) = 0",
+            "server listen(",
+            "client: connect(3, 198.18.0.1:1234)",
+            "client: out 198.18.0.2:",
+            " SYN seq=",
+            "client: in  198.18.0.1:1234 > 198.18.0.2:",
+            " SYN-ACK seq=",
+            "SynSent -> Established",
+            "server accept(",
+            "server read(4, buf, 8) = 8 \"Hello, S\"",
+            "client: recv(3, buf, 64) = 14 \"Hello, Client!\"",
+            "client: close(3) = 0",
+            "FIN",
+            "```mermaid",
+            "```mermaid",
+            "Note over C,S: 3 Way Handshaking done",
+            "The kernel's server read 65536 of 65536 bytes",
+        ],
+    );
+    // Without the privilege: one line, exit 2.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_oxcat"))
+        .args(["demo", "--kernel"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("oxcat: demo: --kernel needs root"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
