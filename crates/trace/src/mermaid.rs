@@ -33,20 +33,23 @@ impl Default for DiagramOptions {
     }
 }
 
-/// Text Mermaid would misread in a message: `;` and `#` start statements and
-/// entities, `%%` a comment; quotes and angle brackets are kept out too.
+/// Text Mermaid would misread in a message, written with Mermaid's own
+/// entity escapes: `;` ends a statement, `#` starts an entity, `%%` a
+/// comment, `<br>` breaks a line; control characters are not drawable.
 fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            ';' => ',',
-            '#' => '.',
-            '%' => '.',
-            '"' => '\'',
-            '<' | '>' | '{' | '}' => '.',
-            c if c.is_control() => '.',
-            c => c,
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            ';' => out.push_str("#59;"),
+            '#' => out.push_str("#35;"),
+            '%' => out.push_str("#37;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            c if c.is_control() => out.push('.'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A participant's label: `Client[198.18.0.2:40000]`; IPv6 addresses in
@@ -379,7 +382,7 @@ mod tests {
         ];
         let d = connection_diagram(&ev, &DiagramOptions::default()).unwrap();
         assert!(d.contains("Client[fd00::2 port 40000]"), "{d}");
-        assert!(d.contains("PSH-ACK 'a,.'.' (SEQ = 1"), "{d}");
+        assert!(d.contains("PSH-ACK 'a#59;#35;\"#37;' (SEQ = 1"), "{d}");
     }
 
     #[test]
