@@ -83,7 +83,12 @@ fn ip_cmd(args: &[String]) -> Result<(), Failure> {
 
 fn open_tun(cfg: &UserStackConfig) -> Result<(Tun, bool), Failure> {
     let existed = Path::new("/sys/class/net").join(&cfg.tun).exists();
-    let mut tun = Tun::open(&cfg.tun).map_err(|e| {
+    let opened = if std::env::var_os("OXCAT_TUN_NO_OFFLOAD").is_some() {
+        Tun::open(&cfg.tun)
+    } else {
+        Tun::open_offloaded(&cfg.tun)
+    };
+    let mut tun = opened.map_err(|e| {
         let why = match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => format!(
                 "needs CAP_NET_ADMIN to create it (run as root, or create it first with `ip tuntap add dev {} mode tun user $USER` and configure it)",

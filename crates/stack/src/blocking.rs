@@ -84,7 +84,8 @@ impl Runtime {
                 let mut devices = Vec::new();
                 {
                     let mut g = thread_inner.lock();
-                    for (stack, dev) in pairs {
+                    for (mut stack, dev) in pairs {
+                        stack.use_offloads(dev.offloads());
                         g.stacks.push(stack);
                         devices.push(dev);
                     }

@@ -29,7 +29,7 @@ pub mod tun;
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket};
 pub use blocking::{Runtime, StackId, TcpListener, TcpStream, UdpSocket};
-pub use device::Device;
+pub use device::{Device, Offloads, RxMeta, TxMeta};
 pub use impaired::Impaired;
 pub use pcap_tap::PcapTap;
 pub use sim_link::{sim_link, LinkConfig, LinkStats, SimPort};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
 
-use crate::device::Device;
+use crate::device::{Device, Offloads, RxMeta, TxMeta};
 
 pub struct PcapTap<D> {
     inner: D,
@@ -88,5 +88,28 @@ impl<D: Device> Device for PcapTap<D> {
 
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.readiness_fd()
+    }
+
+    fn offloads(&self) -> Offloads {
+        self.inner.offloads()
+    }
+
+    fn receive_meta(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> io::Result<Option<(usize, RxMeta)>> {
+        let got = self.inner.receive_meta(now, buf)?;
+        if let Some((n, _)) = got {
+            self.record(now, &buf[..n])?;
+        }
+        Ok(got)
+    }
+
+    /// Records the packet as handed to the device: a TSO segment appears
+    /// whole (as in a capture on a sending host), its checksum unfinished.
+    fn transmit_meta(&mut self, now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {
+        self.record(now, packet)?;
+        self.inner.transmit_meta(now, packet, meta)
     }
 }

@@ -20,7 +20,7 @@ use oxcat_wire::{
     Timestamps, UdpPacket, UdpRepr, UpperLayer,
 };
 
-use crate::device::Device;
+use crate::device::{Device, Offloads, TxMeta};
 use crate::reassembly::{
     Fragment, FragmentKey, Ipv6FragmentKey, Reassembled, Reassembler, MAX_DATAGRAM,
 };
@@ -154,6 +154,11 @@ pub struct Stack {
     tx_buf: Vec<u8>,
     /// Trace events since the owner last took them; None when not tracing.
     trace_log: Option<Vec<(Instant, oxcat_trace::Event)>>,
+    /// What the device does for us, read at the first poll.
+    offloads: Option<Offloads>,
+    /// The packet being taken in has a transport checksum left to fill in
+    /// (it came from the local kernel through an offloading device).
+    rx_checksum_partial: bool,
 }
 
 /// Maps an engine's ending to what `std::net` would report.
@@ -226,6 +231,7 @@ fn tcp_packet(
     tuple: &FourTuple,
     h: &Header,
     payload: &[u8],
+    partial: bool,
 ) -> oxcat_wire::Result<usize> {
     let repr = to_wire_repr(tuple, h, payload.len());
     let tcp_len = repr.header_len() + payload.len();
@@ -236,7 +242,11 @@ fn tcp_packet(
             let upper = buf
                 .get_mut(hl..hl + tcp_len)
                 .ok_or(oxcat_wire::Error::BufferTooSmall)?;
-            repr.emit(upper, src, dst, payload)?;
+            if partial {
+                repr.emit_partial(upper, src, dst, payload)?;
+            } else {
+                repr.emit(upper, src, dst, payload)?;
+            }
             ip.emit(buf)?;
             Ok(hl + tcp_len)
         }
@@ -246,7 +256,11 @@ fn tcp_packet(
             let upper = buf
                 .get_mut(hl..hl + tcp_len)
                 .ok_or(oxcat_wire::Error::BufferTooSmall)?;
-            repr.emit(upper, src, dst, payload)?;
+            if partial {
+                repr.emit_partial(upper, src, dst, payload)?;
+            } else {
+                repr.emit(upper, src, dst, payload)?;
+            }
             ip.emit(buf)?;
             Ok(hl + tcp_len)
         }
@@ -360,6 +374,8 @@ impl Stack {
             rx_buf: vec![0u8; 65536],
             tx_buf: vec![0u8; 65536],
             trace_log: None,
+            offloads: None,
+            rx_checksum_partial: false,
         }
     }
 
@@ -384,6 +400,20 @@ impl Stack {
         self.tcp_v4 = Stack::engine_config(&self.config, 20);
         self.tcp_v6 = Stack::engine_config(&self.config, 40);
         self.trace_log = on.then(Vec::new);
+    }
+
+    /// A device that cuts TCP segments itself (TSO) gets segments of up to
+    /// its limit from connections opened from now on. `poll` reads the
+    /// device's offloads itself the first time; calling this with the
+    /// device's before opening connections makes the first ones use them too.
+    pub fn use_offloads(&mut self, offloads: Offloads) {
+        self.offloads = Some(offloads);
+        if offloads.tso_max > 0 {
+            // Room for the largest IP (IPv6: 40) and TCP (60) headers.
+            self.config.tcp.tso_max_payload = offloads.tso_max.saturating_sub(100);
+            self.tcp_v4 = Stack::engine_config(&self.config, 20);
+            self.tcp_v6 = Stack::engine_config(&self.config, 40);
+        }
     }
 
     /// The trace events recorded since the last call, in the order recorded
@@ -998,13 +1028,16 @@ impl Stack {
     /// Takes in every waiting packet, runs due timers, sends what is owed.
     /// Returns whether anything happened.
     pub fn poll(&mut self, now: Instant, dev: &mut dyn Device) -> io::Result<bool> {
+        if self.offloads.is_none() {
+            self.use_offloads(dev.offloads());
+        }
         let mut worked = false;
         // Bounded: a flood cannot keep poll from returning.
         for _ in 0..4096 {
             let mut buf = std::mem::take(&mut self.rx_buf);
-            let got = dev.receive(now, &mut buf);
-            let n = match got {
-                Ok(Some(n)) => n,
+            let got = dev.receive_meta(now, &mut buf);
+            let (n, meta) = match got {
+                Ok(Some(got)) => got,
                 Ok(None) => {
                     self.rx_buf = buf;
                     break;
@@ -1015,7 +1048,9 @@ impl Stack {
                 }
             };
             self.stats.packets_in += 1;
+            self.rx_checksum_partial = meta.checksum_partial;
             self.ingress(now, &buf[..n]);
+            self.rx_checksum_partial = false;
             self.rx_buf = buf;
             worked = true;
         }
@@ -1055,7 +1090,8 @@ impl Stack {
         let dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             self.is_dirty[i] = false;
-            let mut outgoing: Vec<(FourTuple, oxcat_tcp::Segment)> = Vec::new();
+            // With each segment, the MSS it was cut for (0: never cut further).
+            let mut outgoing: Vec<(FourTuple, oxcat_tcp::Segment, usize)> = Vec::new();
             let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
             match &mut self.sockets[i] {
                 Socket::TcpStream {
@@ -1064,7 +1100,7 @@ impl Stack {
                     orphan,
                 } => {
                     while let Some(seg) = conn.poll_transmit(now) {
-                        outgoing.push((*tuple, seg));
+                        outgoing.push((*tuple, seg, conn.send_mss()));
                     }
                     if *orphan && conn.state() == State::Closed {
                         finished.push(i);
@@ -1072,7 +1108,7 @@ impl Stack {
                 }
                 Socket::TcpListener { listener, .. } => {
                     while let Some((tuple, seg)) = listener.poll_transmit(now) {
-                        outgoing.push((tuple, seg));
+                        outgoing.push((tuple, seg, 0));
                     }
                 }
                 Socket::Udp { local, out, .. } => {
@@ -1082,8 +1118,8 @@ impl Stack {
                 }
                 Socket::Free => {}
             }
-            for (tuple, seg) in outgoing {
-                self.send_tcp(now, dev, &tuple, &seg.header, &seg.payload)?;
+            for (tuple, seg, mss) in outgoing {
+                self.send_tcp(now, dev, &tuple, &seg, mss)?;
                 sent = true;
             }
             if self.trace_log.is_some() {
@@ -1114,9 +1150,10 @@ impl Stack {
         now: Instant,
         dev: &mut dyn Device,
         tuple: &FourTuple,
-        h: &Header,
-        payload: &[u8],
+        seg: &oxcat_tcp::Segment,
+        mss: usize,
     ) -> io::Result<()> {
+        let (h, payload) = (&seg.header, &seg.payload[..]);
         if let Some(log) = &mut self.trace_log {
             let e = trace_events::segment(
                 oxcat_trace::Direction::Out,
@@ -1127,12 +1164,30 @@ impl Stack {
             );
             log.push((now, e));
         }
+        let offloaded = self.offloads.is_some_and(|o| o.tso_max > 0);
         let mut buf = std::mem::take(&mut self.tx_buf);
-        let total = tcp_packet(&mut buf, tuple, h, payload);
+        if buf.len() < payload.len() + 100 {
+            buf.resize(payload.len() + 100, 0);
+        }
+        let total = tcp_packet(&mut buf, tuple, h, payload, offloaded);
         let r = match total {
             Ok(n) => {
                 self.stats.packets_out += 1;
-                dev.transmit(now, &buf[..n])
+                if offloaded {
+                    // The device fills in the checksum and, for a segment
+                    // longer than one MSS's payload, cuts it (TSO).
+                    let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
+                    let tcp_header = n - ip_header - payload.len();
+                    let piece = mss.saturating_sub(tcp_header - 20);
+                    let meta = TxMeta {
+                        tcp_segment_size: (mss > 0 && piece > 0 && payload.len() > piece)
+                            .then_some(piece as u16),
+                        csum_start: Some(ip_header as u16),
+                    };
+                    dev.transmit_meta(now, &buf[..n], meta)
+                } else {
+                    dev.transmit(now, &buf[..n])
+                }
             }
             Err(_) => Ok(()),
         };
@@ -1427,6 +1482,8 @@ impl Stack {
             return;
         };
         let parsed = match (src, dst) {
+            // From the local kernel with its checksum left to fill in: nothing to verify.
+            _ if self.rx_checksum_partial => TcpRepr::parse_unverified(&tp),
             (IpAddr::V4(s), IpAddr::V4(d)) => TcpRepr::parse(&tp, s, d),
             (IpAddr::V6(s), IpAddr::V6(d)) => TcpRepr::parse(&tp, s, d),
             _ => return,
@@ -1501,7 +1558,7 @@ impl Stack {
             options: Options::default(),
         };
         let mut buf = vec![0u8; 80];
-        let built = tcp_packet(&mut buf, &tuple, &rst, &[]);
+        let built = tcp_packet(&mut buf, &tuple, &rst, &[], false);
         if let Some(log) = &mut self.trace_log {
             let e = trace_events::segment(
                 oxcat_trace::Direction::Out,
@@ -1525,6 +1582,7 @@ impl Stack {
             return;
         };
         let parsed = match (src, dst) {
+            _ if self.rx_checksum_partial => UdpRepr::parse_unverified(&up),
             (IpAddr::V4(s), IpAddr::V4(d)) => UdpRepr::parse(&up, s, d),
             (IpAddr::V6(s), IpAddr::V6(d)) => UdpRepr::parse(&up, s, d),
             _ => return,

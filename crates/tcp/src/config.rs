@@ -46,6 +46,10 @@ pub struct Config {
     pub initial_window: u32,
     /// Record trace events (segments, state changes, timers) for `poll_trace`.
     pub trace: bool,
+    /// Largest payload of one outgoing segment when the device cuts
+    /// segments itself (TSO): new data then goes out in segments of up to
+    /// this many bytes, a whole number of MSS-sized pieces. 0: off.
+    pub tso_max_payload: usize,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             congestion: Algorithm::Cubic,
             initial_window: 10,
             trace: false,
+            tso_max_payload: 0,
         }
     }
 }

@@ -1086,8 +1086,11 @@ impl Connection {
                 // Filling a hole: ACK at once (RFC 5681 §4.2).
                 self.ack_now = true;
             } else {
-                // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second full segment.
-                self.segments_unacked += 1;
+                // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second
+                // full segment; a segment the sender's device had not yet cut
+                // (GRO/TSO) counts as the full segments it holds.
+                let mss = usize::from(self.config.mss).max(1);
+                self.segments_unacked += 1 + ((advanced - 1) / mss).min(u32::MAX as usize) as u32;
                 if self.segments_unacked >= 2 {
                     self.ack_now = true;
                 } else if self.delayed_ack_deadline.is_none() {
@@ -1656,7 +1659,19 @@ impl Connection {
         let window = self.snd_wnd.min(self.cc.window() + self.recovery_inflation);
         let usable = window.saturating_sub(self.in_flight());
         let max_payload = self.max_payload();
-        let mut len = unsent.min(usable).min(max_payload);
+        // With TSO the device cuts a large segment into MSS-sized ones; it
+        // must hold whole pieces so every piece but the last is full.
+        let largest = if self.config.tso_max_payload > max_payload {
+            self.config.tso_max_payload / max_payload * max_payload
+        } else {
+            max_payload
+        };
+        let mut len = unsent.min(usable).min(largest);
+        if len > max_payload && len < unsent {
+            // A window that ends mid-piece: send the whole pieces now, as
+            // MSS-sized segments would go, and the rest when room opens.
+            len = len / max_payload * max_payload;
+        }
         if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > self.snd_nxt) {
             len = len.min(l - self.snd_nxt);
         }

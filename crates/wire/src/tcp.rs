@@ -749,6 +749,39 @@ impl TcpRepr {
         Ok(())
     }
 
+    /// [`emit`](TcpRepr::emit) for a device that completes the checksum
+    /// (Linux's CHECKSUM_PARTIAL, a TUN device with `VIRTIO_NET_HDR_F_NEEDS_CSUM`):
+    /// the checksum field holds the pseudo-header's sum, folded and not
+    /// complemented; the device adds the segment's bytes to it.
+    pub fn emit_partial<A: IpAddress>(
+        &self,
+        buf: &mut [u8],
+        src: A,
+        dst: A,
+        payload: &[u8],
+    ) -> Result<()> {
+        if payload.len() != self.payload_len {
+            return Err(Error::BadLength);
+        }
+        let header_len = self.header_len();
+        let total = header_len + payload.len();
+        let segment = buf.get_mut(..total).ok_or(Error::BufferTooSmall)?;
+        let mut packet = TcpPacket::new_unchecked(segment);
+        packet.set_src_port(self.src_port);
+        packet.set_dst_port(self.dst_port);
+        packet.set_seq_number(self.seq);
+        packet.set_ack_number(self.ack);
+        packet.set_header_len(header_len);
+        packet.set_flags(self.flags);
+        packet.set_window_len(self.window);
+        packet.set_urgent_at(self.urgent);
+        self.emit_options(packet.options_mut());
+        field::copy_to(packet.payload_mut(), 0, payload);
+        let pseudo = A::pseudo_header(src, dst, IpProtocol::TCP, total as u32);
+        packet.set_checksum(pseudo.sum());
+        Ok(())
+    }
+
     /// Write the options into `out`, which is `options_len()` bytes.
     fn emit_options(&self, out: &mut [u8]) {
         let mut at = 0;
@@ -792,6 +825,28 @@ impl TcpRepr {
                 put(&right.to_be_bytes());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod partial_checksum_tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn completing_a_partial_checksum_gives_the_full_one() {
+        let (src, dst) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 1));
+        let mut r = TcpRepr::new(40000, 80, TcpFlags::ACK);
+        r.seq = 7;
+        r.payload_len = 5;
+        let (mut full, mut partial) = ([0u8; 25], [0u8; 25]);
+        r.emit(&mut full, src, dst, b"hello").unwrap();
+        r.emit_partial(&mut partial, src, dst, b"hello").unwrap();
+        assert_ne!(full, partial);
+        // What the device does: sum the segment (pseudo sum in the field), complement.
+        let sum = checksum::checksum(&partial);
+        partial[16..18].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(full, partial);
     }
 }
 
