@@ -174,10 +174,10 @@ pub struct Args {
     /// Loose source routing hop pointer (not in this build)
     #[arg(short = 'G', value_name = "n")]
     pub source_route_pointer: Option<String>,
-    /// Enable connection brokering mode (not in this build)
+    /// Enable connection brokering mode
     #[arg(long = "broker")]
     pub broker: bool,
-    /// Start a simple chat server (not in this build)
+    /// Start a simple Ncat chat server
     #[arg(long = "chat", alias = "talk")]
     pub chat: bool,
     /// Specify address of host to proxy through (not in this build)
@@ -292,6 +292,10 @@ pub struct Config {
     pub logs: LogFiles,
     pub trace: Option<PathBuf>,
     pub trace_json: bool,
+    /// `--broker`: every client's bytes go to all the others (and stdin to all).
+    pub broker: bool,
+    /// `--chat`: brokering with `<userN>` names and join/leave announcements.
+    pub chat: bool,
     /// `--stack user`: oxcat's own stack over TUN; None: the kernel's sockets.
     pub user_stack: Option<UserStackConfig>,
     pub test: bool,
@@ -403,8 +407,6 @@ fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
         (args.proxy_type.is_some(), "--proxy-type", "proxy support"),
         (args.proxy_auth.is_some(), "--proxy-auth", "proxy support"),
         (args.proxy_dns.is_some(), "--proxy-dns", "proxy support"),
-        (args.broker, "--broker", "connection brokering"),
-        (args.chat, "--chat", "chat mode"),
         (args.telnet, "--telnet", "Telnet negotiation"),
         (args.lua_exec.is_some(), "--lua-exec", "Lua scripting"),
         (args.source_route.is_some(), "-g", "loose source routing"),
@@ -455,8 +457,29 @@ fn is_port_like(text: &str) -> bool {
 }
 
 impl Config {
-    pub fn from_args(args: Args) -> Result<Config, Failure> {
+    pub fn from_args(mut args: Args) -> Result<Config, Failure> {
         reject_unbuilt(&args)?;
+        if args.broker || args.chat {
+            // Brokering is a listening mode: a lone port means "listen there".
+            let flag = if args.chat { "--chat" } else { "--broker" };
+            if !args.listen && args.positional.len() > 1 {
+                return Err(Failure::usage(format!(
+                    "Invalid option combination: `{flag}' with connect"
+                )));
+            }
+            if args.udp {
+                return Err(Failure::usage(
+                    "UDP mode does not support connection brokering",
+                ));
+            }
+            if args.exec.is_some() || args.sh_exec.is_some() || args.lua_exec.is_some() {
+                return Err(Failure::usage(
+                    "Invalid option combination: --broker and -e",
+                ));
+            }
+            args.listen = true;
+            args.keep_open = true;
+        }
         let user_stack = user_stack_config(&args)?;
 
         let family = match (args.ipv4, args.ipv6) {
@@ -635,6 +658,8 @@ impl Config {
             },
             trace: args.trace,
             trace_json: args.trace_format == "json",
+            broker: args.broker || args.chat,
+            chat: args.chat,
             user_stack,
             test: args.test,
         })
@@ -691,10 +716,33 @@ mod tests {
     }
 
     #[test]
+    fn broker_and_chat_listen_and_refuse_what_ncat_refuses() {
+        let c = config(&["--broker", "21006"]).unwrap();
+        assert!(c.listen && c.keep_open && c.broker && !c.chat);
+        assert_eq!(c.port, 21006);
+        let c = config(&["-l", "--chat", "21006"]).unwrap();
+        assert!(c.broker && c.chat);
+        for (argv, msg) in [
+            (&["--chat", "h", "1"][..], "`--chat' with connect"),
+            (
+                &["-l", "--broker", "-u", "1"],
+                "UDP mode does not support connection brokering",
+            ),
+            (
+                &["-l", "--broker", "-e", "/bin/cat", "1"],
+                "--broker and -e",
+            ),
+        ] {
+            let e = config(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(msg), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
     fn unbuilt_features_are_rejected() {
         for argv in [
             &["--ssl", "h", "1"][..],
-            &["--broker", "-l"],
             &["--proxy", "h:1", "h", "1"],
             &["-t", "h", "1"],
         ] {

@@ -163,6 +163,10 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
         (open_inet(cfg, ty)?, None)
     };
     announce_listening(cfg);
+    if cfg.broker {
+        let socks = listeners.into_iter().map(|l| (l.sock, l.shown)).collect();
+        return crate::broker::serve(cfg, socks, log);
+    }
     let result = match (cfg.udp, cfg.keep_open) {
         (false, false) => serve_one(cfg, listeners, log),
         (false, true) => serve_many(cfg, listeners, log),
@@ -179,7 +183,7 @@ fn peer_ip(addr: &SockAddr) -> Option<IpAddr> {
     crate::user_stack::real_addr(addr).map(|s| s.ip())
 }
 
-fn is_admitted(cfg: &Config, addr: &SockAddr) -> bool {
+pub(crate) fn is_admitted(cfg: &Config, addr: &SockAddr) -> bool {
     match peer_ip(addr) {
         Some(ip) => admitted(&ip, cfg.allow.as_ref(), cfg.deny.as_ref()),
         None => true, // Unix sockets have no address to check
@@ -270,7 +274,7 @@ fn close_listener(sock: Socket) {
 }
 
 /// ncat's -v lines for a new client: the address, then (TCP) address and port.
-fn announce_connection(peer: &SockAddr, with_port: bool) {
+pub(crate) fn announce_connection(peer: &SockAddr, with_port: bool) {
     if crate::msg::verbosity() == 0 {
         return;
     }
@@ -285,7 +289,7 @@ fn announce_connection(peer: &SockAddr, with_port: bool) {
     }
 }
 
-fn deny_message(why: &str) {
+pub(crate) fn deny_message(why: &str) {
     if crate::msg::verbosity() >= 1 {
         crate::msg::say_raw(&format!("New connection denied: {why}"));
     }
@@ -333,7 +337,7 @@ fn drain_client(
 }
 
 /// Writes all of `data` to a non-blocking socket, waiting for room as needed.
-fn write_all_sock(sock: &Socket, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all_sock(sock: &Socket, data: &[u8]) -> io::Result<()> {
     let mut off = 0;
     while off < data.len() {
         let r = rustix::io::write(sock, &data[off..]).map_err(io::Error::from);

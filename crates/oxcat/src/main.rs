@@ -4,6 +4,7 @@
 //! the one line a failure deserves, and exit with ncat's code.
 
 mod addrset;
+mod broker;
 mod cli;
 mod connect;
 mod demo;
