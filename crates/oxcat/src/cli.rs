@@ -156,7 +156,7 @@ pub struct Args {
 
     // ncat flags whose features arrive in later releases: recognised here
     // so that a script using them fails loudly instead of running without them.
-    /// Answer Telnet negotiations (not in this build)
+    /// Answer Telnet negotiations
     #[arg(short = 't', long = "telnet")]
     pub telnet: bool,
     /// Use SCTP instead of default TCP (not in this build)
@@ -296,6 +296,8 @@ pub struct Config {
     pub broker: bool,
     /// `--chat`: brokering with `<userN>` names and join/leave announcements.
     pub chat: bool,
+    /// `-t`: answer Telnet negotiations.
+    pub telnet: bool,
     /// `--stack user`: oxcat's own stack over TUN; None: the kernel's sockets.
     pub user_stack: Option<UserStackConfig>,
     pub test: bool,
@@ -407,7 +409,6 @@ fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
         (args.proxy_type.is_some(), "--proxy-type", "proxy support"),
         (args.proxy_auth.is_some(), "--proxy-auth", "proxy support"),
         (args.proxy_dns.is_some(), "--proxy-dns", "proxy support"),
-        (args.telnet, "--telnet", "Telnet negotiation"),
         (args.lua_exec.is_some(), "--lua-exec", "Lua scripting"),
         (args.source_route.is_some(), "-g", "loose source routing"),
         (
@@ -660,6 +661,7 @@ impl Config {
             trace_json: args.trace_format == "json",
             broker: args.broker || args.chat,
             chat: args.chat,
+            telnet: args.telnet,
             user_stack,
             test: args.test,
         })
@@ -741,11 +743,7 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_rejected() {
-        for argv in [
-            &["--ssl", "h", "1"][..],
-            &["--proxy", "h:1", "h", "1"],
-            &["-t", "h", "1"],
-        ] {
+        for argv in [&["--ssl", "h", "1"][..], &["--proxy", "h:1", "h", "1"]] {
             let e = config(argv).unwrap_err();
             assert_eq!(e.exit_code(), 2);
             assert!(e.to_string().contains("not available"), "{e}");

@@ -30,6 +30,7 @@ pub fn relay_options(cfg: &Config, datagram: bool) -> RelayOptions {
         keep_half_open: cfg.keep_open && !cfg.listen,
         datagram,
         quit_on_stdin_eof: false,
+        telnet: cfg.telnet,
     }
 }
 

@@ -48,6 +48,31 @@ pub struct RelayOptions {
     pub datagram: bool,
     /// Stop at stdin EOF even without --send-only (UDP, which has no EOF to wait for).
     pub quit_on_stdin_eof: bool,
+    /// `-t`: refuse the Telnet options the peer offers or asks for.
+    pub telnet: bool,
+}
+
+/// ncat's `-t`: the Telnet commands at the start of what arrived are
+/// answered, DO/DONT with WONT and WILL/WONT with DONT (RFC 854: refusing
+/// every option leaves a plain NVT); the bytes themselves still go to stdout
+/// unchanged, as ncat's do.
+pub fn telnet_refusals(data: &[u8]) -> Vec<u8> {
+    const IAC: u8 = 255;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while data.get(at) == Some(&IAC) {
+        let (Some(&cmd), Some(&opt)) = (data.get(at + 1), data.get(at + 2)) else {
+            break;
+        };
+        let answer = match cmd {
+            251 | 252 => 254, // WILL/WONT -> DONT
+            253 | 254 => 252, // DO/DONT -> WONT
+            _ => break,
+        };
+        out.extend_from_slice(&[IAC, answer, opt]);
+        at += 3;
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,6 +148,8 @@ struct Pump<'a> {
     moved: u64,
     direction: Direction,
     crlf: Option<CrlfState>,
+    /// `-t` on what arrives from the socket (`src`): answer its Telnet options.
+    telnet: bool,
 }
 
 /// Whether splice can work between these two descriptors: neither may be a
@@ -182,6 +209,7 @@ impl<'a> Pump<'a> {
             moved: 0,
             direction,
             crlf: crlf.then(CrlfState::default),
+            telnet: false,
         }
     }
 
@@ -287,6 +315,15 @@ impl<'a> Pump<'a> {
                     Ok(n) => {
                         *start = 0;
                         *end = n;
+                        if self.telnet {
+                            let answer = telnet_refusals(&buf[..n]);
+                            if !answer.is_empty() {
+                                // A few bytes on a socket with room: one write.
+                                let r =
+                                    rustix::io::write(self.src, &answer).map_err(io::Error::from);
+                                sys::sock_write(src_fd, &r, answer.len());
+                            }
+                        }
                         if let Some(c) = self.crlf.as_mut() {
                             let mut converted = Vec::with_capacity(n + n / 8);
                             c.convert(&buf[..n], &mut converted);
@@ -397,10 +434,11 @@ pub fn relay(
         stdout,
         opts.datagram,
         false,
-        must_copy,
+        must_copy || opts.telnet,
         Direction::Received,
         false,
     );
+    down.telnet = opts.telnet;
     if opts.recv_only {
         up.src_open = false;
         up.finished = true;
@@ -581,4 +619,27 @@ fn pump_writes(
 
 fn socket_failure(e: &io::Error) -> Failure {
     Failure::network(crate::error::describe(e))
+}
+
+#[cfg(test)]
+mod telnet_tests {
+    use super::telnet_refusals;
+
+    #[test]
+    fn refuses_leading_options_only() {
+        assert_eq!(
+            telnet_refusals(&[255, 253, 1, 255, 251, 3, b'a', 255, 254, 5]),
+            vec![255, 252, 1, 255, 254, 3]
+        );
+        assert_eq!(telnet_refusals(&[255, 252, 9]), vec![255, 254, 9]);
+        assert!(telnet_refusals(b"plain").is_empty());
+        assert!(
+            telnet_refusals(&[255, 253]).is_empty(),
+            "a cut command waits"
+        );
+        assert!(
+            telnet_refusals(&[255, 241, 1]).is_empty(),
+            "not an option command"
+        );
+    }
 }
