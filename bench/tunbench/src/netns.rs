@@ -96,7 +96,7 @@ pub fn with_tun<T: Send>(
                 f(tun)
             })
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+            .unwrap_or_else(|_| Err(crate::crash::error()))
     })
 }
 
