@@ -147,6 +147,12 @@ pub struct Args {
     /// With --stack user: write a Mermaid sequence diagram of the first connection to FILE
     #[arg(long = "mermaid", value_name = "FILE")]
     pub mermaid: Option<PathBuf>,
+    /// Print the man page (roff) to stdout and exit: `oxcat --man-page > oxcat.1`
+    #[arg(long = "man-page", hide = true)]
+    pub man_page: bool,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout and exit
+    #[arg(long = "completions", value_name = "SHELL", hide = true)]
+    pub completions: Option<clap_complete::Shell>,
     /// Print "NCAT TEST: LISTEN" to stderr once listening (ncat's test hook)
     #[arg(long = "test", hide = true)]
     pub test: bool,

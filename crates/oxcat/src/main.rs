@@ -8,6 +8,7 @@ mod broker;
 mod cli;
 mod connect;
 mod demo;
+mod docs;
 mod error;
 mod exec;
 mod figures;
@@ -47,6 +48,9 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
         Ok(a) => a,
         Err(e) => return clap_failure(e),
     };
+    if args.man_page || args.completions.is_some() {
+        return docs::print(args.man_page, args.completions);
+    }
     if args.version {
         eprintln!(
             "{}: Version {} ( oxcat, compatible with https://nmap.org/ncat )",
