@@ -37,7 +37,7 @@ fn man_page_and_completions_list_the_flags() {
             &text[..200.min(text.len())]
         );
         assert!(
-            text.contains("--keep-open"),
+            text.contains("keep-open"),
             "{shell} completions lack --keep-open"
         );
     }
