@@ -186,17 +186,17 @@ pub struct Args {
     /// Start a simple Ncat chat server
     #[arg(long = "chat", alias = "talk")]
     pub chat: bool,
-    /// Specify address of host to proxy through (not in this build)
+    /// Specify address of host to proxy through
     #[arg(long = "proxy", value_name = "addr[:port]")]
     pub proxy: Option<String>,
-    /// Specify proxy type (not in this build)
+    /// Specify proxy type ("http", "socks4", "socks5"); with -l, be an HTTP proxy
     #[arg(long = "proxy-type", value_name = "type")]
     pub proxy_type: Option<String>,
-    /// Authenticate with HTTP or SOCKS proxy server (not in this build)
+    /// Authenticate with HTTP or SOCKS proxy server (or NCAT_PROXY_AUTH)
     #[arg(long = "proxy-auth", value_name = "auth")]
     pub proxy_auth: Option<String>,
-    /// Specify where to resolve proxy destination (not in this build)
-    #[arg(long = "proxy-dns", value_name = "type")]
+    /// Specify where to resolve proxy destination (local, remote, both, none)
+    #[arg(long = "proxy-dns", value_name = "type", overrides_with = "proxy_dns")]
     pub proxy_dns: Option<String>,
     /// Connect or listen with SSL (not in this build)
     #[arg(long = "ssl")]
@@ -304,6 +304,10 @@ pub struct Config {
     pub chat: bool,
     /// `-t`: answer Telnet negotiations.
     pub telnet: bool,
+    /// `--proxy`: connect mode reaches the target through this proxy.
+    pub proxy: Option<crate::proxy::ProxyClient>,
+    /// `-l --proxy-type http`: listen mode is an HTTP proxy.
+    pub http_proxy: Option<crate::proxy::ProxyServer>,
     /// `--stack user`: oxcat's own stack over TUN; None: the kernel's sockets.
     pub user_stack: Option<UserStackConfig>,
     pub test: bool,
@@ -411,10 +415,6 @@ fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
         (args.ssl_ciphers.is_some(), "--ssl-ciphers", "TLS"),
         (args.ssl_servername.is_some(), "--ssl-servername", "TLS"),
         (args.ssl_alpn.is_some(), "--ssl-alpn", "TLS"),
-        (args.proxy.is_some(), "--proxy", "proxy support"),
-        (args.proxy_type.is_some(), "--proxy-type", "proxy support"),
-        (args.proxy_auth.is_some(), "--proxy-auth", "proxy support"),
-        (args.proxy_dns.is_some(), "--proxy-dns", "proxy support"),
         (args.lua_exec.is_some(), "--lua-exec", "Lua scripting"),
         (args.source_route.is_some(), "-g", "loose source routing"),
         (
@@ -488,6 +488,7 @@ impl Config {
             args.keep_open = true;
         }
         let user_stack = user_stack_config(&args)?;
+        let (proxy, http_proxy) = crate::proxy::from_args(&args, args.listen)?;
 
         let family = match (args.ipv4, args.ipv6) {
             (true, _) => Family::V4,
@@ -618,7 +619,12 @@ impl Config {
                     "Got two different ports to listen on (-p and an argument)",
                 ));
             }
-            (host, pos_port.or(p_flag).unwrap_or(DEFAULT_PORT), None)
+            // An HTTP proxy listens on ncat's proxy port by default.
+            let default = match &http_proxy {
+                Some(_) => crate::proxy::DEFAULT_HTTP_PORT,
+                None => DEFAULT_PORT,
+            };
+            (host, pos_port.or(p_flag).unwrap_or(default), None)
         } else {
             match positional.len() {
                 0 => return Err(Failure::usage("You must specify a host to connect to")),
@@ -668,6 +674,8 @@ impl Config {
             broker: args.broker || args.chat,
             chat: args.chat,
             telnet: args.telnet,
+            proxy,
+            http_proxy,
             user_stack,
             test: args.test,
         })
@@ -749,10 +757,55 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_rejected() {
-        for argv in [&["--ssl", "h", "1"][..], &["--proxy", "h:1", "h", "1"]] {
+        for argv in [&["--ssl", "h", "1"][..], &["-g", "h2", "h", "1"]] {
             let e = config(argv).unwrap_err();
             assert_eq!(e.exit_code(), 2);
             assert!(e.to_string().contains("not available"), "{e}");
+        }
+    }
+
+    #[test]
+    fn proxy_flags() {
+        use crate::proxy::ProxyKind;
+        let c = config(&["--proxy", "h:1", "h", "1"]).unwrap();
+        let p = c.proxy.unwrap();
+        assert_eq!((p.kind, p.host.as_str(), p.port), (ProxyKind::Http, "h", 1));
+        let c = config(&["--proxy", "h", "--proxy-type", "socks5", "t", "2"]).unwrap();
+        assert_eq!(c.proxy.unwrap().port, 1080);
+        let c = config(&["--proxy", "h", "t"]).unwrap();
+        assert_eq!(c.proxy.unwrap().port, 3128);
+        let c = config(&["-l", "--proxy-type", "http"]).unwrap();
+        assert!(c.http_proxy.is_some() && c.proxy.is_none());
+        assert_eq!(c.port, 3128, "ncat's HTTP proxy port");
+        let c = config(&["-l", "--proxy-type", "http", "8080"]).unwrap();
+        assert_eq!(c.port, 8080);
+        for (argv, msg) in [
+            (
+                &["--proxy", "h", "--proxy-type", "ftp", "t", "1"][..],
+                "Invalid proxy type \"ftp\"",
+            ),
+            (
+                &["--proxy-type", "socks4", "t", "1"],
+                "without proxy address",
+            ),
+            (
+                &["--proxy", "h", "--proxy-dns", "x", "t", "1"],
+                "Invalid proxy DNS type",
+            ),
+            (&["-l", "--proxy", "h:1", "1"], "--proxy and -l"),
+            (
+                &["-l", "--proxy-type", "socks4", "1"],
+                "only supports \"http\"",
+            ),
+            (&["-U", "--proxy", "h", "/tmp/s"], "Unix domain sockets"),
+            (
+                &["--proxy", "h:99999", "t", "1"],
+                "Invalid proxy port number",
+            ),
+        ] {
+            let e = config(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}");
+            assert!(e.to_string().contains(msg), "{argv:?}: {e}");
         }
     }
 

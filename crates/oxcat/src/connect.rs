@@ -37,7 +37,7 @@ pub fn relay_options(cfg: &Config, datagram: bool) -> RelayOptions {
 /// Connects a non-blocking socket, waiting at most `-w`; with `--stack
 /// user`, over our stack (the socket is then its Unix bridge). Returns the
 /// local address when it is not the socket's own.
-fn connect_one(
+pub(crate) fn connect_one(
     cfg: &Config,
     addr: SocketAddr,
     ty: Type,
@@ -125,11 +125,18 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
             "-s/-p with --stack user: our stack picks its own address and port",
         ));
     }
-    let addrs = resolve(host, cfg.port, cfg.family, cfg.nodns)?;
+    // Through a proxy: its handshake done, the socket stands for the target.
+    let mut connected = match &cfg.proxy {
+        Some(p) => Some(crate::proxy::connect(cfg, p, host, cfg.port)?),
+        None => None,
+    };
+    let addrs = match connected {
+        Some(_) => Vec::new(),
+        None => resolve(host, cfg.port, cfg.family, cfg.nodns)?,
+    };
     let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
 
     let mut last_err = None;
-    let mut connected = None;
     for (i, addr) in addrs.iter().enumerate() {
         match connect_one(cfg, *addr, ty) {
             Ok((s, local)) => {
@@ -159,7 +166,9 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
         }
     };
     let start = start_stats();
-    verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));
+    if cfg.proxy.is_none() {
+        verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));
+    }
     if cfg.zero_io {
         return zero_io_probe(cfg, sock, start);
     }

@@ -163,6 +163,10 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
         (open_inet(cfg, ty)?, None)
     };
     announce_listening(cfg);
+    if let Some(server) = &cfg.http_proxy {
+        let socks = listeners.into_iter().map(|l| (l.sock, l.shown)).collect();
+        return crate::http_proxy::serve(cfg, server, socks);
+    }
     if cfg.broker {
         let socks = listeners.into_iter().map(|l| (l.sock, l.shown)).collect();
         return crate::broker::serve(cfg, socks, log);
