@@ -140,6 +140,9 @@ pub struct Connection {
     segments_unacked: u32,
     delayed_ack_deadline: Option<Instant>,
     persist_deadline: Option<Instant>,
+    /// The persist timer fired while sender SWS avoidance held back a
+    /// segment smaller than the MSS: send what the window allows once.
+    sws_override: bool,
     persist_backoff: u32,
     keepalive_deadline: Option<Instant>,
     keepalive_sent: u32,
@@ -240,6 +243,7 @@ impl Connection {
             segments_unacked: 0,
             delayed_ack_deadline: None,
             persist_deadline: None,
+            sws_override: false,
             persist_backoff: 0,
             keepalive_deadline: None,
             keepalive_sent: 0,
@@ -293,6 +297,11 @@ impl Connection {
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.close_reason
+    }
+
+    /// The peer's receive window as we apply it (scaled), from SND.UNA.
+    pub fn send_window(&self) -> usize {
+        self.snd_wnd
     }
 
     /// The MSS we send with (the peer's, capped by ours).
@@ -551,6 +560,13 @@ impl Connection {
     }
 
     fn send_window_probe(&mut self, now: Instant) {
+        if self.state.is_synchronized() && self.snd_wnd > 0 {
+            // RFC 9293 §3.8.6.2.1: the override timeout of sender SWS
+            // avoidance: a window smaller than a segment, nothing in flight,
+            // so send what fits (as Linux's probe timer does).
+            self.sws_override = true;
+            return;
+        }
         // RFC 9293 §3.8.6.1: probe a zero window with one byte, backing off.
         if !self.state.is_synchronized() || self.snd_wnd > 0 {
             return;
@@ -852,6 +868,11 @@ impl Connection {
     fn process_ack(&mut self, now: Instant, h: &Header, len: usize) {
         let ack = h.ack;
         self.take_sack_blocks(h);
+        // Whether this ACK acknowledges new data: then its window is the
+        // newest the peer has said, whatever its SEQ (Linux's
+        // tcp_may_update_window): an in-order retransmission from the peer
+        // that follows a higher-SEQ probe still moves the window.
+        let acks_new_data = ack > self.snd_una;
         if ack > self.snd_una {
             self.on_ack_advanced(now, ack, h);
         } else if ack == self.snd_una
@@ -867,7 +888,7 @@ impl Connection {
             self.on_duplicate_ack(now);
         }
         // Window update (§3.10.7.4, fifth, ESTABLISHED).
-        if self.snd_wl1 < h.seq || (self.snd_wl1 == h.seq && self.snd_wl2 <= ack) {
+        if acks_new_data || self.snd_wl1 < h.seq || (self.snd_wl1 == h.seq && self.snd_wl2 <= ack) {
             let was_zero = self.snd_wnd == 0;
             self.snd_wnd = (h.window as usize) << self.snd_wscale;
             self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
@@ -1700,10 +1721,20 @@ impl Connection {
             let all_of_it = len == unsent;
             let big_enough = len >= self.max_snd_wnd / 2 && self.max_snd_wnd > 0;
             let nagle_ok = self.nodelay || !outstanding;
-            if !(big_enough || (all_of_it && nagle_ok)) {
+            if !(big_enough || (all_of_it && nagle_ok) || self.sws_override) {
+                // Held back with nothing that would wake us (no segment in
+                // flight to be acknowledged, no retransmission timer): the
+                // persist timer is the override timeout (§3.8.6.2.1).
+                if !outstanding
+                    && self.retransmit_deadline.is_none()
+                    && self.persist_deadline.is_none()
+                {
+                    self.arm_persist(now);
+                }
                 return None;
             }
         }
+        self.sws_override = false;
         let mut payload = Vec::with_capacity(len);
         self.send_buf
             .copy_out(self.snd_nxt - self.snd_una, len, &mut payload);
