@@ -565,18 +565,6 @@ fn unsupported_features_are_rejected() {
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         ("--ssl", vec!["--ssl", "127.0.0.1", "1"], "ssl"),
         (
-            "--proxy socks5",
-            vec![
-                "--proxy",
-                "127.0.0.1:1",
-                "--proxy-type",
-                "socks5",
-                "127.0.0.1",
-                "1",
-            ],
-            "proxy",
-        ),
-        (
             "--broker",
             vec!["--broker", "-l", "127.0.0.1", &port],
             "broker",
