@@ -563,11 +563,11 @@ fn network_unreachable_in_private_netns() {
 fn unsupported_features_are_rejected() {
     let port = free_tcp_port().to_string();
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
-        ("--ssl", vec!["--ssl", "127.0.0.1", "1"], "ssl"),
+        ("--sctp", vec!["--sctp", "127.0.0.1", &port], "sctp"),
         (
-            "--broker",
-            vec!["--broker", "-l", "127.0.0.1", &port],
-            "broker",
+            "-g",
+            vec!["-g", "198.18.0.9", "127.0.0.1", &port],
+            "source routing",
         ),
     ];
     let mut problems = Vec::new();
