@@ -200,6 +200,11 @@ pub fn serve(
                     sys::close(conn);
                     continue;
                 }
+                // --ssl: the handshake runs on the connection's own thread.
+                let Ok(conn) = crate::tls::accept(conn, &peer, crate::tls::Handshake::InBackground)
+                else {
+                    continue;
+                };
                 let newcomer = Participant {
                     sock: conn,
                     ip: peer_ip(&peer),

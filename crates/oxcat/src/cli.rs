@@ -198,28 +198,28 @@ pub struct Args {
     /// Specify where to resolve proxy destination (local, remote, both, none)
     #[arg(long = "proxy-dns", value_name = "type", overrides_with = "proxy_dns")]
     pub proxy_dns: Option<String>,
-    /// Connect or listen with SSL (not in this build)
+    /// Connect or listen with SSL
     #[arg(long = "ssl")]
     pub ssl: bool,
-    /// Specify SSL certificate file (not in this build)
+    /// Specify SSL certificate file (PEM) for listening
     #[arg(long = "ssl-cert", value_name = "file")]
     pub ssl_cert: Option<String>,
-    /// Specify SSL private key (not in this build)
+    /// Specify SSL private key (PEM) for listening
     #[arg(long = "ssl-key", value_name = "file")]
     pub ssl_key: Option<String>,
-    /// Verify trust and domain name of certificates (not in this build)
+    /// Verify trust and domain name of certificates
     #[arg(long = "ssl-verify")]
     pub ssl_verify: bool,
-    /// PEM file containing trusted SSL certificates (not in this build)
+    /// PEM file containing trusted SSL certificates
     #[arg(long = "ssl-trustfile", value_name = "file")]
     pub ssl_trustfile: Option<String>,
-    /// Cipherlist containing SSL ciphers to use (not in this build)
+    /// Cipherlist containing SSL ciphers to use
     #[arg(long = "ssl-ciphers", value_name = "ciphers")]
     pub ssl_ciphers: Option<String>,
-    /// Request distinct server name (not in this build)
+    /// Request distinct server name (SNI)
     #[arg(long = "ssl-servername", value_name = "name")]
     pub ssl_servername: Option<String>,
-    /// ALPN protocol list to use (not in this build)
+    /// ALPN protocol list to use
     #[arg(long = "ssl-alpn", value_name = "list")]
     pub ssl_alpn: Option<String>,
 
@@ -304,6 +304,8 @@ pub struct Config {
     pub chat: bool,
     /// `-t`: answer Telnet negotiations.
     pub telnet: bool,
+    /// `--ssl` and its options: TLS on every TCP connection.
+    pub tls: Option<crate::tls::TlsOptions>,
     /// `--proxy`: connect mode reaches the target through this proxy.
     pub proxy: Option<crate::proxy::ProxyClient>,
     /// `-l --proxy-type http`: listen mode is an HTTP proxy.
@@ -407,14 +409,6 @@ const DEFAULT_MAX_CONNS: usize = 100;
 
 fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
     let unbuilt: &[(bool, &str, &str)] = &[
-        (args.ssl, "--ssl", "TLS"),
-        (args.ssl_cert.is_some(), "--ssl-cert", "TLS"),
-        (args.ssl_key.is_some(), "--ssl-key", "TLS"),
-        (args.ssl_verify, "--ssl-verify", "TLS"),
-        (args.ssl_trustfile.is_some(), "--ssl-trustfile", "TLS"),
-        (args.ssl_ciphers.is_some(), "--ssl-ciphers", "TLS"),
-        (args.ssl_servername.is_some(), "--ssl-servername", "TLS"),
-        (args.ssl_alpn.is_some(), "--ssl-alpn", "TLS"),
         (args.lua_exec.is_some(), "--lua-exec", "Lua scripting"),
         (args.source_route.is_some(), "-g", "loose source routing"),
         (
@@ -488,6 +482,7 @@ impl Config {
             args.keep_open = true;
         }
         let user_stack = user_stack_config(&args)?;
+        let tls = crate::tls::from_args(&args)?;
         let (proxy, http_proxy) = crate::proxy::from_args(&args, args.listen)?;
 
         let family = match (args.ipv4, args.ipv6) {
@@ -674,6 +669,7 @@ impl Config {
             broker: args.broker || args.chat,
             chat: args.chat,
             telnet: args.telnet,
+            tls,
             proxy,
             http_proxy,
             user_stack,
@@ -757,7 +753,7 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_rejected() {
-        for argv in [&["--ssl", "h", "1"][..], &["-g", "h2", "h", "1"]] {
+        for argv in [&["--sctp", "h", "1"][..], &["-g", "h2", "h", "1"]] {
             let e = config(argv).unwrap_err();
             assert_eq!(e.exit_code(), 2);
             assert!(e.to_string().contains("not available"), "{e}");

@@ -125,6 +125,8 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
             "-s/-p with --stack user: our stack picks its own address and port",
         ));
     }
+    // TLS is set up before connecting, as ncat does: a bad trust file fails first.
+    let tls = crate::tls::Client::new(cfg)?;
     // Through a proxy: its handshake done, the socket stands for the target.
     let mut connected = match &cfg.proxy {
         Some(p) => Some(crate::proxy::connect(cfg, p, host, cfg.port)?),
@@ -166,15 +168,24 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
         }
     };
     let start = start_stats();
-    if cfg.proxy.is_none() {
-        verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));
-    }
+    // Taken before TLS puts its bridge in the socket's place.
+    let local = user_local.or_else(|| sock.local_addr().ok().and_then(|a| a.as_socket()));
+    let sock = match &tls {
+        // The handshake is done (and reported, "SSL connection to ...") first, as in ncat.
+        Some(t) => t.handshake(sock, &addr, cfg.wait)?,
+        None => {
+            if cfg.proxy.is_none() {
+                verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));
+            }
+            sock
+        }
+    };
     if cfg.zero_io {
         return zero_io_probe(cfg, sock, start);
     }
     if let Some(command) = &cfg.exec {
         let ends = Endpoints {
-            local: user_local.or_else(|| sock.local_addr().ok().and_then(|a| a.as_socket())),
+            local,
             remote: Some(addr),
             proto: if cfg.udp { "UDP" } else { "TCP" },
         };

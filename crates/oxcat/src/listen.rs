@@ -155,6 +155,8 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
     if cfg.max_conns_given && !cfg.keep_open {
         crate::msg::say_raw("Warning: Maximum connections ignored, since it does not take effect without -k or --broker.");
     }
+    // --ssl: the certificate first (ncat announces a temporary one before listening).
+    crate::tls::start_server(cfg)?;
     let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
     let (listeners, _unlink) = if cfg.unix {
         let (l, u) = open_unix(cfg, ty)?;
@@ -260,8 +262,12 @@ fn serve_one(
     for l in listeners {
         close_listener(l.sock);
     }
+    let ends = endpoints(cfg, &conn, &peer);
+    // --ssl: the handshake; a failed one ends the run (reported under -v), as in ncat.
+    let Ok(conn) = crate::tls::accept(conn, &peer, crate::tls::Handshake::Now) else {
+        return Ok(1);
+    };
     if let Some(command) = &cfg.exec {
-        let ends = endpoints(cfg, &conn, &peer);
         return exec::run(command, OwnedFd::from(conn), ends);
     }
     relay::relay(conn.as_fd(), &relay_options(cfg, false), log)?;
@@ -535,8 +541,13 @@ fn serve_many(
                     sys::close(conn);
                     continue;
                 }
+                let ends = endpoints(cfg, &conn, &peer);
+                // --ssl: the handshake runs on the connection's own thread.
+                let Ok(conn) = crate::tls::accept(conn, &peer, crate::tls::Handshake::InBackground)
+                else {
+                    continue;
+                };
                 if let Some(command) = &cfg.exec {
-                    let ends = endpoints(cfg, &conn, &peer);
                     match exec::spawn(command, OwnedFd::from(conn), ends) {
                         Ok(child) => children.push(child),
                         Err(e) => crate::msg::say(&e.to_string()),

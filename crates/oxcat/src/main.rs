@@ -24,6 +24,7 @@ mod session_log;
 mod sim_demo;
 mod sys;
 mod timespec;
+mod tls;
 mod user_stack;
 
 use clap::Parser;
@@ -107,6 +108,8 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
     } else {
         connect::run(&config, &mut log)
     };
+    // TLS connections send what the CLI gave them (close_notify, FIN) first.
+    tls::finish();
     // Our stack delivers what the CLI handed it before the process goes.
     user_stack::finish();
     match result {
