@@ -171,7 +171,7 @@ pub struct Args {
     /// Use vsock sockets only (not in this build)
     #[arg(long = "vsock")]
     pub vsock: bool,
-    /// Executes the given Lua script (not in this build)
+    /// Executes the given Lua script
     #[arg(long = "lua-exec", value_name = "filename")]
     pub lua_exec: Option<String>,
     /// Loose source routing hop points (not in this build)
@@ -253,6 +253,8 @@ pub enum ExecCommand {
     Direct(String),
     /// `-c`: run by `/bin/sh -c`.
     Shell(String),
+    /// `--lua-exec`: a Lua script, run by oxcat's own interpreter.
+    Lua(PathBuf),
 }
 
 /// Where the output logs (`-o`, `-x`) go.
@@ -409,7 +411,6 @@ const DEFAULT_MAX_CONNS: usize = 100;
 
 fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
     let unbuilt: &[(bool, &str, &str)] = &[
-        (args.lua_exec.is_some(), "--lua-exec", "Lua scripting"),
         (args.source_route.is_some(), "-g", "loose source routing"),
         (
             args.source_route_pointer.is_some(),
@@ -493,12 +494,17 @@ impl Config {
         if args.unixsock && (args.ipv4 || args.ipv6) {
             return Err(Failure::usage("-U and -4/-6 are mutually exclusive"));
         }
-        if args.exec.is_some() && args.sh_exec.is_some() {
+        let programs = [
+            args.exec.is_some(),
+            args.sh_exec.is_some(),
+            args.lua_exec.is_some(),
+        ];
+        if programs.iter().filter(|&&p| p).count() > 1 {
             return Err(Failure::usage(
                 "Only one of --exec, --sh-exec, and --lua-exec is allowed",
             ));
         }
-        if (args.exec.is_some() || args.sh_exec.is_some()) && args.zero_io {
+        if programs.iter().any(|&p| p) && args.zero_io {
             return Err(Failure::usage(
                 "Command execution can't be done along with option -z",
             ));
@@ -572,9 +578,15 @@ impl Config {
             },
         };
 
-        let exec = match (args.exec, args.sh_exec) {
-            (Some(e), None) => Some(ExecCommand::Direct(e)),
-            (None, Some(c)) => Some(ExecCommand::Shell(c)),
+        let exec = match (args.exec, args.sh_exec, args.lua_exec) {
+            (Some(e), None, None) => Some(ExecCommand::Direct(e)),
+            (None, Some(c), None) => Some(ExecCommand::Shell(c)),
+            (None, None, Some(script)) => {
+                // ncat loads the script before anything else: a missing or
+                // broken one stops the run at once.
+                crate::lua::check(std::path::Path::new(&script))?;
+                Some(ExecCommand::Lua(PathBuf::from(script)))
+            }
             _ => None,
         };
 

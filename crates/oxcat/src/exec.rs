@@ -23,6 +23,13 @@ fn command(exec: &ExecCommand) -> Result<Command, Failure> {
             c.arg("-c").arg(line);
             Ok(c)
         }
+        ExecCommand::Lua(script) => {
+            // A process of its own, as ncat forks one: this binary, running the script.
+            let me = std::env::current_exe().map_err(|e| Failure::io("current_exe", &e))?;
+            let mut c = Command::new(me);
+            c.arg(crate::lua::RUN_FLAG).arg(script);
+            Ok(c)
+        }
         ExecCommand::Direct(line) => {
             let mut words = line.split_whitespace();
             let program = words
@@ -53,6 +60,7 @@ pub fn spawn(exec: &ExecCommand, conn: OwnedFd, ends: Endpoints) -> Result<Child
     cmd.env("NCAT_PROTO", ends.proto);
     let name = match exec {
         ExecCommand::Shell(l) | ExecCommand::Direct(l) => l.clone(),
+        ExecCommand::Lua(p) => p.display().to_string(),
     };
     cmd.spawn().map_err(|e| {
         Failure::network(format!(

@@ -16,6 +16,7 @@ mod hexdump;
 mod http_proxy;
 mod kernel_demo;
 mod listen;
+mod lua;
 mod msg;
 mod proxy;
 mod relay;
@@ -38,7 +39,9 @@ fn main() {
     let argv0 = argv.first().and_then(|a| a.to_str()).unwrap_or("oxcat");
     msg::set_program_name(argv0);
 
-    let code = if argv.get(1).is_some_and(|a| a == "demo") && demo::is_demo_invocation(&argv[1..]) {
+    let code = if argv.get(1).is_some_and(|a| a == lua::RUN_FLAG) {
+        lua::run(argv.get(2).map(std::path::Path::new))
+    } else if argv.get(1).is_some_and(|a| a == "demo") && demo::is_demo_invocation(&argv[1..]) {
         demo::main(&argv[2..])
     } else {
         run(&argv)

@@ -22,7 +22,11 @@ fn help_flags(help: &str) -> Vec<String> {
         }
         for word in t.split_whitespace() {
             let w = word.trim_end_matches(',');
-            let w = w.split(['=', '[']).next().unwrap_or(w).trim_end_matches('.');
+            let w = w
+                .split(['=', '['])
+                .next()
+                .unwrap_or(w)
+                .trim_end_matches('.');
             if w.starts_with('-') && w.len() > 1 && w != "-" {
                 flags.push(w.to_string());
                 if !word.ends_with(',') {
@@ -38,8 +42,9 @@ fn help_flags(help: &str) -> Vec<String> {
 
 /// Rows of the README's flag table: each flag with its status.
 fn table() -> BTreeMap<String, String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
     let start = readme.find("## Flags").expect("a Flags section");
     let mut rows = BTreeMap::new();
     for line in readme[start..].lines().skip(1) {
@@ -165,11 +170,20 @@ fn the_flag_table_is_true() {
     let ours_flags = help_flags(&ours);
     let rows = table();
     for f in &theirs {
-        assert!(ours_flags.contains(f), "{f} is in ncat --help but not in oxcat --help");
-        assert!(rows.contains_key(f), "{f} is missing from the README's flag table");
+        assert!(
+            ours_flags.contains(f),
+            "{f} is in ncat --help but not in oxcat --help"
+        );
+        assert!(
+            rows.contains_key(f),
+            "{f} is missing from the README's flag table"
+        );
     }
     for f in rows.keys() {
-        assert!(theirs.contains(f), "the table lists {f}, which ncat --help does not have");
+        assert!(
+            theirs.contains(f),
+            "the table lists {f}, which ncat --help does not have"
+        );
     }
     for (flag, status) in &rows {
         if flag == "-h" || flag == "--help" || flag == "--version" {
