@@ -18,7 +18,8 @@
 //!   combination ncat cannot do, see `half_close_both_ways_v4_and_v6`);
 //! - RST from a closed port (ncat and socat, v4 and v6); ping and ping -6;
 //! - UDP echo, v4 and v6: ncat -u and socat as the echo server and as the
-//!   client against our stack echoing;
+//!   client against our stack echoing, 1 byte to 8000 (30000 with socat),
+//!   the larger ones in fragments both ways;
 //! - through loss 5%, delay 20 ms ± 5 ms, reorder 25%, duplication 5%,
 //!   corruption 1% in both directions: 512 KiB each way at once, ncat and
 //!   socat, each in both roles (one role over v4, the other over v6).
@@ -969,16 +970,29 @@ fn datagram(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-/// Datagram sizes for the UDP echo: up to what fits the 1500-byte MTU
-/// unfragmented (our stack does not fragment what it sends, nor reassemble
-/// IPv6 fragments).
-fn udp_sizes(kernel: IpAddr) -> Vec<usize> {
-    let most = if kernel.is_ipv4() {
-        1500 - 28
-    } else {
-        1500 - 48
-    };
-    vec![1, 2, 100, 512, 1000, 1232, 1400, most]
+/// Datagram sizes for the UDP echo: small ones, the largest that fits the
+/// 1500-byte MTU whole, and larger ones that go in fragments both ways (up
+/// to 8000: ncat -u reads and sends at most 8192 bytes at a time; socat,
+/// with -b 65536, also gets 30000).
+fn udp_sizes(tool: Tool, addr: IpAddr) -> Vec<usize> {
+    let whole = if addr.is_ipv4() { 1500 - 28 } else { 1500 - 48 };
+    let mut sizes = vec![
+        1,
+        2,
+        100,
+        512,
+        1000,
+        1232,
+        1400,
+        whole,
+        whole + 1,
+        4000,
+        8000,
+    ];
+    if tool == Tool::Socat {
+        sizes.push(30000);
+    }
+    sizes
 }
 
 /// The kernel's tool echoes; our stack sends one datagram at a time and
@@ -999,7 +1013,7 @@ fn udp_echo_by_kernel<D: Device>(
         .expect("udp_bind");
     let peer = SocketAddr::new(kernel, port);
     let mut buf = vec![0u8; 65536];
-    for (i, size) in udp_sizes(kernel).into_iter().enumerate() {
+    for (i, size) in udp_sizes(tool, kernel).into_iter().enumerate() {
         let data = datagram(size, u64::from(port) * 100 + i as u64);
         d.stack.udp_send_to(h, &data, peer).expect("udp_send_to");
         let mut echo = None;
@@ -1053,7 +1067,7 @@ fn udp_echo_by_stack<D: Device>(d: &mut Driver<D>, tool: Tool, ours: IpAddr, por
     });
     let mut buf = vec![0u8; 65536];
     let mut peer = None;
-    for (i, size) in udp_sizes(ours).into_iter().enumerate() {
+    for (i, size) in udp_sizes(tool, ours).into_iter().enumerate() {
         let data = datagram(size, u64::from(port) * 100 + i as u64);
         stdin.write_all(&data).expect("write the tool's stdin");
         let mut arrived = None;
@@ -1236,7 +1250,36 @@ fn udp_echo_with_ncat_and_socat_both_ways_v4_and_v6() {
                 port += 2;
             }
         }
+        // The large datagrams really went in fragments, both ways, both versions:
+        // the kernel reassembled ours and fragmented its own.
+        for counter in [
+            "IpReasmOKs",
+            "IpFragCreates",
+            "Ip6ReasmOKs",
+            "Ip6FragCreates",
+        ] {
+            assert!(
+                kernel_counter(counter) > 0,
+                "the kernel's {counter} is 0: no fragments went that way"
+            );
+        }
     });
+}
+
+/// One of the kernel's SNMP counters in this namespace (`nstat`).
+fn kernel_counter(name: &str) -> u64 {
+    let out = Command::new("nstat")
+        .args(["-asz", name])
+        .output()
+        .expect("nstat (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or_else(|| panic!("nstat has no {name}"))
 }
 
 /// Handshakes are in every transfer above; here the refusals and pings.
