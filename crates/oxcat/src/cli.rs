@@ -168,7 +168,7 @@ pub struct Args {
     /// Use SCTP instead of default TCP (not in this build)
     #[arg(long = "sctp")]
     pub sctp: bool,
-    /// Use vsock sockets only (not in this build)
+    /// Use vsock sockets only
     #[arg(long = "vsock")]
     pub vsock: bool,
     /// Executes the given Lua script
@@ -306,6 +306,8 @@ pub struct Config {
     pub chat: bool,
     /// `-t`: answer Telnet negotiations.
     pub telnet: bool,
+    /// `--vsock`: the host is a context id (CID), the port a vsock port.
+    pub vsock: bool,
     /// `--ssl` and its options: TLS on every TCP connection.
     pub tls: Option<crate::tls::TlsOptions>,
     /// `--proxy`: connect mode reaches the target through this proxy.
@@ -418,7 +420,6 @@ fn reject_unbuilt(args: &Args) -> Result<(), Failure> {
             "loose source routing",
         ),
         (args.sctp, "--sctp", "SCTP"),
-        (args.vsock, "--vsock", "vsock"),
     ];
     for (given, flag, feature) in unbuilt {
         if *given {
@@ -491,6 +492,11 @@ impl Config {
             (_, true) => Family::V6,
             _ => Family::Any,
         };
+        if args.vsock && (args.unixsock || args.ipv4 || args.ipv6) {
+            return Err(Failure::usage(
+                "--vsock and -U/-4/-6 are mutually exclusive",
+            ));
+        }
         if args.unixsock && (args.ipv4 || args.ipv6) {
             return Err(Failure::usage("-U and -4/-6 are mutually exclusive"));
         }
@@ -681,6 +687,7 @@ impl Config {
             broker: args.broker || args.chat,
             chat: args.chat,
             telnet: args.telnet,
+            vsock: args.vsock,
             tls,
             proxy,
             http_proxy,

@@ -110,6 +110,9 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
     if cfg.unix {
         return run_unix(cfg, log);
     }
+    if cfg.vsock {
+        return run_vsock(cfg, log);
+    }
     let host = cfg.host.as_deref().unwrap_or("localhost");
     if let Some(src) = &cfg.source_addr {
         if src.parse::<std::net::IpAddr>().is_err() {
@@ -258,6 +261,66 @@ impl Drop for Unlink {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A vsock context id as ncat reads it (a number; VMADDR_CID_ANY is -1).
+pub fn parse_cid(text: &str) -> Result<u32, Failure> {
+    text.parse::<u32>()
+        .or_else(|_| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|&v| v == -1)
+                .map(|_| u32::MAX)
+                .ok_or(())
+        })
+        .map_err(|_| Failure::usage(format!("Invalid CID \"{text}\"")))
+}
+
+/// `--vsock CID PORT`: a stream (or, with -u, datagram) vsock socket to a
+/// virtual machine's context id, connected within `-w`.
+fn run_vsock(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
+    let host = cfg.host.as_deref().unwrap_or("");
+    let cid = parse_cid(host)?;
+    let target = SockAddr::vsock(cid, u32::from(cfg.port));
+    let ty = if cfg.udp { Type::DGRAM } else { Type::STREAM };
+    let shown = format!("{cid}:{}", cfg.port);
+    let connect = || -> std::io::Result<Socket> {
+        let sock = sys::socket(Domain::VSOCK, ty)?;
+        sock.set_nonblocking(true)?;
+        if sys::connect_start(&sock, &target)? {
+            return Ok(sock);
+        }
+        let mut fds = [sys::pollfd(&sock, PollFlags::OUT)];
+        let wait = cfg.wait.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if sys::poll(&mut fds, Some(wait))? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TIMEOUT"));
+        }
+        sys::connect_result(&sock)?;
+        Ok(sock)
+    };
+    let sock = match connect() {
+        Ok(s) => s,
+        Err(_) if cfg.zero_io && crate::msg::verbosity() == 0 => return Ok(1),
+        Err(e) => return Err(connect_failure(&e, &shown)),
+    };
+    let start = start_stats();
+    verbose!(1, "Connected to {shown}.");
+    if cfg.zero_io {
+        return Ok(0);
+    }
+    if let Some(command) = &cfg.exec {
+        let ends = Endpoints {
+            local: None,
+            remote: None,
+            proto: if cfg.udp { "UDP" } else { "TCP" },
+        };
+        return exec::run(command, OwnedFd::from(sock), ends);
+    }
+    let mut opts = relay_options(cfg, cfg.udp);
+    opts.quit_on_stdin_eof = cfg.udp;
+    let stats = relay::relay(sock.as_fd(), &opts, log)?;
+    report_stats(stats, start);
+    Ok(0)
 }
 
 fn run_unix(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {

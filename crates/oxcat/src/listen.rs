@@ -145,6 +145,34 @@ fn open_unix(cfg: &Config, ty: Type) -> Result<(Vec<Listener>, Unlink), Failure>
     Ok((vec![Listener { sock, shown }], unlink))
 }
 
+/// `--vsock -l [CID] PORT`: listens on every context id (VMADDR_CID_ANY,
+/// which ncat shows as 4294967295) unless one is given.
+fn open_vsock(cfg: &Config, ty: Type) -> Result<Vec<Listener>, Failure> {
+    let cid = match cfg.host.as_deref() {
+        Some(h) => crate::connect::parse_cid(h)?,
+        None => u32::MAX,
+    };
+    let shown = format!("{cid}:{}", cfg.port);
+    let sock = sys::socket(Domain::VSOCK, ty).map_err(|e| Failure::io("socket", &e))?;
+    let _ = sock.set_reuse_address(true);
+    sys::bind(&sock, &SockAddr::vsock(cid, u32::from(cfg.port)))
+        .map_err(|e| bind_failure(&shown, &e))?;
+    if ty == Type::STREAM {
+        let backlog = if cfg.keep_open {
+            BACKLOG_MANY
+        } else {
+            BACKLOG_ONE
+        };
+        sys::listen(&sock, backlog).map_err(|e| Failure::io(format!("listen on {shown}"), &e))?;
+    }
+    sock.set_nonblocking(true)
+        .map_err(|e| Failure::io("fcntl", &e))?;
+    if crate::msg::verbosity() >= 1 {
+        crate::msg::say_raw(&format!("Listening on {shown}"));
+    }
+    Ok(vec![Listener { sock, shown }])
+}
+
 fn announce_listening(cfg: &Config) {
     if cfg.test {
         eprintln!("NCAT TEST: LISTEN");
@@ -161,6 +189,8 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
     let (listeners, _unlink) = if cfg.unix {
         let (l, u) = open_unix(cfg, ty)?;
         (l, Some(u))
+    } else if cfg.vsock {
+        (open_vsock(cfg, ty)?, None)
     } else {
         (open_inet(cfg, ty)?, None)
     };
@@ -295,7 +325,10 @@ pub(crate) fn announce_connection(peer: &SockAddr, with_port: bool) {
                 crate::msg::say(&format!("Connection from {}.", crate::msg::show_socket(&s)));
             }
         }
-        None => crate::msg::say("Connection from a client on Unix domain socket."),
+        None => match peer.as_vsock_address() {
+            Some((cid, port)) => crate::msg::say(&format!("Connection from {cid}:{port}.")),
+            None => crate::msg::say("Connection from a client on Unix domain socket."),
+        },
     }
 }
 
