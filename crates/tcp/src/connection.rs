@@ -1677,8 +1677,19 @@ impl Connection {
         } else {
             0
         };
-        let window = self.snd_wnd.min(self.cc.window() + self.recovery_inflation);
-        let usable = window.saturating_sub(self.in_flight());
+        // Two limits (RFC 9293 §3.8.6.2.1, RFC 5681 §2): the receiver's
+        // window ends at SND.UNA + SND.WND, and bytes it holds out of order
+        // (SACKed) still take room there; the congestion window counts only
+        // what is in the network (the pipe, RFC 6675).
+        let right_edge = self.snd_una + self.snd_wnd;
+        let receiver_room = if right_edge > self.snd_nxt {
+            right_edge - self.snd_nxt
+        } else {
+            0
+        };
+        let network_room =
+            (self.cc.window() + self.recovery_inflation).saturating_sub(self.in_flight());
+        let usable = receiver_room.min(network_room);
         let max_payload = self.max_payload();
         // With TSO the device cuts a large segment into MSS-sized ones; it
         // must hold whole pieces so every piece but the last is full.

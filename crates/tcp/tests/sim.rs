@@ -389,7 +389,11 @@ fn without_options_newreno_still_delivers() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    // 48 cases by default; PROPTEST_CASES=20000 for a long run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
+        .. ProptestConfig::default()
+    })]
 
     #[test]
     fn any_faults_deliver_exactly_once_in_order(
