@@ -26,19 +26,14 @@
 //!
 //! The handshake is part of every TCP run (our connect and our accept).
 //!
-//! Not in the default run: 256 MiB both ways *at the same time*
-//! (`bulk_256_mib_both_ways_at_once_...`, `--ignored`). Some runs of it
-//! stall for good (3 of 9 on this 2-core machine while it was busy, none
-//! of 6 while it was quiet), on a stack bug. When the kernel's application
-//! stops reading (ncat blocks writing to its socket) the kernel's window
-//! closes. Our sender keeps the window size of the highest-SEQ segment
-//! (RFC 9293's SND.WL1 rule: the in-order retransmissions after a tail-loss
-//! probe do not update it) and applies it from the newer SND.UNA, so it
-//! sends beyond the kernel's right edge. The kernel (6.17+ drops in-order
-//! segments that end beyond its window, LINUX_MIB_BEYOND_WINDOW) then
-//! ignores our ACKs too, whose SEQ is our SND.NXT. After our RTO, the one
-//! segment we may send is held back by sender SWS avoidance (window under
-//! one MSS) and no timer is armed, so nothing moves again.
+//! - 256 MiB both ways *at the same time*, ncat and socat in both roles
+//!   (v4). This run found two engine bugs, now fixed (commit 2084a6c): the
+//!   send window was not updated by a segment that acknowledged new data
+//!   but had a lower SEQ than one seen before (RFC 9293's SND.WL1 rule
+//!   alone; after a tail-loss probe the kernel's in-order retransmissions
+//!   are such segments), so we sent beyond the kernel's right edge, which
+//!   kernel 6.17+ drops, ACKs included; and after an RTO, sender SWS
+//!   avoidance held the one small segment allowed with no timer armed.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -1185,10 +1180,8 @@ fn both_ways_at_once_with_ncat_and_socat_both_roles_v4_and_v6() {
     });
 }
 
-/// 256 MiB both ways at the same time. Some runs stall for good (see the
-/// note at the top of this file): run with `--ignored`.
+/// 256 MiB both ways at the same time (see the note at the top of this file).
 #[test]
-#[ignore = "stack bug: some runs send beyond the peer's window, then stall with no timer armed; see the note at the top of kernel_interop.rs"]
 fn bulk_256_mib_both_ways_at_once_with_ncat_and_socat_both_roles_v4() {
     if !root_or_skip("bulk_256_mib_both_ways_at_once_with_ncat_and_socat_both_roles_v4") {
         return;
