@@ -193,16 +193,22 @@ impl RecvBuffer {
                 i += 1;
                 continue;
             }
-            let (ps, pb) = self.pieces.remove(i);
+            let (ps, mut pb) = self.pieces.remove(i);
+            // What the old piece holds past the new bytes (rare: only when
+            // the new bytes land inside it).
+            let tail = (pe > merged_end).then(|| pb[merged_end - ps..].to_vec());
             if ps < start {
-                let mut combined = pb[..start - ps].to_vec();
-                combined.extend_from_slice(&bytes);
-                bytes = combined;
+                // The usual case after a loss: the next segment extends the
+                // piece before it. Grow that piece in place (amortised
+                // O(new bytes)) instead of copying it whole every time,
+                // which made a hole followed by n segments cost O(n²).
+                pb.truncate(start - ps);
+                pb.extend_from_slice(&bytes);
+                bytes = pb;
                 start = ps;
             }
-            if pe > merged_end {
-                let from = merged_end - ps;
-                bytes.extend_from_slice(&pb[from..]);
+            if let Some(tail) = tail {
+                bytes.extend_from_slice(&tail);
                 merged_end = pe;
             }
         }
