@@ -59,8 +59,11 @@ fn tune_private_sysctls() -> io::Result<()> {
 ///
 /// `advmss`: the MSS the kernel announces on the TUN route (see
 /// `UserStack::kernel_advmss`).
+/// `offloads`: open it with `Tun::open_offloaded` (IFF_VNET_HDR, TSO,
+/// checksum offload) instead of `Tun::open`.
 pub fn with_tun<T: Send>(
     advmss: Option<u16>,
+    offloads: bool,
     f: impl FnOnce(Tun) -> io::Result<T> + Send,
 ) -> io::Result<T> {
     std::thread::scope(|scope| {
@@ -79,7 +82,11 @@ pub fn with_tun<T: Send>(
                     return Err(io::Error::other("still in the original network namespace"));
                 }
                 sh(&["ip", "link", "set", "lo", "up"])?;
-                let tun = Tun::open(TUN_NAME)?;
+                let tun = if offloads {
+                    Tun::open_offloaded(TUN_NAME)?
+                } else {
+                    Tun::open(TUN_NAME)?
+                };
                 let cidr = format!("{KERNEL_TUN}/24");
                 sh(&["ip", "addr", "add", &cidr, "dev", TUN_NAME])?;
                 sh(&["ip", "link", "set", TUN_NAME, "up"])?;

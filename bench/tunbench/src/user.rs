@@ -13,7 +13,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use oxcat_stack::{SocketHandle, Stack, StackConfig, Tun};
+use oxcat_stack::{Device as _, SocketHandle, Stack, StackConfig, Tun};
 use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -89,10 +89,11 @@ impl Ours {
     pub fn new(tun: Tun, settings: Settings) -> Ours {
         let mut tun = tun;
         tun.set_mtu(settings.mtu);
-        Ours {
-            stack: Stack::new(ours_config(settings), Instant::now()),
-            tun,
-        }
+        let mut stack = Stack::new(ours_config(settings), Instant::now());
+        // Before the first connection, so that it uses the device's TSO (a
+        // plain TUN has none: then nothing changes).
+        stack.use_offloads(tun.offloads());
+        Ours { stack, tun }
     }
 }
 
