@@ -19,7 +19,7 @@
 //! is made in microseconds and signs handshakes many times faster, and
 //! every TLS 1.2/1.3 client accepts it.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -1076,9 +1076,7 @@ pub fn accept(conn: Socket, peer: &SockAddr, when: Handshake) -> io::Result<Sock
             bridge(tls, conn)
         }
         Handshake::InBackground => {
-            let (app, end) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-            app.set_nonblocking(true)?;
-            end.set_nonblocking(true)?;
+            let (app, end) = bridge_pair()?;
             let flushed = Flushed::register();
             std::thread::Builder::new()
                 .name("oxcat-tls".into())
@@ -1202,9 +1200,7 @@ fn handshake(
 /// Hands a connection whose handshake is done to a pump thread; returns
 /// the CLI's end.
 fn bridge(tls: Connection, sock: Socket) -> io::Result<Socket> {
-    let (app, end) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-    app.set_nonblocking(true)?;
-    end.set_nonblocking(true)?;
+    let (app, end) = bridge_pair()?;
     let flushed = Flushed::register();
     std::thread::Builder::new()
         .name("oxcat-tls".into())
@@ -1214,6 +1210,22 @@ fn bridge(tls: Connection, sock: Socket) -> io::Result<Socket> {
         })?;
     Ok(app)
 }
+
+/// The CLI's end and ours, non-blocking, with room for a few batches each
+/// way so that neither thread wakes the other for every piece.
+fn bridge_pair() -> io::Result<(Socket, Socket)> {
+    let (app, end) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+    for s in [&app, &end] {
+        s.set_nonblocking(true)?;
+        let _ = s.set_send_buffer_size(BRIDGE_BUFFER);
+        let _ = s.set_recv_buffer_size(BRIDGE_BUFFER);
+    }
+    Ok((app, end))
+}
+
+/// Socket buffer asked for each end of the bridge (the kernel caps it at
+/// net.core.wmem_max/rmem_max).
+const BRIDGE_BUFFER: usize = 4 << 20;
 
 /// Whether a connection has sent all the CLI gave it (close_notify and FIN
 /// included), so that the process does not exit with bytes still unsent.
@@ -1277,8 +1289,17 @@ pub fn finish() {
     }
 }
 
-/// Bytes read from the CLI (or the socket) in one system call.
+/// Bytes read from the CLI (or the socket) in one system call, at most.
 const CHUNK: usize = 256 * 1024;
+/// What a connection's buffers start with.
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// A buffer a read just filled grows, up to CHUNK.
+fn grow_if_full(buf: &mut Vec<u8>, filled: usize) {
+    if filled == buf.len() && buf.len() < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
+}
 
 /// One TLS connection between the real socket and the CLI's bridge end.
 struct Pump {
@@ -1291,6 +1312,12 @@ struct Pump {
     raw_end: usize,
     /// Plaintext read from the CLI, before rustls encrypts it.
     plain: Vec<u8>,
+    /// Plaintext rustls decrypted, for the CLI.
+    out: Vec<u8>,
+    out_start: usize,
+    out_end: usize,
+    /// The peer ended its stream (close_notify, or EOF without it).
+    peer_closed: bool,
     /// The socket gave EOF (or failed): no more TLS input.
     sock_eof: bool,
     /// rustls was told about that EOF.
@@ -1316,10 +1343,16 @@ impl Pump {
             tls,
             sock,
             end,
-            raw: vec![0u8; CHUNK],
+            // Small at first (most connections are short); a read that fills
+            // a buffer grows it to CHUNK.
+            raw: vec![0u8; FIRST_CHUNK],
             raw_start: 0,
             raw_end: 0,
-            plain: vec![0u8; CHUNK],
+            plain: vec![0u8; FIRST_CHUNK],
+            out: vec![0u8; FIRST_CHUNK],
+            out_start: 0,
+            out_end: 0,
+            peer_closed: false,
             sock_eof: false,
             eof_fed: false,
             inbound_done: false,
@@ -1359,7 +1392,7 @@ impl Pump {
             let mut sock_flags = PollFlags::empty();
             let mut end_flags = PollFlags::empty();
             if !self.inbound_done {
-                if self.tls_has_plaintext() {
+                if self.out_start < self.out_end {
                     end_flags |= PollFlags::OUT;
                 } else if !self.sock_eof && self.raw_start == self.raw_end {
                     sock_flags |= PollFlags::IN;
@@ -1390,54 +1423,83 @@ impl Pump {
         }
     }
 
-    fn tls_has_plaintext(&mut self) -> bool {
-        matches!(self.tls.reader().fill_buf(), Ok(b) if !b.is_empty())
-    }
-
     /// Socket -> rustls -> the CLI's end. Err: the connection is broken.
+    ///
+    /// Everything one socket read brought is decrypted into `out` and
+    /// written to the CLI at once: a write (and a wake-up of the CLI's
+    /// thread) per batch, not per record.
     fn inbound(&mut self) -> Result<Step, ()> {
-        // Deliver what rustls has decrypted.
-        match self.tls.reader().fill_buf() {
-            Ok([]) => {
-                // close_notify: a clean EOF.
-                return Ok(self.inbound_eof());
-            }
-            Ok(chunk) => {
-                return match rustix::io::write(&self.end, chunk) {
+        if self.out_start < self.out_end {
+            return Ok(
+                match rustix::io::write(&self.end, &self.out[self.out_start..self.out_end]) {
                     Ok(n) => {
-                        self.tls.reader().consume(n);
-                        Ok(Step::Progress)
+                        self.out_start += n;
+                        Step::Progress
                     }
-                    Err(rustix::io::Errno::AGAIN) => Ok(Step::Blocked),
-                    Err(rustix::io::Errno::INTR) => Ok(Step::Progress),
+                    Err(rustix::io::Errno::AGAIN) => Step::Blocked,
+                    Err(rustix::io::Errno::INTR) => Step::Progress,
                     Err(_) => {
                         // The CLI stopped reading: nothing more can be delivered.
                         self.inbound_done = true;
-                        Ok(Step::Progress)
+                        Step::Progress
                     }
-                };
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // The peer's FIN without close_notify (ncat sends no close_notify
-            // before its shutdown): EOF all the same.
-            Err(_) => return Ok(self.inbound_eof()),
+                },
+            );
         }
-        // Hand rustls more ciphertext.
-        if self.raw_start < self.raw_end {
-            let mut slice = &self.raw[self.raw_start..self.raw_end];
-            match self.tls.read_tls(&mut slice) {
-                Ok(n) => self.raw_start += n,
-                // Its buffers are full until we deliver: only happens with plaintext pending.
-                Err(_) => return Ok(Step::Blocked),
-            }
-            return self.process();
+        if self.peer_closed {
+            return Ok(self.inbound_eof());
         }
-        if self.sock_eof {
-            if !self.eof_fed {
+        // Decrypt what has arrived, as far as `out` has room.
+        self.out_start = 0;
+        self.out_end = 0;
+        loop {
+            match self.tls.reader().read(&mut self.out[self.out_end..]) {
+                // close_notify: a clean EOF, once the bytes before it are delivered.
+                Ok(0) => {
+                    self.peer_closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.out_end += n;
+                    if self.out_end == self.out.len() {
+                        if self.out.len() < CHUNK {
+                            self.out.resize(CHUNK, 0);
+                            continue;
+                        }
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer's FIN without close_notify (ncat sends no close_notify
+                // before its shutdown): EOF all the same.
+                Err(_) => {
+                    self.peer_closed = true;
+                    break;
+                }
+            }
+            if self.raw_start < self.raw_end {
+                let mut slice = &self.raw[self.raw_start..self.raw_end];
+                match self.tls.read_tls(&mut slice) {
+                    Ok(n) => self.raw_start += n,
+                    Err(_) => break, // its buffers are full: deliver first
+                }
+                self.process()?;
+                continue;
+            }
+            if self.sock_eof && !self.eof_fed {
                 self.eof_fed = true;
                 let _ = self.tls.read_tls(&mut io::empty());
-                return self.process();
+                self.process()?;
+                continue;
             }
+            break;
+        }
+        if self.out_end > 0 || self.peer_closed {
+            return Ok(Step::Progress);
+        }
+        if self.sock_eof {
+            // rustls was told and had nothing more to say.
             return Ok(self.inbound_eof());
         }
         match rustix::io::read(&self.sock, &mut self.raw) {
@@ -1448,6 +1510,7 @@ impl Pump {
             Ok(n) => {
                 self.raw_start = 0;
                 self.raw_end = n;
+                grow_if_full(&mut self.raw, n);
                 Ok(Step::Progress)
             }
             Err(rustix::io::Errno::AGAIN) => Ok(Step::Blocked),
@@ -1501,7 +1564,9 @@ impl Pump {
             }
             Ok(n) => {
                 // Never short: the buffer limit is off.
-                match self.tls.writer().write_all(&self.plain[..n]) {
+                let r = self.tls.writer().write_all(&self.plain[..n]);
+                grow_if_full(&mut self.plain, n);
+                match r {
                     Ok(()) => Ok(Step::Progress),
                     Err(_) => Err(()),
                 }
