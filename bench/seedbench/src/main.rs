@@ -21,10 +21,11 @@ mod stats;
 mod timed;
 mod tun;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::process::ExitCode;
 
-use stats::{human, spread, Spread};
+use stats::{human, spread};
 use timed::Timed;
 
 const NOTES_SYN_TO_ACCEPT_NS: f64 = 1.7e6;
@@ -48,15 +49,18 @@ const LEGEND: &[&str] = &[
     "2d  the same polls and accept with the in-memory peer: Linux-like SYN (MSS, SACK, TS, wscale 7), our SYN-ACK, ACK",
     "3a  receiver's time in poll / segments it took in (parse, checksum, in-order delivery, ACK every 2nd), link included",
     "3b  sender's time in poll / packets it sent (ACKs in, segments built and out), link included; as oxcat demo",
-    "3c  kernel -> our stack, time in poll / packets in, empty polls and read/write(2) of the TUN included (blocks of 256)",
-    "3d  3c's run repeated with the device timed: less the device's calls and one clock read per call",
-    "3e  our stack -> kernel, time in poll / packets out (ACK processing, segments, TUN writes); 3f: less the device",
+    "3c  kernel -> our stack, time in poll / packets in (blocks of 256), empty polls and our read/write(2) of the TUN",
+    "    included, and with them the kernel's own TCP work done inside our write(2) of an ACK (it sends its next segments)",
+    "3d  3c's transfer repeated with the device timed: less the device's calls and one clock read per call",
+    "3e  our stack -> kernel, time in poll / packets out (ACKs in, segments built, TUN writes: the kernel's receive path",
+    "    runs inside our write(2)); 3f: 3e repeated with the device timed, less the device's calls",
     "3g-3j in-memory peer: blocks of 32 segments timed as a whole (one `now` per block), the application's",
     "    recv/send copies outside the timing; the peer's own cost per segment is included and printed below",
 ];
 
 struct Args {
     mode: String,
+    rounds: usize,
     sim_runs: usize,
     tun_runs: usize,
     kernel_runs: usize,
@@ -70,6 +74,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         mode: "all".into(),
+        rounds: 3,
         sim_runs: 20_000,
         tun_runs: 2_000,
         kernel_runs: 20_000,
@@ -88,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match arg.as_str() {
             "all" | "sim" | "tun" | "kernel" | "null" => a.mode = arg,
+            "--rounds" => a.rounds = number("--rounds")?.min(20),
             "--sim-runs" => a.sim_runs = number("--sim-runs")?,
             "--tun-runs" => a.tun_runs = number("--tun-runs")?,
             "--kernel-runs" => a.kernel_runs = number("--kernel-runs")?,
@@ -102,9 +108,9 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "-h" | "--help" => {
-                return Err("usage: seedbench [all|sim|tun|kernel|null] [--sim-runs N] \
-                            [--tun-runs N] [--kernel-runs N] [--sim-bytes B] [--tun-bytes B] \
-                            [--null-blocks N] [--null-case rx1|rx32|tx2|tx32]"
+                return Err("usage: seedbench [all|sim|tun|kernel|null] [--rounds N] \
+                            [--sim-runs N] [--tun-runs N] [--kernel-runs N] [--sim-bytes B] \
+                            [--tun-bytes B] [--null-blocks N] [--null-case rx1|rx32|tx2|tx32]"
                     .into())
             }
             other => return Err(format!("unknown argument: {other}")),
@@ -113,38 +119,173 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// One line of the table.
-struct Row {
-    id: &'static str,
-    label: &'static str,
-    value: Result<Spread, String>,
-    /// The row isolates our stack's own cost, so it judges the target
-    /// (rows that include a device's or link's cost are shown, not judged).
-    judged: bool,
-}
-
-impl Row {
-    fn new(id: &'static str, label: &'static str, value: Result<Vec<f64>, String>) -> Row {
-        Row {
-            id,
-            label,
-            value: value.and_then(|v| spread(v).ok_or_else(|| "no samples".to_string())),
-            judged: false,
-        }
-    }
-
-    /// A row that judges the target.
-    fn judged(mut self) -> Row {
-        self.judged = true;
-        self
-    }
-}
-
 struct Section {
     title: &'static str,
     notes_ns: f64,
     target_ns: Option<f64>,
-    rows: Vec<Row>,
+}
+
+const SECTIONS: [Section; 3] = [
+    Section {
+        title: "SYN-to-accept (notes: 1.7 ms from the SYN's interrupt to accepting)",
+        notes_ns: NOTES_SYN_TO_ACCEPT_NS,
+        target_ns: None,
+    },
+    Section {
+        title: "Our stack's processing within SYN-to-accept (target < 5 µs)",
+        notes_ns: NOTES_SYN_TO_ACCEPT_NS,
+        target_ns: Some(TARGET_PROCESSING_NS),
+    },
+    Section {
+        title: "Per segment (notes: 200 µs per packet interrupt; target < 200 ns)",
+        notes_ns: NOTES_PACKET_NS,
+        target_ns: Some(TARGET_SEGMENT_NS),
+    },
+];
+
+/// One line of the table.
+struct RowSpec {
+    id: &'static str,
+    section: usize,
+    label: &'static str,
+    /// The row isolates our stack's own cost, so it judges the target
+    /// (rows that include a device's or the link's cost are shown, not judged).
+    judged: bool,
+}
+
+const fn row(id: &'static str, section: usize, label: &'static str, judged: bool) -> RowSpec {
+    RowSpec {
+        id,
+        section,
+        label,
+        judged,
+    }
+}
+
+const ROWS: &[RowSpec] = &[
+    row(
+        "1a",
+        0,
+        "our stack, sim link: SYN in -> accept returns",
+        false,
+    ),
+    row(
+        "1b",
+        0,
+        "our stack, TUN, kernel client: SYN in -> accept returns",
+        false,
+    ),
+    row(
+        "1c",
+        0,
+        "our stack, TUN: kernel connect() call -> our accept",
+        false,
+    ),
+    row(
+        "1d",
+        0,
+        "kernel loopback: connect() call -> accept() returns",
+        false,
+    ),
+    row(
+        "2a",
+        1,
+        "sim link: server's SYN poll + ACK poll + accept",
+        false,
+    ),
+    row(
+        "2b",
+        1,
+        "TUN: polls SYN..ACK + accept, incl. TUN read/write",
+        false,
+    ),
+    row(
+        "2c",
+        1,
+        "TUN: the same less the device calls (stack's own)",
+        true,
+    ),
+    row(
+        "2d",
+        1,
+        "in-memory peer: SYN poll + ACK poll + accept",
+        true,
+    ),
+    row(
+        "3a",
+        2,
+        "sim link: receive + ACK, per segment in (incl. link)",
+        false,
+    ),
+    row(
+        "3b",
+        2,
+        "sim link: send, per packet out (incl. link)",
+        false,
+    ),
+    row(
+        "3c",
+        2,
+        "TUN: receive + ACK, per packet in (incl. syscalls)",
+        false,
+    ),
+    row(
+        "3d",
+        2,
+        "TUN: receive + ACK, less device calls (stack's own)",
+        true,
+    ),
+    row("3e", 2, "TUN: send, per packet out (incl. syscalls)", false),
+    row("3f", 2, "TUN: send, less device calls (stack's own)", true),
+    row(
+        "3g",
+        2,
+        "in-memory peer: receive + ACK, 1 segment per poll",
+        true,
+    ),
+    row(
+        "3h",
+        2,
+        "in-memory peer: receive + ACK, 32 segments per poll",
+        true,
+    ),
+    row(
+        "3i",
+        2,
+        "in-memory peer: send, 2 segments per poll (1 ACK in)",
+        true,
+    ),
+    row(
+        "3j",
+        2,
+        "in-memory peer: send, 32 segments per poll (1 ACK in)",
+        true,
+    ),
+];
+
+/// Every row's samples, one vector per round, or why there are none.
+#[derive(Default)]
+struct Results {
+    rows: BTreeMap<&'static str, Result<Vec<Vec<f64>>, String>>,
+    details: Vec<String>,
+}
+
+impl Results {
+    /// One round's samples for row `id` (an error sticks).
+    fn add(&mut self, id: &'static str, round: Result<Vec<f64>, String>) {
+        let entry = self.rows.entry(id).or_insert_with(|| Ok(Vec::new()));
+        match (entry, round) {
+            (Ok(rounds), Ok(v)) => rounds.push(v),
+            (entry @ Ok(_), Err(e)) => *entry = Err(e),
+            (Err(_), _) => {}
+        }
+    }
+
+    fn set_err(&mut self, ids: &[&'static str], why: &str) {
+        for id in ids {
+            self.rows.insert(id, Err(why.to_string()));
+        }
+    }
 }
 
 fn ratio(notes: f64, v: f64) -> String {
@@ -158,42 +299,63 @@ fn ratio(notes: f64, v: f64) -> String {
     }
 }
 
-fn print_sections(sections: &[Section]) {
+/// The rounds' medians in the unit `human` picks for `like`.
+fn round_medians(rounds: &[Vec<f64>], like: f64) -> String {
+    let (div, unit, decimals) = if like >= 1e6 {
+        (1e6, "ms", 2)
+    } else if like >= 1e4 {
+        (1e3, "µs", 1)
+    } else if like >= 1e3 {
+        (1e3, "µs", 2)
+    } else {
+        (1.0, "ns", 0)
+    };
+    let values: Vec<String> = rounds
+        .iter()
+        .filter_map(|r| spread(r.clone()))
+        .map(|s| format!("{:.*}", decimals, s.median / div))
+        .collect();
+    format!("{} {unit}", values.join(" "))
+}
+
+/// Widths of the id and label columns.
+const HEADER_FORMAT_WIDTHS: (usize, usize) = (4, 58);
+
+fn print_table(results: &Results) {
+    let (idw, lw) = HEADER_FORMAT_WIDTHS;
     println!(
-        "{:<4}{:<58}{:>10}{:>10}{:>8}{:>9}{:>9}{:>9}{:>6}",
+        "{:<idw$}{:<lw$}{:>10}{:>10}{:>8}{:>9}{:>9}{:>10}{:>7}  per-round medians",
         "", "figure", "median", "p99", "n", "notes", "notes/", "target", "met?"
     );
     println!(
-        "{:<4}{:<58}{:>10}{:>10}{:>8}{:>9}{:>9}{:>9}{:>6}",
+        "{:<idw$}{:<lw$}{:>10}{:>10}{:>8}{:>9}{:>9}{:>10}{:>7}",
         "", "", "", "", "", "", "median", "", ""
     );
-    for s in sections {
+    for (i, s) in SECTIONS.iter().enumerate() {
         println!("{}", s.title);
-        for r in &s.rows {
-            match &r.value {
-                Ok(v) => {
+        for r in ROWS.iter().filter(|r| r.section == i) {
+            let value = results
+                .rows
+                .get(r.id)
+                .cloned()
+                .unwrap_or_else(|| Err("not run".into()));
+            let all = value.as_ref().map(|rounds| rounds.concat());
+            match (&value, all.map(spread)) {
+                (Ok(rounds), Ok(Some(v))) => {
                     let target = s
                         .target_ns
                         .map_or("-".into(), |t| format!("< {}", human(t)));
-                    let met = match (s.target_ns, r.judged) {
-                        (None, _) => "-",
-                        (Some(t), true) => {
-                            if v.median < t {
-                                "yes"
-                            } else {
-                                "NO"
-                            }
-                        }
-                        (Some(t), false) => {
-                            if v.median < t {
-                                "(yes)"
-                            } else {
-                                "(no)"
-                            }
-                        }
+                    let met = match s.target_ns {
+                        None => "-",
+                        Some(t) => match (v.median < t, r.judged) {
+                            (true, true) => "yes",
+                            (false, true) => "NO",
+                            (true, false) => "(yes)",
+                            (false, false) => "(no)",
+                        },
                     };
                     println!(
-                        "{:<4}{:<58}{:>10}{:>10}{:>8}{:>9}{:>9}{:>9}{:>6}",
+                        "{:<idw$}{:<lw$}{:>10}{:>10}{:>8}{:>9}{:>9}{:>10}{:>7}  {}",
                         r.id,
                         r.label,
                         human(v.median),
@@ -202,25 +364,29 @@ fn print_sections(sections: &[Section]) {
                         human(s.notes_ns),
                         ratio(s.notes_ns, v.median),
                         target,
-                        met
+                        met,
+                        round_medians(rounds, v.median)
                     );
                 }
-                Err(why) => println!("{:<4}{:<58}  {why}", r.id, r.label),
+                (Err(why), _) => println!("{:<idw$}{:<lw$}  {why}", r.id, r.label),
+                _ => println!("{:<idw$}{:<lw$}  no samples", r.id, r.label),
             }
         }
     }
 }
 
 /// One line per target: met or not, judged on the rows that isolate our stack.
-fn print_verdicts(sections: &[Section]) {
-    for s in sections {
+fn print_verdicts(results: &Results) {
+    for (i, s) in SECTIONS.iter().enumerate() {
         let Some(target) = s.target_ns else { continue };
         let mut judged = Vec::new();
         let mut all_met = true;
-        for r in s.rows.iter().filter(|r| r.judged) {
-            if let Ok(v) = &r.value {
-                all_met &= v.median < target;
-                judged.push(format!("{} {}", r.id, human(v.median)));
+        for r in ROWS.iter().filter(|r| r.section == i && r.judged) {
+            if let Some(Ok(rounds)) = results.rows.get(r.id) {
+                if let Some(v) = spread(rounds.concat()) {
+                    all_met &= v.median < target;
+                    judged.push(format!("{} {}", r.id, human(v.median)));
+                }
             }
         }
         if judged.is_empty() {
@@ -248,8 +414,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Everything the TUN part measures (in one private namespace).
-struct TunResults {
+/// What the TUN part measures in one round.
+struct TunRound {
     plain: tun::Handshakes,
     timed: tun::Handshakes,
     traced: tun::Handshakes,
@@ -259,37 +425,96 @@ struct TunResults {
     send_timed: tun::Bulk,
 }
 
-fn run_tun(a: &Args, clock_ns: f64) -> io::Result<TunResults> {
-    let warm = (a.tun_runs / 20).max(20);
-    let traced_runs = (a.tun_runs / 10).max(50);
-    let bytes = a.tun_bytes;
+/// All rounds of the TUN part in one private namespace, fresh ports each time.
+fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
+    let rounds = a.rounds;
+    let runs = a.tun_runs.div_ceil(rounds);
+    let warm = (runs / 20).max(20);
+    let traced_runs = (runs / 10).max(20);
+    let bytes = a.tun_bytes.div_ceil(rounds);
     tun::with_tun(move |t| {
         let mut dev = Timed::new(t, false);
         use tun::Pass;
-        let plain = tun::handshakes(&mut dev, Pass::Plain, a.tun_runs, warm, 7000, clock_ns)?;
-        let timed = tun::handshakes(
-            &mut dev,
-            Pass::DeviceTimed,
-            a.tun_runs,
-            warm,
-            7001,
-            clock_ns,
-        )?;
-        let traced = tun::handshakes(&mut dev, Pass::Traced, traced_runs, warm, 7002, clock_ns)?;
-        let receive = tun::bulk_receive(&mut dev, false, bytes, 7100, clock_ns)?;
-        let receive_timed = tun::bulk_receive(&mut dev, true, bytes, 7101, clock_ns)?;
-        let send = tun::bulk_send(&mut dev, false, bytes, 7200, clock_ns)?;
-        let send_timed = tun::bulk_send(&mut dev, true, bytes, 7201, clock_ns)?;
-        Ok(TunResults {
-            plain,
-            timed,
-            traced,
-            receive,
-            receive_timed,
-            send,
-            send_timed,
-        })
+        let mut out = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            eprintln!("seedbench: TUN round {}/{rounds}", round + 1);
+            let port = 7000 + 10 * round as u16;
+            out.push(TunRound {
+                plain: tun::handshakes(&mut dev, Pass::Plain, runs, warm, port, clock_ns)?,
+                timed: tun::handshakes(
+                    &mut dev,
+                    Pass::DeviceTimed,
+                    runs,
+                    warm,
+                    port + 1,
+                    clock_ns,
+                )?,
+                traced: tun::handshakes(
+                    &mut dev,
+                    Pass::Traced,
+                    traced_runs,
+                    warm,
+                    port + 2,
+                    clock_ns,
+                )?,
+                receive: tun::bulk_receive(&mut dev, false, bytes, port + 3, clock_ns)?,
+                receive_timed: tun::bulk_receive(&mut dev, true, bytes, port + 4, clock_ns)?,
+                send: tun::bulk_send(&mut dev, false, bytes, port + 5, clock_ns)?,
+                send_timed: tun::bulk_send(&mut dev, true, bytes, port + 6, clock_ns)?,
+            });
+        }
+        Ok(out)
     })
+}
+
+const TUN_ROWS: [&str; 9] = ["1b", "1c", "2b", "2c", "3c", "3d", "3e", "3f", "tun"];
+
+fn tun_details(results: &mut Results, rounds: &[TunRound]) {
+    let handshakes: usize = rounds.iter().map(|r| r.plain.syn_to_accept.len()).sum();
+    let polls: u64 = rounds.iter().map(|r| r.plain.polls).sum();
+    results.details.push(format!(
+        "1b/2b: {:.2} polls per handshake from the SYN's poll to the accepting one",
+        polls as f64 / handshakes.max(1) as f64
+    ));
+    let traced: Vec<f64> = rounds
+        .iter()
+        .flat_map(|r| r.traced.syn_to_accept.iter().copied())
+        .collect();
+    let agrees: u64 = rounds.iter().map(|r| r.traced.trace_agrees).sum();
+    if let Some(s) = spread(traced) {
+        results.details.push(format!(
+            "1b with the stack's trace on (the SYN's instant taken from the trace): median {}, p99 {} \
+             over {} runs; the trace's SYN instant was the poll's `now` in {agrees} of {}",
+            human(s.median),
+            human(s.p99),
+            s.n,
+            s.n
+        ));
+    }
+    type Pick = fn(&TunRound) -> &tun::Bulk;
+    let bulks: [(&str, Pick); 4] = [
+        ("3c (kernel -> stack)", |r| &r.receive),
+        ("3d (kernel -> stack, device timed)", |r| &r.receive_timed),
+        ("3e (stack -> kernel)", |r| &r.send),
+        ("3f (stack -> kernel, device timed)", |r| &r.send_timed),
+    ];
+    for (name, pick) in bulks {
+        let (mut bytes, mut seconds, mut packets, mut polls) = (0u64, 0f64, 0u64, 0u64);
+        for r in rounds {
+            let b = pick(r);
+            bytes += b.bytes;
+            seconds += b.seconds;
+            packets += b.packets;
+            polls += b.polls;
+        }
+        results.details.push(format!(
+            "{name}: {} MiB in {:.2} s ({:.2} Gbit/s), {packets} packets counted, {:.1} per poll",
+            bytes >> 20,
+            seconds,
+            bytes as f64 * 8.0 / seconds / 1e9,
+            packets as f64 / polls.max(1) as f64
+        ));
+    }
 }
 
 fn main() -> ExitCode {
@@ -301,9 +526,8 @@ fn main() -> ExitCode {
         }
     };
     let want = |part: &str| a.mode == "all" || a.mode == part;
-    let not_run = || Err::<Vec<f64>, String>(format!("not run (mode {})", a.mode));
-    let mut failed = false;
-    let mut details: Vec<String> = Vec::new();
+    let rounds = a.rounds;
+    let mut results = Results::default();
 
     let clock_ns = timed::clock_read_ns();
     println!(
@@ -313,284 +537,165 @@ fn main() -> ExitCode {
             .unwrap_or_else(|_| "unknown".into())
     );
     println!(
-        "# runs: sim link {} handshakes, TUN {} (+{} traced), kernel loopback {}; \
-         bulk: sim link {} MiB, TUN {} MiB each way; in-memory {} blocks of {} segments",
-        a.sim_runs,
-        a.tun_runs,
-        (a.tun_runs / 10).max(50),
-        a.kernel_runs,
+        "# runs, in {rounds} interleaved rounds (pooled; per-round medians at the end of each line): \
+         sim link and in-memory {} handshakes, TUN {} (+10% traced), kernel loopback {};",
+        a.sim_runs, a.tun_runs, a.kernel_runs,
+    );
+    println!(
+        "#   bulk: sim link {} MiB, TUN {} MiB each way twice; in-memory {} blocks of {} segments per case",
         a.sim_bytes >> 20,
         a.tun_bytes >> 20,
         a.null_blocks,
         null::BLOCK_SEGMENTS
     );
 
-    // --- simulated link
-    let (sim_total, sim_server, sim_rx, sim_tx) = if want("sim") {
-        eprintln!("seedbench: simulated link ...");
-        let hs = sim::handshakes(a.sim_runs, a.sim_runs / 20).map_err(err_string);
-        let seg = sim::segment_cost(a.sim_bytes).map_err(err_string);
-        if let Ok(s) = &seg {
-            details.push(format!(
-                "3a/3b: {} segments counted ({:.0} payload bytes each), blocks of ~256 packets",
-                s.segments, s.payload_per_segment
-            ));
-        }
-        let (total, server) = match hs {
-            Ok(h) => (Ok(h.total), Ok(h.server)),
-            Err(e) => (Err(e.clone()), Err(e)),
-        };
-        let (rx, tx) = match seg {
-            Ok(s) => (Ok(s.receive), Ok(s.send)),
-            Err(e) => (Err(e.clone()), Err(e)),
-        };
-        (total, server, rx, tx)
-    } else {
-        (not_run(), not_run(), not_run(), not_run())
-    };
-
-    // --- kernel loopback
-    let kernel_lo = if want("kernel") {
-        eprintln!("seedbench: kernel loopback ...");
-        kernel::loopback_syn_to_accept(a.kernel_runs, (a.kernel_runs / 20).max(20))
-            .map_err(err_string)
-    } else {
-        not_run()
-    };
-
-    // --- in-memory peer
-    let mut null_rows: Vec<Result<Vec<f64>, String>> = Vec::new();
-    let null_hs;
-    if want("null") {
-        eprintln!("seedbench: in-memory peer ...");
-        null_hs = if a.null_case.is_some() {
-            not_run()
-        } else {
-            null::handshakes(a.sim_runs, a.sim_runs / 20).map_err(err_string)
-        };
-        let warm = (a.null_blocks / 10).max(100);
-        let cases: [(bool, usize); 4] = [(true, 1), (true, 32), (false, 2), (false, 32)];
-        for (receive, per_poll) in cases {
-            let name = format!("{}{per_poll}", if receive { "rx" } else { "tx" });
-            if a.null_case.as_ref().is_some_and(|c| *c != name) {
-                null_rows.push(not_run());
-                continue;
-            }
-            let r = if receive {
-                null::receive_cost(per_poll, a.null_blocks, warm)
-            } else {
-                null::send_cost(per_poll, a.null_blocks, warm)
-            };
-            match r {
-                Ok(n) => {
-                    let median = spread(n.per_segment.clone()).map_or(f64::NAN, |s| s.median);
-                    details.push(format!(
-                        "in-memory {} {per_poll}/poll: {} segments; the device's own calls {:.1} ns/segment \
-                         (included), so the stack alone ~{:.0} ns; stack sent {:.2} packets/segment",
-                        if receive { "receive" } else { "send" },
-                        n.segments,
-                        n.device_per_segment,
-                        median - n.device_per_segment,
-                        n.stack_packets_per_segment
-                    ));
-                    null_rows.push(Ok(n.per_segment));
+    let sim_runs = a.sim_runs.div_ceil(rounds);
+    let kernel_runs = a.kernel_runs.div_ceil(rounds);
+    let null_blocks = a.null_blocks.div_ceil(rounds);
+    let mut sim_segments = (0u64, 0f64);
+    let mut null_device = [(0f64, 0f64, 0u64); 4];
+    const NULL_CASES: [(&str, &str, bool, usize); 4] = [
+        ("3g", "rx1", true, 1),
+        ("3h", "rx32", true, 32),
+        ("3i", "tx2", false, 2),
+        ("3j", "tx32", false, 32),
+    ];
+    for round in 0..rounds {
+        eprintln!("seedbench: round {}/{rounds}", round + 1);
+        if want("sim") {
+            match sim::handshakes(sim_runs, (sim_runs / 20).max(20)) {
+                Ok(h) => {
+                    results.add("1a", Ok(h.total));
+                    results.add("2a", Ok(h.server));
                 }
-                Err(e) => null_rows.push(Err(err_string(e))),
+                Err(e) => results.set_err(&["1a", "2a"], &err_string(e)),
+            }
+            match sim::segment_cost(a.sim_bytes.div_ceil(rounds)) {
+                Ok(s) => {
+                    sim_segments.0 += s.segments;
+                    sim_segments.1 += s.payload_per_segment * s.segments as f64;
+                    results.add("3a", Ok(s.receive));
+                    results.add("3b", Ok(s.send));
+                }
+                Err(e) => results.set_err(&["3a", "3b"], &err_string(e)),
             }
         }
-    } else {
-        null_hs = not_run();
-        for _ in 0..4 {
-            null_rows.push(not_run());
+        if want("kernel") {
+            let r = kernel::loopback_syn_to_accept(kernel_runs, (kernel_runs / 20).max(20));
+            results.add("1d", r.map_err(err_string));
         }
+        if want("null") {
+            if a.null_case.is_none() {
+                let r = null::handshakes(sim_runs, (sim_runs / 20).max(20));
+                results.add("2d", r.map_err(err_string));
+            }
+            let warm = (null_blocks / 10).max(100);
+            for (k, &(id, name, receive, per_poll)) in NULL_CASES.iter().enumerate() {
+                if a.null_case.as_ref().is_some_and(|c| c != name) {
+                    continue;
+                }
+                let r = if receive {
+                    null::receive_cost(per_poll, null_blocks, warm)
+                } else {
+                    null::send_cost(per_poll, null_blocks, warm)
+                };
+                match r {
+                    Ok(n) => {
+                        null_device[k].0 += n.device_per_segment * n.segments as f64;
+                        null_device[k].1 += n.stack_packets_per_segment * n.segments as f64;
+                        null_device[k].2 += n.segments;
+                        results.add(id, Ok(n.per_segment));
+                    }
+                    Err(e) => results.add(id, Err(err_string(e))),
+                }
+            }
+        }
+    }
+    if !want("sim") {
+        results.set_err(
+            &["1a", "2a", "3a", "3b"],
+            &format!("not run (mode {})", a.mode),
+        );
+    }
+    if !want("kernel") {
+        results.set_err(&["1d"], &format!("not run (mode {})", a.mode));
+    }
+    if !want("null") || a.null_case.is_some() {
+        for id in ["2d", "3g", "3h", "3i", "3j"] {
+            results
+                .rows
+                .entry(id)
+                .or_insert_with(|| Err("not run".into()));
+        }
+    }
+    if sim_segments.0 > 0 {
+        results.details.push(format!(
+            "3a/3b: {} segments counted ({:.0} payload bytes each), blocks of ~256 packets",
+            sim_segments.0,
+            sim_segments.1 / sim_segments.0 as f64
+        ));
     }
 
     // --- TUN with the real kernel
-    let tun_results = if !want("tun") {
-        Err(format!("not run (mode {})", a.mode))
+    if !want("tun") {
+        results.set_err(&TUN_ROWS, &format!("not run (mode {})", a.mode));
     } else if !is_root() {
-        Err("skipped: needs root (private network namespace, TUN device)".to_string())
+        results.set_err(
+            &TUN_ROWS,
+            "skipped: needs root (private network namespace, TUN device)",
+        );
     } else {
         eprintln!("seedbench: TUN (private network namespace) ...");
-        run_tun(&a, clock_ns).map_err(err_string)
-    };
-    if let Ok(t) = &tun_results {
-        let n = t.plain.syn_to_accept.len().max(1) as f64;
-        details.push(format!(
-            "1b/2b: {:.2} polls per handshake from the SYN's poll to the accepting one",
-            t.plain.polls as f64 / n
-        ));
-        let traced = spread(t.traced.syn_to_accept.clone());
-        if let Some(s) = traced {
-            details.push(format!(
-                "1b with the stack's trace on (SYN instant taken from the trace): median {}, p99 {} over {} runs; \
-                 the trace's SYN instant was the poll's `now` in {} of {}",
-                human(s.median),
-                human(s.p99),
-                s.n,
-                t.traced.trace_agrees,
-                s.n
-            ));
-        }
-        for (name, b) in [
-            ("3c (kernel -> stack)", &t.receive),
-            ("3d", &t.receive_timed),
-            ("3e (stack -> kernel)", &t.send),
-            ("3f", &t.send_timed),
-        ] {
-            details.push(format!(
-                "{name}: {} MiB in {:.2} s ({:.2} Gbit/s), {} packets counted, {:.1} per poll",
-                b.bytes >> 20,
-                b.seconds,
-                b.bytes as f64 * 8.0 / b.seconds / 1e9,
-                b.packets,
-                b.packets as f64 / b.polls.max(1) as f64
-            ));
-        }
-    }
-    let tun_get = |f: &dyn Fn(&TunResults) -> Vec<f64>| -> Result<Vec<f64>, String> {
-        match &tun_results {
-            Ok(t) => Ok(f(t)),
-            Err(e) => Err(e.clone()),
-        }
-    };
-
-    let mut null_iter = null_rows.into_iter();
-    let mut next_null = || null_iter.next().unwrap_or_else(|| Err("missing".into()));
-    let sections = vec![
-        Section {
-            title: "SYN-to-accept (notes: 1.7 ms from the SYN's interrupt to accepting)",
-            notes_ns: NOTES_SYN_TO_ACCEPT_NS,
-            target_ns: None,
-            rows: vec![
-                Row::new(
-                    "1a",
-                    "our stack, sim link: SYN in -> accept returns",
-                    sim_total,
-                ),
-                Row::new(
-                    "1b",
-                    "our stack, TUN, kernel client: SYN in -> accept returns",
-                    tun_get(&|t| t.plain.syn_to_accept.clone()),
-                ),
-                Row::new(
-                    "1c",
-                    "our stack, TUN: kernel connect() call -> our accept",
-                    tun_get(&|t| t.plain.connect_to_accept.clone()),
-                ),
-                Row::new(
-                    "1d",
-                    "kernel loopback: connect() call -> accept() returns",
-                    kernel_lo,
-                ),
-            ],
-        },
-        Section {
-            title: "Our stack's processing within SYN-to-accept (target < 5 µs)",
-            notes_ns: NOTES_SYN_TO_ACCEPT_NS,
-            target_ns: Some(TARGET_PROCESSING_NS),
-            rows: vec![
-                Row::new(
-                    "2a",
-                    "sim link: server's SYN poll + ACK poll + accept",
-                    sim_server,
-                ),
-                Row::new(
-                    "2b",
-                    "TUN: polls SYN..ACK + accept, incl. TUN read/write",
-                    tun_get(&|t| t.plain.processing.clone()),
-                ),
-                Row::new(
-                    "2c",
-                    "TUN: the same less the device calls (stack's own)",
-                    tun_get(&|t| t.timed.processing_own.clone()),
-                )
-                .judged(),
-                Row::new(
-                    "2d",
-                    "in-memory peer: SYN poll + ACK poll + accept",
-                    null_hs,
-                )
-                .judged(),
-            ],
-        },
-        Section {
-            title: "Per segment (notes: 200 µs per packet interrupt; target < 200 ns)",
-            notes_ns: NOTES_PACKET_NS,
-            target_ns: Some(TARGET_SEGMENT_NS),
-            rows: vec![
-                Row::new(
-                    "3a",
-                    "sim link: receive + ACK, per segment in (incl. link)",
-                    sim_rx,
-                ),
-                Row::new("3b", "sim link: send, per packet out (incl. link)", sim_tx),
-                Row::new(
-                    "3c",
-                    "TUN: receive + ACK, per packet in (incl. syscalls)",
-                    tun_get(&|t| t.receive.per_packet.clone()),
-                ),
-                Row::new(
-                    "3d",
-                    "TUN: receive + ACK, less device calls (stack's own)",
-                    tun_get(&|t| t.receive_timed.own_per_packet.clone()),
-                )
-                .judged(),
-                Row::new(
-                    "3e",
-                    "TUN: send, per packet out (incl. syscalls)",
-                    tun_get(&|t| t.send.per_packet.clone()),
-                ),
-                Row::new(
-                    "3f",
-                    "TUN: send, less device calls (stack's own)",
-                    tun_get(&|t| t.send_timed.own_per_packet.clone()),
-                )
-                .judged(),
-                Row::new(
-                    "3g",
-                    "in-memory peer: receive + ACK, 1 segment per poll",
-                    next_null(),
-                )
-                .judged(),
-                Row::new(
-                    "3h",
-                    "in-memory peer: receive + ACK, 32 segments per poll",
-                    next_null(),
-                )
-                .judged(),
-                Row::new(
-                    "3i",
-                    "in-memory peer: send, 2 segments per poll (1 ACK in)",
-                    next_null(),
-                )
-                .judged(),
-                Row::new(
-                    "3j",
-                    "in-memory peer: send, 32 segments per poll (1 ACK in)",
-                    next_null(),
-                )
-                .judged(),
-            ],
-        },
-    ];
-    print_sections(&sections);
-    print_verdicts(&sections);
-    for s in &sections {
-        for r in &s.rows {
-            if let Err(e) = &r.value {
-                if e.starts_with("FAILED") {
-                    failed = true;
+        match run_tun(&a, clock_ns) {
+            Ok(rs) => {
+                for r in &rs {
+                    results.add("1b", Ok(r.plain.syn_to_accept.clone()));
+                    results.add("1c", Ok(r.plain.connect_to_accept.clone()));
+                    results.add("2b", Ok(r.plain.processing.clone()));
+                    results.add("2c", Ok(r.timed.processing_own.clone()));
+                    results.add("3c", Ok(r.receive.per_packet.clone()));
+                    results.add("3d", Ok(r.receive_timed.own_per_packet.clone()));
+                    results.add("3e", Ok(r.send.per_packet.clone()));
+                    results.add("3f", Ok(r.send_timed.own_per_packet.clone()));
                 }
+                tun_details(&mut results, &rs);
             }
+            Err(e) => results.set_err(&TUN_ROWS, &err_string(e)),
         }
     }
+
+    for (k, &(_, name, receive, per_poll)) in NULL_CASES.iter().enumerate() {
+        let (device, packets, segments) = null_device[k];
+        if segments == 0 {
+            continue;
+        }
+        let n = segments as f64;
+        let median = match results.rows.get(NULL_CASES[k].0) {
+            Some(Ok(rounds)) => spread(rounds.concat()).map_or(f64::NAN, |s| s.median),
+            _ => f64::NAN,
+        };
+        results.details.push(format!(
+            "in-memory {name} ({} {per_poll}/poll): {segments} segments; the peer's own calls cost {:.1} ns \
+             per segment (included above), so the stack alone ~{:.0} ns; the stack sent {:.2} packets per segment",
+            if receive { "receive" } else { "send" },
+            device / n,
+            median - device / n,
+            packets / n
+        ));
+    }
+
+    print_table(&results);
+    print_verdicts(&results);
     for line in LEGEND {
         println!("# {line}");
     }
-    for d in &details {
+    for d in &results.details {
         println!("# {d}");
     }
+    let failed = results
+        .rows
+        .values()
+        .any(|r| matches!(r, Err(e) if e.starts_with("FAILED")));
     if failed {
         ExitCode::FAILURE
     } else {
