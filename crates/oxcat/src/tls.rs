@@ -1077,15 +1077,17 @@ pub fn accept(conn: Socket, peer: &SockAddr, when: Handshake) -> io::Result<Sock
         }
         Handshake::InBackground => {
             let (app, end) = bridge_pair()?;
-            let flushed = Flushed::register();
             std::thread::Builder::new()
                 .name("oxcat-tls".into())
                 .spawn(move || {
-                    let _done = flushed.guard();
                     if let Err(e) = handshake(&mut tls, conn.as_fd(), None) {
                         crate::verbose!(1, "Failed SSL connection from {who}: {e}");
                         return; // dropping both ends: the CLI's end sees EOF
                     }
+                    // Only now does exit have to wait for it (a client that never
+                    // finishes its handshake must not hold the process).
+                    let flushed = Flushed::register();
+                    let _done = flushed.guard();
                     Pump::new(tls, conn, end).run(&flushed);
                 })?;
             Ok(app)

@@ -532,6 +532,36 @@ fn keep_open_two_clients() {
     b.wait_ok(STEP);
 }
 
+/// `--broker --ssl`: what one TLS client sends reaches the other.
+#[test]
+fn broker_over_tls() {
+    let dir = tmpdir();
+    let d = dir.path();
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let _srv = spawn(
+        d,
+        "broker",
+        &oxcat(),
+        &["--broker", "--ssl", "-l", "127.0.0.1", &p],
+        In::Null,
+    );
+    wait_tcp_listen(port);
+    let mut a = spawn(d, "a", &ncat(), &["--ssl", "127.0.0.1", &p], In::Pipe);
+    let mut b = spawn(d, "b", &ncat(), &["--ssl", "127.0.0.1", &p], In::Pipe);
+    // Both are in once each has heard from the other.
+    let mut n = 0;
+    while b.out().is_empty() || a.out().is_empty() {
+        n += 1;
+        assert!(n < 300, "broker: a={:?} b={:?}", a.out(), b.out());
+        a.write(b"ping from a\n");
+        b.write(b"ping from b\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(String::from_utf8_lossy(&b.out()).starts_with("ping from a\n"));
+    assert!(String::from_utf8_lossy(&a.out()).starts_with("ping from b\n"));
+}
+
 /// `--ssl -l -e /bin/cat` echoes 1 MiB back to ncat's client; `--ssl -c`
 /// in connect mode runs the program on the TLS connection to ncat's server.
 #[test]
