@@ -405,6 +405,11 @@ fn print_verdicts(results: &Results) {
     }
 }
 
+/// Round `round`'s share of `total` split over `rounds` (the shares add up to `total`).
+fn share(total: usize, rounds: usize, round: usize) -> usize {
+    (total / rounds + usize::from(round < total % rounds)).max(1)
+}
+
 fn err_string(e: io::Error) -> String {
     format!("FAILED: {e}")
 }
@@ -428,16 +433,17 @@ struct TunRound {
 /// All rounds of the TUN part in one private namespace, fresh ports each time.
 fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
     let rounds = a.rounds;
-    let runs = a.tun_runs.div_ceil(rounds);
-    let warm = (runs / 20).max(20);
-    let traced_runs = (runs / 10).max(20);
-    let bytes = a.tun_bytes.div_ceil(rounds);
+    let (total_runs, total_bytes) = (a.tun_runs, a.tun_bytes);
     tun::with_tun(move |t| {
         let mut dev = Timed::new(t, false);
         use tun::Pass;
         let mut out = Vec::with_capacity(rounds);
         for round in 0..rounds {
             eprintln!("seedbench: TUN round {}/{rounds}", round + 1);
+            let runs = share(total_runs, rounds, round);
+            let warm = (runs / 20).max(20);
+            let traced_runs = (runs / 10).max(20);
+            let bytes = share(total_bytes, rounds, round);
             let port = 7000 + 10 * round as u16;
             out.push(TunRound {
                 plain: tun::handshakes(&mut dev, Pass::Plain, runs, warm, port, clock_ns)?,
@@ -470,11 +476,15 @@ fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
 const TUN_ROWS: [&str; 9] = ["1b", "1c", "2b", "2c", "3c", "3d", "3e", "3f", "tun"];
 
 fn tun_details(results: &mut Results, rounds: &[TunRound]) {
-    let handshakes: usize = rounds.iter().map(|r| r.plain.syn_to_accept.len()).sum();
-    let polls: u64 = rounds.iter().map(|r| r.plain.polls).sum();
+    let per_handshake = |pick: fn(&TunRound) -> &tun::Handshakes| {
+        let n: usize = rounds.iter().map(|r| pick(r).processing.len()).sum();
+        let polls: u64 = rounds.iter().map(|r| pick(r).polls).sum();
+        polls as f64 / n.max(1) as f64
+    };
     results.details.push(format!(
-        "1b/2b: {:.2} polls per handshake from the SYN's poll to the accepting one",
-        polls as f64 / handshakes.max(1) as f64
+        "1b/2b: {:.2} polls per handshake from the SYN's poll to the accepting one (2c's pass: {:.2})",
+        per_handshake(|r| &r.plain),
+        per_handshake(|r| &r.timed)
     ));
     let traced: Vec<f64> = rounds
         .iter()
@@ -549,9 +559,6 @@ fn main() -> ExitCode {
         null::BLOCK_SEGMENTS
     );
 
-    let sim_runs = a.sim_runs.div_ceil(rounds);
-    let kernel_runs = a.kernel_runs.div_ceil(rounds);
-    let null_blocks = a.null_blocks.div_ceil(rounds);
     let mut sim_segments = (0u64, 0f64);
     let mut null_device = [(0f64, 0f64, 0u64); 4];
     const NULL_CASES: [(&str, &str, bool, usize); 4] = [
@@ -562,6 +569,9 @@ fn main() -> ExitCode {
     ];
     for round in 0..rounds {
         eprintln!("seedbench: round {}/{rounds}", round + 1);
+        let sim_runs = share(a.sim_runs, rounds, round);
+        let kernel_runs = share(a.kernel_runs, rounds, round);
+        let null_blocks = share(a.null_blocks, rounds, round);
         if want("sim") {
             match sim::handshakes(sim_runs, (sim_runs / 20).max(20)) {
                 Ok(h) => {
@@ -570,7 +580,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => results.set_err(&["1a", "2a"], &err_string(e)),
             }
-            match sim::segment_cost(a.sim_bytes.div_ceil(rounds)) {
+            match sim::segment_cost(share(a.sim_bytes, rounds, round)) {
                 Ok(s) => {
                     sim_segments.0 += s.segments;
                     sim_segments.1 += s.payload_per_segment * s.segments as f64;
@@ -700,5 +710,18 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, rounds) in [(20_000, 3), (2_000, 3), (7, 7), (5, 2), (64 << 20, 3)] {
+            let sum: usize = (0..rounds).map(|r| share(total, rounds, r)).sum();
+            assert_eq!(sum, total);
+        }
     }
 }
