@@ -26,6 +26,9 @@ use crate::reassembly::{
 };
 use crate::trace_events;
 
+/// Packets taken in between two rounds of sending (ACKs and data).
+const ACK_BATCH: usize = 32;
+
 /// The two ends of a connection, as the stack demultiplexes by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FourTuple {
@@ -1032,6 +1035,7 @@ impl Stack {
             self.use_offloads(dev.offloads());
         }
         let mut worked = false;
+        let mut taken = 0usize;
         // Bounded: a flood cannot keep poll from returning.
         for _ in 0..4096 {
             let mut buf = std::mem::take(&mut self.rx_buf);
@@ -1053,6 +1057,13 @@ impl Stack {
             self.rx_checksum_partial = false;
             self.rx_buf = buf;
             worked = true;
+            taken += 1;
+            if taken.is_multiple_of(ACK_BATCH) {
+                // ACKs (RFC 5681 §4.2: at least every second full segment)
+                // go out as segments come in, not once after a burst of
+                // thousands: the sender's clock is our ACKs.
+                self.egress(now, dev)?;
+            }
         }
         while let Some(&Reverse((t, i))) = self.timers.peek() {
             if t > now {

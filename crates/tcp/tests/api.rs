@@ -128,7 +128,7 @@ fn a_new_ack_updates_the_window_whatever_its_seq() {
     while let Some(seg) = client.poll_transmit(t0) {
         sent_end = seg.header.seq.0.wrapping_add(seg.payload.len() as u32);
     }
-    let mut again = d1.header.clone();
+    let mut again = d1.header;
     again.ack = SeqNum(sent_end);
     again.window = 2;
     client.handle_segment(t0, &again, &d1.payload);
@@ -149,7 +149,7 @@ fn a_small_window_with_nothing_in_flight_does_not_stall() {
     // The server's application stopped reading: it advertises 256 bytes.
     server.send(&[9u8; 10]).unwrap();
     let s = server.poll_transmit(t0).expect("server segment");
-    let mut small = s.header.clone();
+    let mut small = s.header;
     small.window = 2; // << 7 = 256 bytes, under one MSS
     client.handle_segment(t0, &small, &s.payload);
     // Drain what the client owes (an ACK), then queue more than fits.

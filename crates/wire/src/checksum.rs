@@ -39,11 +39,20 @@ impl Checksum {
                 data = rest;
             }
         }
-        while let Some((chunk, rest)) = data.split_first_chunk::<16>() {
-            let v = u128::from_be_bytes(*chunk);
-            self.add_u64_word((v >> 64) as u64);
-            self.add_u64_word(v as u64);
-            data = rest;
+        // 32-bit words summed into four independent 64-bit accumulators:
+        // no carry to propagate at each step (2^32 words could not overflow
+        // them), so the additions do not wait on each other and vectorise.
+        // Folded into the running sum once (RFC 1071 §2(B), §4.1).
+        let mut lanes = [0u64; 4];
+        let mut blocks = data.chunks_exact(16);
+        for block in &mut blocks {
+            for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+                *lane += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
+            }
+        }
+        data = blocks.remainder();
+        for lane in lanes {
+            self.add_u64_word(lane);
         }
         while let Some((chunk, rest)) = data.split_first_chunk::<2>() {
             self.add_u64_word(u64::from(u16::from_be_bytes(*chunk)));
