@@ -303,8 +303,18 @@ fn run_vsock(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure>
         Err(_) if cfg.zero_io && crate::msg::verbosity() == 0 => return Ok(1),
         Err(e) => return Err(connect_failure(&e, &shown)),
     };
-    let start = start_stats();
     verbose!(1, "Connected to {shown}.");
+    serve_addressless(cfg, sock, log)
+}
+
+/// The session on a connected socket without an IP address (Unix, vsock):
+/// `-z` ends here, `-e`/`-c` get it, or the relay moves the bytes.
+fn serve_addressless(
+    cfg: &Config,
+    sock: Socket,
+    log: &mut Option<SessionLog>,
+) -> Result<i32, Failure> {
+    let start = start_stats();
     if cfg.zero_io {
         return Ok(0);
     }
@@ -317,6 +327,7 @@ fn run_vsock(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure>
         return exec::run(command, OwnedFd::from(sock), ends);
     }
     let mut opts = relay_options(cfg, cfg.udp);
+    // A datagram socket has no EOF to wait for: quit when stdin ends, as ncat does.
     opts.quit_on_stdin_eof = cfg.udp;
     let stats = relay::relay(sock.as_fd(), &opts, log)?;
     report_stats(stats, start);
@@ -341,23 +352,9 @@ fn run_unix(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> 
         .map_err(|e| connect_failure(&e, &path.display().to_string()))?;
     sock.set_nonblocking(true)
         .map_err(|e| Failure::io("fcntl", &e))?;
-    let start = start_stats();
     verbose!(1, "Connected to {}.", path.display());
-    if cfg.zero_io {
-        return Ok(0);
-    }
-    if let Some(command) = &cfg.exec {
-        let ends = Endpoints {
-            local: None,
-            remote: None,
-            proto: if cfg.udp { "UDP" } else { "TCP" },
-        };
-        return exec::run(command, OwnedFd::from(sock), ends);
-    }
-    let mut opts = relay_options(cfg, cfg.udp);
-    // A datagram socket has no EOF to wait for: quit when stdin ends, as ncat does.
-    opts.quit_on_stdin_eof = cfg.udp;
-    let stats = relay::relay(sock.as_fd(), &opts, log)?;
-    report_stats(stats, start);
-    Ok(0)
+    // The client's own socket file goes when the session ends.
+    let result = serve_addressless(cfg, sock, log);
+    drop(_client_path);
+    result
 }

@@ -728,23 +728,7 @@ impl TcpRepr {
     /// `nop wscale`, then `nop nop sack`. A SYN with everything is
     /// `mss, sackOK, TS val/ecr, nop, wscale`: 20 bytes.
     pub fn emit<A: IpAddress>(&self, buf: &mut [u8], src: A, dst: A, payload: &[u8]) -> Result<()> {
-        if payload.len() != self.payload_len {
-            return Err(Error::BadLength);
-        }
-        let header_len = self.header_len();
-        let total = header_len + payload.len();
-        let segment = buf.get_mut(..total).ok_or(Error::BufferTooSmall)?;
-        let mut packet = TcpPacket::new_unchecked(segment);
-        packet.set_src_port(self.src_port);
-        packet.set_dst_port(self.dst_port);
-        packet.set_seq_number(self.seq);
-        packet.set_ack_number(self.ack);
-        packet.set_header_len(header_len);
-        packet.set_flags(self.flags);
-        packet.set_window_len(self.window);
-        packet.set_urgent_at(self.urgent);
-        self.emit_options(packet.options_mut());
-        field::copy_to(packet.payload_mut(), 0, payload);
+        let mut packet = self.emit_unsummed(buf, payload)?;
         packet.fill_checksum(src, dst);
         Ok(())
     }
@@ -760,6 +744,19 @@ impl TcpRepr {
         dst: A,
         payload: &[u8],
     ) -> Result<()> {
+        let mut packet = self.emit_unsummed(buf, payload)?;
+        let total = packet.buf().len() as u32;
+        let pseudo = A::pseudo_header(src, dst, IpProtocol::TCP, total);
+        packet.set_checksum(pseudo.sum());
+        Ok(())
+    }
+
+    /// The header and payload at the start of `buf`, the checksum field left for the caller.
+    fn emit_unsummed<'b>(
+        &self,
+        buf: &'b mut [u8],
+        payload: &[u8],
+    ) -> Result<TcpPacket<&'b mut [u8]>> {
         if payload.len() != self.payload_len {
             return Err(Error::BadLength);
         }
@@ -777,9 +774,7 @@ impl TcpRepr {
         packet.set_urgent_at(self.urgent);
         self.emit_options(packet.options_mut());
         field::copy_to(packet.payload_mut(), 0, payload);
-        let pseudo = A::pseudo_header(src, dst, IpProtocol::TCP, total as u32);
-        packet.set_checksum(pseudo.sum());
-        Ok(())
+        Ok(packet)
     }
 
     /// Write the options into `out`, which is `options_len()` bytes.
