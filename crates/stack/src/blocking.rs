@@ -256,26 +256,16 @@ impl TcpListener {
 
     /// [`accept`](TcpListener::accept) that gives up with `WouldBlock` after `timeout`.
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
-        let deadline = Instant::now() + timeout;
-        let (h, from) = blocking_until(&self.inner, Some(deadline), |g| {
-            match g.stacks[self.stack.0].tcp_accept(self.handle)? {
-                Some(x) => Ok(x),
-                None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
-            }
-        })?;
-        Ok((
-            TcpStream {
-                inner: self.inner.clone(),
-                stack: self.stack,
-                handle: h,
-            },
-            from,
-        ))
+        self.accept_until(Some(Instant::now() + timeout))
     }
 
     /// Blocks until a connection is established (the stack did the handshake).
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (h, from) = blocking(&self.inner, |g| {
+        self.accept_until(None)
+    }
+
+    fn accept_until(&self, deadline: Option<Instant>) -> io::Result<(TcpStream, SocketAddr)> {
+        let (h, from) = blocking_until(&self.inner, deadline, |g| {
             match g.stacks[self.stack.0].tcp_accept(self.handle)? {
                 Some(x) => Ok(x),
                 None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
@@ -309,16 +299,7 @@ impl TcpStream {
     /// Connects, blocking until the handshake completes or fails
     /// (`ConnectionRefused`, `TimedOut`).
     pub fn connect(rt: &Runtime, stack: StackId, addr: SocketAddr) -> io::Result<TcpStream> {
-        let handle = rt.with_stack(stack, |s| s.tcp_connect(addr, None, Instant::now()))?;
-        let stream = TcpStream {
-            inner: rt.inner.clone(),
-            stack,
-            handle,
-        };
-        blocking(&stream.inner, |g| {
-            g.stacks[stack.0].tcp_connect_result(handle)
-        })?;
-        Ok(stream)
+        TcpStream::connect_until(rt, stack, addr, None)
     }
 
     /// Connects, giving up with `TimedOut` after `timeout` (the connection
@@ -329,14 +310,22 @@ impl TcpStream {
         addr: SocketAddr,
         timeout: Duration,
     ) -> io::Result<TcpStream> {
+        TcpStream::connect_until(rt, stack, addr, Some(Instant::now() + timeout))
+    }
+
+    fn connect_until(
+        rt: &Runtime,
+        stack: StackId,
+        addr: SocketAddr,
+        deadline: Option<Instant>,
+    ) -> io::Result<TcpStream> {
         let handle = rt.with_stack(stack, |s| s.tcp_connect(addr, None, Instant::now()))?;
         let stream = TcpStream {
             inner: rt.inner.clone(),
             stack,
             handle,
         };
-        let deadline = Instant::now() + timeout;
-        match blocking_until(&stream.inner, Some(deadline), |g| {
+        match blocking_until(&stream.inner, deadline, |g| {
             g.stacks[stack.0].tcp_connect_result(handle)
         }) {
             Ok(()) => Ok(stream),
@@ -402,24 +391,14 @@ impl TcpStream {
 
 impl Read for TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        blocking(&self.inner, |g| {
-            g.stacks[self.stack.0].tcp_recv(self.handle, buf)
-        })
+        (&*self).read(buf)
     }
 }
 
 impl Write for TcpStream {
     /// May take fewer bytes than given (the notes' partial send); `write_all` loops.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        blocking(&self.inner, |g| {
-            g.stacks[self.stack.0].tcp_send(self.handle, buf)
-        })
+        (&*self).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
