@@ -8,9 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use oxcat_stack::{sim_link, LinkConfig, Stack, StackConfig};
+use oxcat_stack::{sim_link, LinkConfig, Stack};
 
-use crate::sim_demo::{CLIENT_IP, SERVER_IP};
+use crate::sim_demo::{stack_config, CLIENT_IP, SERVER_IP};
 
 /// Median and 99th percentile of a sample.
 #[derive(Debug, Clone, Copy)]
@@ -46,13 +46,8 @@ pub fn stack_syn_to_accept(runs: usize) -> io::Result<StackSynToAccept> {
         ..LinkConfig::default()
     };
     let (mut cp, mut sp) = sim_link(link, 1);
-    let cfg = |ip, seed| StackConfig {
-        ipv4: Some(ip),
-        seed,
-        ..StackConfig::default()
-    };
-    let mut client = Stack::new(cfg(CLIENT_IP, 11), now0);
-    let mut server = Stack::new(cfg(SERVER_IP, 12), now0);
+    let mut client = Stack::new(stack_config(CLIENT_IP, 11), now0);
+    let mut server = Stack::new(stack_config(SERVER_IP, 12), now0);
     let target = SocketAddr::from((SERVER_IP, 7000));
     let listener = server.tcp_listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)), 128, now0)?;
     let mut totals = Vec::with_capacity(runs);
@@ -105,13 +100,8 @@ pub fn segment_cost(bytes: usize) -> io::Result<SegmentCost> {
         ..LinkConfig::default()
     };
     let (mut cp, mut sp) = sim_link(link, 2);
-    let cfg = |ip, seed| StackConfig {
-        ipv4: Some(ip),
-        seed,
-        ..StackConfig::default()
-    };
-    let mut client = Stack::new(cfg(CLIENT_IP, 21), now0);
-    let mut server = Stack::new(cfg(SERVER_IP, 22), now0);
+    let mut client = Stack::new(stack_config(CLIENT_IP, 21), now0);
+    let mut server = Stack::new(stack_config(SERVER_IP, 22), now0);
     let target = SocketAddr::from((SERVER_IP, 7001));
     let listener = server.tcp_listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7001)), 8, now0)?;
     let c = client.tcp_connect(target, None, now0)?;

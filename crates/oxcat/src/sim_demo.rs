@@ -34,7 +34,8 @@ pub struct Sim {
     pub events: Vec<Stamped>,
 }
 
-fn stack_config(ip: Ipv4Addr, seed: u64) -> StackConfig {
+/// A stack at `ip` with its ISNs and ports seeded by `seed`.
+pub fn stack_config(ip: Ipv4Addr, seed: u64) -> StackConfig {
     StackConfig {
         ipv4: Some(ip),
         seed,
