@@ -50,19 +50,28 @@ impl SendBuffer {
 
     /// Copies `len` bytes starting `offset` bytes after SND.UNA.
     pub fn copy_out(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        let (a, b) = self.slices(offset, len);
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+    }
+
+    /// The `len` bytes starting `offset` bytes after SND.UNA, where they lie:
+    /// one slice, or two when they wrap around the ring (the second then
+    /// follows the first). Fewer when the buffer holds fewer.
+    pub fn slices(&self, offset: usize, len: usize) -> (&[u8], &[u8]) {
         let end = (offset + len).min(self.bytes.len());
         if offset >= end {
-            return;
+            return (&[], &[]);
         }
         let (a, b) = self.bytes.as_slices();
         if offset < a.len() {
-            let a_end = end.min(a.len());
-            out.extend_from_slice(&a[offset..a_end]);
-            if end > a.len() {
-                out.extend_from_slice(&b[..end - a.len()]);
+            if end <= a.len() {
+                (&a[offset..end], &[])
+            } else {
+                (&a[offset..], &b[..end - a.len()])
             }
         } else {
-            out.extend_from_slice(&b[offset - a.len()..end - a.len()]);
+            (&b[offset - a.len()..end - a.len()], &[])
         }
     }
 
@@ -116,6 +125,18 @@ impl RecvBuffer {
 
     pub fn has_pieces(&self) -> bool {
         !self.pieces.is_empty()
+    }
+
+    /// The bytes the application can read, where they lie (the second
+    /// slice follows the first; it is empty unless the ring wraps).
+    pub fn readable_slices(&self) -> (&[u8], &[u8]) {
+        self.readable.as_slices()
+    }
+
+    /// Forgets the first `n` readable bytes (the application took them in place).
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.readable.len());
+        self.readable.drain(..n);
     }
 
     /// Reads up to `buf.len()` bytes.

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::congestion::{CongestionControl, Controller};
 use crate::event::{CloseReason, Event, TimerKind, TraceEvent};
 use crate::rtt::RttEstimator;
-use crate::segment::{seq_len, Flags, Header, Options, SackBlocks, Segment};
+use crate::segment::{seq_len, Flags, Header, Options, Payload, SackBlocks, Segment, Transmit};
 use crate::seq::SeqNum;
 use crate::state::State;
 
@@ -54,6 +54,29 @@ pub enum SendError {
     Closed(CloseReason),
     /// The handshake has not completed.
     NotConnected,
+}
+
+/// Where an outgoing segment's payload comes from.
+#[derive(Clone, Copy, Debug)]
+enum Body {
+    Empty,
+    /// `len` bytes starting `offset` bytes after SND.UNA in the send buffer.
+    Buffered {
+        offset: usize,
+        len: usize,
+    },
+    /// The zero-window probe's byte.
+    ProbeByte,
+}
+
+impl Body {
+    fn buffered(offset: usize, len: usize) -> Body {
+        if len == 0 {
+            Body::Empty
+        } else {
+            Body::Buffered { offset, len }
+        }
+    }
 }
 
 pub struct Connection {
@@ -153,7 +176,9 @@ pub struct Connection {
     syn_owed: bool,
     rst_owed: Option<Header>,
     /// A window probe or keepalive probe to send.
-    queue_probe: Option<Segment>,
+    queue_probe: Option<(Header, Body)>,
+    /// The zero-window probe's byte (copied: SND.UNA may move before it goes).
+    probe_byte: u8,
     close_reason: Option<CloseReason>,
 
     /// Pending application events, one bit each (coalesced: a thousand
@@ -251,6 +276,7 @@ impl Connection {
             syn_owed: false,
             rst_owed: None,
             queue_probe: None,
+            probe_byte: 0,
             close_reason: None,
             events: 0,
             trace: VecDeque::new(),
@@ -380,21 +406,51 @@ impl Connection {
 
     /// Reads received bytes.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        if self.recv_buf.readable() == 0 {
-            if self.fin_received {
-                return Err(RecvError::Finished);
-            }
-            if let Some(r) = self.close_reason {
-                return Err(if r == CloseReason::Normal {
-                    RecvError::Finished
-                } else {
-                    RecvError::Closed(r)
-                });
-            }
-            return Err(RecvError::WouldBlock);
-        }
+        self.readable_or_error()?;
         let before = self.advertisable_window();
         let n = self.recv_buf.read(buf);
+        self.after_read(before);
+        Ok(n)
+    }
+
+    /// Reads received bytes in place: `take` sees the readable bytes where
+    /// they lie (one slice, or two when the buffer's ring wraps: the second
+    /// follows the first) and returns how many it consumed, those leave the
+    /// buffer. No copy by the engine; what `recv` does with a copy.
+    pub fn recv_with(
+        &mut self,
+        take: impl FnOnce(&[u8], &[u8]) -> usize,
+    ) -> Result<usize, RecvError> {
+        self.readable_or_error()?;
+        let before = self.advertisable_window();
+        let (a, b) = self.recv_buf.readable_slices();
+        let n = take(a, b).min(a.len() + b.len());
+        self.recv_buf.consume(n);
+        self.after_read(before);
+        Ok(n)
+    }
+
+    /// Ok when bytes are readable; otherwise why not.
+    fn readable_or_error(&self) -> Result<(), RecvError> {
+        if self.recv_buf.readable() > 0 {
+            return Ok(());
+        }
+        if self.fin_received {
+            return Err(RecvError::Finished);
+        }
+        if let Some(r) = self.close_reason {
+            return Err(if r == CloseReason::Normal {
+                RecvError::Finished
+            } else {
+                RecvError::Closed(r)
+            });
+        }
+        Err(RecvError::WouldBlock)
+    }
+
+    /// After the application took bytes: a window update when the window
+    /// opened by a useful amount.
+    fn after_read(&mut self, before: usize) {
         // RFC 9293 §3.8.6.2.2: tell the peer once the window opened by a useful amount.
         let after = self.advertisable_window();
         let threshold = (self.recv_buf.capacity() / 2).min(2 * self.config.mss as usize);
@@ -402,7 +458,6 @@ impl Connection {
         if after > before && edge_now > self.rcv_adv && (edge_now - self.rcv_adv) >= threshold {
             self.ack_now = true;
         }
-        Ok(n)
     }
 
     /// Shuts down the write side (RFC 9293 §3.10.4 CLOSE): a FIN follows the
@@ -575,12 +630,16 @@ impl Connection {
             return;
         }
         self.persist_backoff = (self.persist_backoff + 1).min(10);
-        let mut payload = Vec::new();
-        self.send_buf
-            .copy_out(self.snd_nxt - self.snd_una, 1, &mut payload);
+        let body = match self.send_buf.slices(self.snd_nxt - self.snd_una, 1) {
+            ([byte, ..], _) => {
+                self.probe_byte = *byte;
+                Body::ProbeByte
+            }
+            _ => Body::Empty,
+        };
         let h = self.header(now, self.snd_nxt, Flags::ACK);
         self.snd_max = self.snd_max.max(self.snd_nxt + 1u32);
-        self.queue_probe = Some(Segment { header: h, payload });
+        self.queue_probe = Some((h, body));
         self.arm_persist(now);
     }
 
@@ -598,10 +657,7 @@ impl Connection {
         self.keepalive_sent += 1;
         // RFC 9293 §3.8.4: a segment with SEG.SEQ = SND.NXT-1 and no data draws an ACK.
         let h = self.header(now, self.snd_max + u32::MAX, Flags::ACK);
-        self.queue_probe = Some(Segment {
-            header: h,
-            payload: Vec::new(),
-        });
+        self.queue_probe = Some((h, Body::Empty));
         let _ = idle;
         self.arm(TimerKind::Keepalive, now, now + interval);
     }
@@ -1404,13 +1460,25 @@ impl Connection {
     }
 
     fn header(&mut self, now: Instant, seq: SeqNum, flags: Flags) -> Header {
-        let mut options = Options::default();
-        if self.ts_enabled {
-            options.timestamps = Some((
+        let mut h = Header::default();
+        self.fill_header(now, seq, flags, &mut h);
+        h
+    }
+
+    /// Writes a segment's header in place (no struct moved afterwards).
+    #[inline(always)]
+    fn fill_header(&mut self, now: Instant, seq: SeqNum, flags: Flags, h: &mut Header) {
+        h.options.mss = None;
+        h.options.window_scale = None;
+        h.options.sack_permitted = false;
+        h.options.timestamps = if self.ts_enabled {
+            Some((
                 timestamp_ms(self.ts_epoch, now, self.ts_offset),
                 self.ts_recent,
-            ));
-        }
+            ))
+        } else {
+            None
+        };
         let mut flags = flags;
         let mut ack = SeqNum(0);
         if self.state != State::SynSent {
@@ -1427,21 +1495,18 @@ impl Connection {
             // The SYN-ACK's window sets the first right edge.
             self.rcv_adv = self.rcv_nxt + window as usize;
         }
+        let mut blocks = SackBlocks::new();
         if self.sack_enabled && !flags.syn() && self.recv_buf.has_pieces() {
             let room = if self.ts_enabled { 3 } else { 4 };
-            let mut blocks = SackBlocks::new();
             for (l, r) in self.recv_buf.sack_blocks(room) {
                 blocks.push(l, r);
             }
-            options.sack = blocks;
         }
-        Header {
-            seq,
-            ack,
-            flags,
-            window,
-            options,
-        }
+        h.options.sack = blocks;
+        h.seq = seq;
+        h.ack = ack;
+        h.flags = flags;
+        h.window = window;
     }
 
     fn syn_header(&mut self, now: Instant) -> Header {
@@ -1491,20 +1556,50 @@ impl Connection {
         }
     }
 
-    /// The next segment to send, if any.
+    /// The next segment to send, if any, with its payload copied out.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
+        self.poll_transmit_ref(now).map(|t| t.to_segment())
+    }
+
+    /// The next segment to send, if any, its payload borrowed from the
+    /// send buffer: no allocation and no copy, the caller copies the bytes
+    /// once, into its frame. The segment counts as sent when this returns.
+    pub fn poll_transmit_ref(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        let mut header = Header::default();
+        let payload = self.poll_transmit_into(now, &mut header)?;
+        Some(Transmit { header, payload })
+    }
+
+    /// `poll_transmit_ref` writing the header into the caller's `header`
+    /// (reused from segment to segment, nothing moved): the fastest way
+    /// out. Returns the payload, borrowed; `header` is only meaningful
+    /// when this returns `Some`.
+    pub fn poll_transmit_into(&mut self, now: Instant, header: &mut Header) -> Option<Payload<'_>> {
         if !self.may_transmit() {
             return None;
         }
-        let seg = self.next_segment(now)?;
-        if seg.header.flags.ack() {
-            self.last_ack_sent = seg.header.ack;
+        let body = self.next_segment(now, header)?;
+        if header.flags.ack() {
+            self.last_ack_sent = header.ack;
             self.ack_now = false;
             self.segments_unacked = 0;
             self.delayed_ack_deadline = None;
         }
-        self.trace_segment_out(now, &seg.header, seg.payload.len());
-        Some(seg)
+        let len = match body {
+            Body::Empty => 0,
+            Body::Buffered { len, .. } => len,
+            Body::ProbeByte => 1,
+        };
+        self.trace_segment_out(now, header, len);
+        let payload = match body {
+            Body::Empty => Payload::default(),
+            Body::Buffered { offset, len } => {
+                let (a, b) = self.send_buf.slices(offset, len);
+                Payload::new(a, b)
+            }
+            Body::ProbeByte => Payload::new(std::slice::from_ref(&self.probe_byte), &[]),
+        };
+        Some(payload)
     }
 
     /// A cheap test that something might be owed (the last `poll_transmit`
@@ -1523,29 +1618,26 @@ impl Connection {
         self.snd_nxt < end || (self.fin_queued && self.snd_nxt <= end)
     }
 
-    fn next_segment(&mut self, now: Instant) -> Option<Segment> {
-        if let Some(h) = self.rst_owed.take() {
-            return Some(Segment {
-                header: h,
-                payload: Vec::new(),
-            });
+    /// The next segment owed: its header written into `h`, where its payload lies.
+    #[inline(always)]
+    fn next_segment(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
+        if let Some(rst) = self.rst_owed.take() {
+            *h = rst;
+            return Some(Body::Empty);
         }
         match self.state {
             State::Closed | State::Listen => return None,
             State::SynSent | State::SynReceived => {
                 if self.syn_owed {
                     self.syn_owed = false;
-                    let h = self.syn_header(now);
+                    *h = self.syn_header(now);
                     self.snd_nxt = self.iss + 1u32;
                     self.snd_max = self.snd_max.max(self.snd_nxt);
                     self.arm_retransmit(now);
                     if self.retries == 0 && !self.ts_enabled {
                         self.rtt_probe = Some((self.iss + 1u32, now));
                     }
-                    return Some(Segment {
-                        header: h,
-                        payload: Vec::new(),
-                    });
+                    return Some(Body::Empty);
                 }
                 if self.state == State::SynSent {
                     return None;
@@ -1553,32 +1645,30 @@ impl Connection {
             }
             _ => {}
         }
-        if let Some(p) = self.queue_probe.take() {
-            return Some(p);
+        if let Some((probe, body)) = self.queue_probe.take() {
+            *h = probe;
+            return Some(body);
         }
         if self.state.is_synchronized() || self.state == State::SynReceived {
-            if let Some(seg) = self.retransmission(now) {
-                return Some(seg);
+            if let Some(body) = self.retransmission(now, h) {
+                return Some(body);
             }
-            if let Some(seg) = self.new_data(now) {
-                return Some(seg);
+            if let Some(body) = self.new_data(now, h) {
+                return Some(body);
             }
         }
         if self.ack_now && self.state != State::SynSent {
             // SND.MAX, not SND.NXT: after a timeout SND.NXT goes back to SND.UNA, and an
             // ACK numbered below what the peer already received would be outside its
             // window and dropped with the acknowledgment it carries.
-            let h = self.header(now, self.snd_max, Flags::ACK);
-            return Some(Segment {
-                header: h,
-                payload: Vec::new(),
-            });
+            self.fill_header(now, self.snd_max, Flags::ACK, h);
+            return Some(Body::Empty);
         }
         None
     }
 
     /// In recovery: resend the next hole (one segment per call).
-    fn retransmission(&mut self, now: Instant) -> Option<Segment> {
+    fn retransmission(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
         let at = self.rtx_next?;
         // RFC 6675 §5 (C): with SACK, a hole other than the first goes out only
         // while cwnd - pipe has room for it.
@@ -1608,13 +1698,12 @@ impl Connection {
             self.rtx_next = None;
             return None;
         }
-        let mut payload = Vec::with_capacity(len);
-        self.send_buf.copy_out(at - self.snd_una, len, &mut payload);
+        let body = Body::buffered(at - self.snd_una, len);
         let mut flags = Flags::ACK;
         if with_fin {
             flags |= Flags::FIN;
         }
-        let h = self.header(now, at, flags);
+        self.fill_header(now, at, flags, h);
         let next = at + len + usize::from(with_fin);
         self.high_rxt = self.high_rxt.max(next);
         // With SACK, on to the next lost hole; NewReno sends one segment per (partial) ACK.
@@ -1632,7 +1721,7 @@ impl Connection {
             });
         }
         self.arm_retransmit(now);
-        Some(Segment { header: h, payload })
+        Some(body)
     }
 
     /// Payload that fits in one segment: the MSS less the options every
@@ -1656,7 +1745,8 @@ impl Connection {
         outstanding.saturating_sub(self.sacked_bytes())
     }
 
-    fn new_data(&mut self, now: Instant) -> Option<Segment> {
+    #[inline(always)]
+    fn new_data(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
         if !matches!(
             self.state,
             State::Established
@@ -1746,9 +1836,7 @@ impl Connection {
             }
         }
         self.sws_override = false;
-        let mut payload = Vec::with_capacity(len);
-        self.send_buf
-            .copy_out(self.snd_nxt - self.snd_una, len, &mut payload);
+        let body = Body::buffered(self.snd_nxt - self.snd_una, len);
         let mut flags = Flags::ACK;
         if len > 0 && len == unsent {
             flags |= Flags::PSH;
@@ -1757,7 +1845,7 @@ impl Connection {
             flags |= Flags::FIN;
         }
         let seq = self.snd_nxt;
-        let h = self.header(now, seq, flags);
+        self.fill_header(now, seq, flags, h);
         let is_retransmission = seq < self.snd_max;
         if fin_owed {
             self.fin_seq = Some(seq + len);
@@ -1776,7 +1864,7 @@ impl Connection {
             });
         }
         self.arm_retransmit(now);
-        Some(Segment { header: h, payload })
+        Some(body)
     }
 
     // ----- tracing -----
@@ -1857,7 +1945,7 @@ impl Connection {
 impl Connection {
     /// For a listener: the SYN-ACK went out already (as a SYN cookie).
     pub(crate) fn mark_syn_ack_sent(&mut self, now: Instant) {
-        let _ = self.next_segment(now);
+        let _ = self.next_segment(now, &mut Header::default());
         self.retransmit_deadline = None;
     }
 

@@ -23,6 +23,6 @@ pub use connection::{Connection, RecvError, SendError};
 pub use event::{CloseReason, Event, TimerKind, TraceEvent};
 pub use isn::IsnGenerator;
 pub use listener::{Listener, ListenerStats};
-pub use segment::{Flags, Header, Options, SackBlocks, Segment};
+pub use segment::{Flags, Header, Options, Payload, SackBlocks, Segment, Transmit};
 pub use seq::SeqNum;
 pub use state::State;

@@ -190,6 +190,91 @@ impl Segment {
     }
 }
 
+/// A segment's payload borrowed from where it lies (the send buffer): one
+/// slice, or two when it wraps around the buffer's ring, the second
+/// following the first. What `Connection::poll_transmit_ref` hands out, so
+/// the caller copies the bytes once, straight into its frame.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Payload<'a> {
+    head: &'a [u8],
+    tail: &'a [u8],
+}
+
+impl<'a> Payload<'a> {
+    /// A payload made of `head` then `tail`.
+    pub fn new(head: &'a [u8], tail: &'a [u8]) -> Self {
+        if head.is_empty() {
+            Payload {
+                head: tail,
+                tail: &[],
+            }
+        } else {
+            Payload { head, tail }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty()
+    }
+
+    /// The two parts, in order (the second is empty unless the bytes wrap).
+    pub fn parts(&self) -> (&'a [u8], &'a [u8]) {
+        (self.head, self.tail)
+    }
+
+    /// The bytes as one slice, when they lie in one.
+    pub fn contiguous(&self) -> Option<&'a [u8]> {
+        self.tail.is_empty().then_some(self.head)
+    }
+
+    /// Copies the bytes to the start of `out`, which must hold `len()` bytes.
+    pub fn copy_to(&self, out: &mut [u8]) {
+        let (a, b) = out[..self.len()].split_at_mut(self.head.len());
+        a.copy_from_slice(self.head);
+        b.copy_from_slice(self.tail);
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(self.head);
+        v.extend_from_slice(self.tail);
+        v
+    }
+}
+
+impl fmt::Debug for Payload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.len())
+    }
+}
+
+/// A header with its payload borrowed from the connection: what
+/// `Connection::poll_transmit_ref` hands out.
+#[derive(Clone, Copy, Debug)]
+pub struct Transmit<'a> {
+    pub header: Header,
+    pub payload: Payload<'a>,
+}
+
+impl Transmit<'_> {
+    /// Sequence space the segment occupies: payload plus one each for SYN and FIN.
+    pub fn seq_len(&self) -> usize {
+        seq_len(&self.header, self.payload.len())
+    }
+
+    /// An owned copy.
+    pub fn to_segment(&self) -> Segment {
+        Segment {
+            header: self.header,
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
 /// Sequence space of a header with `payload_len` bytes (SYN and FIN count one each).
 pub fn seq_len(h: &Header, payload_len: usize) -> usize {
     payload_len + usize::from(h.flags.syn()) + usize::from(h.flags.fin())

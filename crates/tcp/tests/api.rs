@@ -91,9 +91,18 @@ fn tso_sends_whole_pieces_and_the_receiver_acks_them() {
 
 /// An established pair: (client, server) with the handshake done.
 fn established(t0: Instant) -> (Connection, Connection) {
-    let mut client = Connection::connect(Config::default(), t0, SeqNum(1000));
-    let mut listener: Listener<u8> =
-        Listener::new(Config::default(), 4, IsnGenerator::new(5, t0), t0);
+    established_with(t0, Config::default(), Config::default(), SeqNum(1000))
+}
+
+/// An established (client, server) pair, the server through a listener.
+fn established_with(
+    t0: Instant,
+    client_config: Config,
+    server_config: Config,
+    iss: SeqNum,
+) -> (Connection, Connection) {
+    let mut client = Connection::connect(client_config, t0, iss);
+    let mut listener: Listener<u8> = Listener::new(server_config, 4, IsnGenerator::new(5, t0), t0);
     let syn = client.poll_transmit(t0).expect("SYN");
     listener.handle_segment(t0, 1, &syn.header, &syn.payload);
     let (_, sa) = listener.poll_transmit(t0).expect("SYN-ACK");
@@ -180,4 +189,99 @@ fn a_small_window_with_nothing_in_flight_does_not_stall() {
         let seg = data.expect("the override sends data");
         assert!(seg.payload.len() <= 256, "{}", seg.payload.len());
     }
+}
+
+/// The zero-copy paths move the same bytes as the copying ones: a payload
+/// borrowed from the send buffer (`poll_transmit_into`, split in two where
+/// the ring wraps), read in place on the other side (`recv_with`, taking
+/// a part at a time). Several buffers' worth of bytes go through small
+/// buffers so the rings wrap many times, across the sequence-number wrap.
+#[test]
+fn zero_copy_transmit_and_in_place_receive_move_every_byte_in_order() {
+    let small = Config {
+        send_buffer: 10_000,
+        recv_buffer: 12_000,
+        ..Config::default()
+    };
+    let (mut client, mut server) =
+        established_with(Instant::now(), small.clone(), small, SeqNum(0xffff_f000));
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let now = Instant::now();
+    let mut queued = 0;
+    let mut received = Vec::new();
+    let mut header = oxcat_tcp::Header::default();
+    let mut ack = oxcat_tcp::Header::default();
+    let mut split_payloads = 0;
+    let mut rounds = 0;
+    while received.len() < data.len() {
+        rounds += 1;
+        assert!(rounds < 100_000, "stalled at {} bytes", received.len());
+        if queued < data.len() {
+            queued += client.send(&data[queued..]).unwrap_or(0);
+        }
+        while let Some(p) = client.poll_transmit_into(now, &mut header) {
+            if p.contiguous().is_none() {
+                split_payloads += 1;
+            }
+            let (a, b) = p.parts();
+            assert_eq!(a.len() + b.len(), p.len());
+            let bytes = p.to_vec();
+            server.handle_segment(now, &header, &bytes);
+        }
+        // The application takes at most 1000 bytes per call, in place.
+        while let Ok(n) = server.recv_with(|a, b| {
+            let take = (a.len() + b.len()).min(1000);
+            let from_a = take.min(a.len());
+            received.extend_from_slice(&a[..from_a]);
+            received.extend_from_slice(&b[..take - from_a]);
+            take
+        }) {
+            assert!(n <= 1000);
+        }
+        while server.poll_transmit_into(now, &mut ack).is_some() {
+            client.handle_segment(now, &ack, &[]);
+        }
+    }
+    assert_eq!(received, data);
+    assert!(split_payloads > 0, "the send ring wrapped under a segment");
+    // The owned form is the same segment (nodelay: the last ACK may be delayed).
+    client.set_nodelay(true);
+    assert_eq!(client.send(b"tail"), Ok(4));
+    let t = client.poll_transmit_ref(now).expect("a segment");
+    assert_eq!(t.payload.to_vec(), b"tail");
+    assert_eq!(t.seq_len(), 4);
+}
+
+/// Reading in place after a full window opens it again: the window update
+/// goes out (RFC 9293 §3.8.6.2.2) as it does after `recv`.
+#[test]
+fn in_place_read_of_a_full_window_sends_a_window_update() {
+    let small = Config {
+        recv_buffer: 8_000,
+        ..Config::default()
+    };
+    let (mut client, mut server) =
+        established_with(Instant::now(), Config::default(), small, SeqNum(7));
+    let now = Instant::now();
+    client.send(&[1u8; 50_000]).unwrap();
+    while let Some(seg) = client.poll_transmit(now) {
+        server.handle_segment(now, &seg.header, &seg.payload);
+    }
+    while let Some(seg) = server.poll_transmit(now) {
+        client.handle_segment(now, &seg.header, &seg.payload);
+    }
+    let held = server.readable_len();
+    assert!(
+        held > 8_000 - server.send_mss(),
+        "the window is full: {held}"
+    );
+    assert!(server.poll_transmit(now).is_none(), "nothing owed yet");
+    let n = server.recv_with(|a, b| a.len() + b.len()).unwrap();
+    assert_eq!(n, held, "everything readable is taken");
+    let update = server.poll_transmit(now).expect("a window update");
+    assert!(update.header.window > 0);
+    assert_eq!(
+        server.recv_with(|a, _| a.len()),
+        Err(oxcat_tcp::RecvError::WouldBlock)
+    );
 }
