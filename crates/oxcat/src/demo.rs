@@ -498,6 +498,7 @@ fn loss_scene(a: &DemoArgs) -> Result<bool, i32> {
         &DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
+            ..DiagramOptions::default()
         },
     )
     .unwrap_or_default();

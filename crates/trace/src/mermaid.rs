@@ -22,6 +22,10 @@ pub struct DiagramOptions {
     /// over their side (`connect()`, `accept()`, `close()`), so the diagram
     /// shows what the application did against what the stack did.
     pub socket_calls: bool,
+    /// Segments of the connection that `events` leaves out: a long capture
+    /// keeps only its head and tail. They are counted in the note that
+    /// stands for the middle of the transfer.
+    pub unseen_segments: usize,
 }
 
 impl Default for DiagramOptions {
@@ -29,6 +33,7 @@ impl Default for DiagramOptions {
         DiagramOptions {
             max_arrows: 40,
             socket_calls: true,
+            unseen_segments: 0,
         }
     }
 }
@@ -208,7 +213,7 @@ pub fn connection_diagram(events: &[Stamped], opts: &DiagramOptions) -> Option<S
     }
     let arrows = lines.iter().filter(|l| !l.contains("Note over")).count();
     if arrows > opts.max_arrows {
-        lines = elide(lines, opts.max_arrows);
+        lines = elide(lines, opts.max_arrows, opts.unseen_segments);
     }
     let mut out = String::from("sequenceDiagram\n");
     out.push_str(&format!(
@@ -223,8 +228,9 @@ pub fn connection_diagram(events: &[Stamped], opts: &DiagramOptions) -> Option<S
     Some(out)
 }
 
-/// Keeps the first two thirds and the last third of `max` arrows, with a note for the rest.
-fn elide(lines: Vec<String>, max: usize) -> Vec<String> {
+/// Keeps the first two thirds and the last third of `max` arrows, with a
+/// note for the rest (and for the `unseen` segments never given).
+fn elide(lines: Vec<String>, max: usize, unseen: usize) -> Vec<String> {
     let head = max * 2 / 3;
     let tail = max - head;
     let is_arrow = |l: &String| !l.contains("Note over");
@@ -244,7 +250,7 @@ fn elide(lines: Vec<String>, max: usize) -> Vec<String> {
             noted = true;
             out.push(format!(
                 "    Note over C,S: ... {} more segments not drawn ...",
-                total - head - tail
+                total - head - tail + unseen
             ));
         }
     }
@@ -342,14 +348,18 @@ mod tests {
         for i in 0..200 {
             ev.push(seg(Direction::Out, C, S, 0x10, 1 + i * 5, 1, 5));
         }
-        let opts = DiagramOptions {
+        let mut opts = DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
+            unseen_segments: 0,
         };
         let d = connection_diagram(&ev, &opts).unwrap();
         let arrows = d.lines().filter(|l| l.contains("->>")).count();
         assert_eq!(arrows, 30, "{d}");
         assert!(d.contains("171 more segments not drawn"), "{d}");
+        opts.unseen_segments = 1000;
+        let d = connection_diagram(&ev, &opts).unwrap();
+        assert!(d.contains("1171 more segments not drawn"), "{d}");
     }
 
     #[test]
