@@ -141,10 +141,10 @@ pub struct Args {
     /// With --stack user: the kernel's address on a TUN oxcat creates (default 198.18.0.1/24 and fd00::1/64)
     #[arg(long = "tun-addr", value_name = "IP/PREFIX")]
     pub tun_addr: Vec<String>,
-    /// With --stack user: write every packet our stack sends and receives to FILE (pcap)
+    /// Write the run's packets to FILE (pcap): with --stack user every packet our stack sends and receives, on the kernel's stack the connections' packets captured from the interface (needs CAP_NET_RAW)
     #[arg(long = "pcap", value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// With --stack user: write a Mermaid sequence diagram of the first connection to FILE
+    /// Write a Mermaid sequence diagram of the first TCP connection to FILE (on the kernel's stack drawn from captured packets: needs CAP_NET_RAW)
     #[arg(long = "mermaid", value_name = "FILE")]
     pub mermaid: Option<PathBuf>,
     /// Print the man page (roff) to stdout and exit: `oxcat --man-page > oxcat.1`
@@ -316,6 +316,8 @@ pub struct Config {
     pub http_proxy: Option<crate::proxy::ProxyServer>,
     /// `--stack user`: oxcat's own stack over TUN; None: the kernel's sockets.
     pub user_stack: Option<UserStackConfig>,
+    /// `--pcap`/`--mermaid` on the kernel's sockets: the packets captured from the interface.
+    pub capture: Option<crate::capture::CaptureConfig>,
     pub test: bool,
 }
 
@@ -338,13 +340,9 @@ fn user_stack_config(args: &Args) -> Result<Option<UserStackConfig>, Failure> {
             (args.tun.is_some(), "--tun"),
             (!args.stack_addr.is_empty(), "--stack-addr"),
             (!args.tun_addr.is_empty(), "--tun-addr"),
-            (args.pcap.is_some(), "--pcap"),
-            (args.mermaid.is_some(), "--mermaid"),
         ] {
             if given {
-                return Err(Failure::usage(format!(
-                    "{flag} needs --stack user (on the kernel's sockets oxcat sees no segments; use tcpdump there)"
-                )));
+                return Err(Failure::usage(format!("{flag} needs --stack user")));
             }
         }
         return Ok(None);
@@ -403,6 +401,30 @@ fn user_stack_config(args: &Args) -> Result<Option<UserStackConfig>, Failure> {
         ipv4,
         ipv6,
         kernel_addrs,
+        pcap: args.pcap.clone(),
+        mermaid: args.mermaid.clone(),
+    }))
+}
+
+/// `--pcap`/`--mermaid` on the kernel's stack: captured from the interface,
+/// so only where there are IP packets.
+fn capture_config(args: &Args) -> Result<Option<crate::capture::CaptureConfig>, Failure> {
+    if args.stack == "user" || (args.pcap.is_none() && args.mermaid.is_none()) {
+        return Ok(None);
+    }
+    let flag = if args.pcap.is_some() {
+        "--pcap"
+    } else {
+        "--mermaid"
+    };
+    for (given, sockets) in [(args.unixsock, "Unix"), (args.vsock, "vsock")] {
+        if given {
+            return Err(Failure::usage(format!(
+                "{flag}: {sockets} sockets carry no IP packets to capture"
+            )));
+        }
+    }
+    Ok(Some(crate::capture::CaptureConfig {
         pcap: args.pcap.clone(),
         mermaid: args.mermaid.clone(),
     }))
@@ -484,6 +506,7 @@ impl Config {
             args.keep_open = true;
         }
         let user_stack = user_stack_config(&args)?;
+        let capture = capture_config(&args)?;
         let tls = crate::tls::from_args(&args)?;
         let (proxy, http_proxy) = crate::proxy::from_args(&args, args.listen)?;
 
@@ -692,6 +715,7 @@ impl Config {
             proxy,
             http_proxy,
             user_stack,
+            capture,
             test: args.test,
         })
     }
@@ -821,6 +845,24 @@ mod tests {
             let e = config(argv).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{argv:?}");
             assert!(e.to_string().contains(msg), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn pcap_and_mermaid_on_either_stack() {
+        let c = config(&["--pcap", "f.pcap", "-l", "1"]).unwrap();
+        assert!(c.capture.is_some() && c.user_stack.is_none());
+        let c = config(&["--stack", "user", "--mermaid", "f.mmd", "-l", "1"]).unwrap();
+        assert!(c.capture.is_none());
+        assert!(c.user_stack.unwrap().mermaid.is_some());
+        assert!(config(&["-l", "1"]).unwrap().capture.is_none());
+        for argv in [
+            &["--pcap", "f", "-U", "/tmp/x"][..],
+            &["--mermaid", "m", "--vsock", "3", "1"],
+        ] {
+            let e = config(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("carry no IP packets"), "{e}");
         }
     }
 

@@ -70,7 +70,7 @@ fn connect_kernel(cfg: &Config, addr: SocketAddr, ty: Type) -> Result<Socket, st
             &SockAddr::from(SocketAddr::new(ip, cfg.source_port.unwrap_or(0))),
         )?;
     }
-    if sys::connect_start(&sock, &SockAddr::from(addr))? {
+    if crate::capture::connect_start(&sock, addr)? {
         return Ok(sock);
     }
     let mut fds = [sys::pollfd(&sock, PollFlags::OUT)];

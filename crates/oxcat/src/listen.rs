@@ -70,6 +70,8 @@ fn bind_inet(cfg: &Config, ty: Type, addr: SocketAddr) -> io::Result<Socket> {
         let _ = sock.set_only_v6(true);
     }
     sys::bind(&sock, &SockAddr::from(addr))?;
+    // --pcap: captured from before the first SYN can arrive.
+    crate::capture::listening(&sock);
     if ty == Type::STREAM {
         let backlog = if cfg.keep_open {
             BACKLOG_MANY

@@ -5,6 +5,7 @@
 
 mod addrset;
 mod broker;
+mod capture;
 mod cli;
 mod connect;
 mod demo;
@@ -106,6 +107,11 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
             return fail(&f);
         }
     }
+    if let Some(c) = &config.capture {
+        if let Err(f) = capture::start(c) {
+            return fail(&f);
+        }
+    }
     let result = if config.listen {
         listen::run(&config, &mut log)
     } else {
@@ -115,6 +121,8 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
     tls::finish();
     // Our stack delivers what the CLI handed it before the process goes.
     user_stack::finish();
+    // The capture takes the last packets (FIN, ACK) before the files are closed.
+    capture::finish();
     match result {
         Ok(code) => code,
         Err(f) => fail(&f),

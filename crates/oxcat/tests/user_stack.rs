@@ -251,12 +251,12 @@ fn without_privilege_one_clear_line() {
 fn user_stack_flags_are_checked() {
     for (args, msg) in [
         (
-            &["--pcap", "x.pcap", "-l", "1"][..],
-            "--pcap needs --stack user",
+            &["--tun-addr", "198.18.0.1/24", "-l", "1"][..],
+            "--tun-addr needs --stack user",
         ),
         (
-            &["--mermaid", "x.mmd", "localhost", "1"],
-            "--mermaid needs --stack user",
+            &["--stack-addr", "198.18.0.2", "localhost", "1"],
+            "--stack-addr needs --stack user",
         ),
         (
             &["--stack", "user", "--stack-addr", "nope", "-l", "1"],

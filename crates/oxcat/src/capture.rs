@@ -1,0 +1,1563 @@
+//! `--pcap` and `--mermaid` on the kernel's stack: the run's own packets,
+//! captured from the interface.
+//!
+//! The kernel's sockets show oxcat no segments, so a packet socket
+//! (`AF_PACKET`, `SOCK_DGRAM`: each packet from its IP header on, the same
+//! LINKTYPE_RAW packets the user stack's files hold) watches the interface,
+//! and a thread writes what belongs to this run:
+//!
+//! - connect mode: each connection by its four-tuple. The capture learns
+//!   the remote end before `connect()` and the local end right after, so
+//!   the SYN that `connect()` sends is in the file; packets to the remote
+//!   end that arrive in between wait until the local end is known;
+//! - listen mode: everything to and from the listening address and port,
+//!   registered between `bind()` and `listen()`, so with `-k` every client,
+//!   handshake included.
+//!
+//! A classic BPF program on the socket passes only IPv4/IPv6 TCP and UDP
+//! with one of the run's ports, so a busy host does not flood the thread;
+//! the thread then checks each packet exactly. On loopback the kernel shows
+//! every packet twice (leaving, then arriving); the copy that leaves is kept.
+//!
+//! At the end of the run (or on SIGINT/SIGTERM) the thread takes what the
+//! kernel still holds for it, waits briefly for the last ACKs, writes the
+//! Mermaid diagram and flushes the file.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oxcat_trace::mermaid::{connection_diagram, DiagramOptions};
+use oxcat_trace::{Direction, Event, Segment, Stamped};
+use oxcat_wire::{
+    walk_extension_headers, IpProtocol, Ipv4Packet, Ipv6Packet, TcpOption, TcpOptions, TcpPacket,
+    UdpPacket,
+};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::{DataLink, TsResolution};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::Failure;
+use crate::sys;
+
+/// The most of one packet kept (and the file's snap length): loopback's
+/// GSO packets reach 64 KiB, a GRO'd one somewhat more.
+const SNAPLEN: usize = 256 * 1024;
+/// Packets waiting for their connection's local end to be known.
+const MAX_HELD: usize = 4096;
+/// At the end: stop once the socket has been quiet this long...
+const DRAIN_QUIET: Duration = Duration::from_millis(30);
+/// ...or after this long in any case.
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+/// Segments of the diagram's connection kept from its start and its end.
+const DIAGRAM_HEAD: usize = 1000;
+const DIAGRAM_TAIL: usize = 1000;
+
+/// `--pcap`/`--mermaid` without `--stack user`.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub pcap: Option<PathBuf>,
+    pub mermaid: Option<PathBuf>,
+}
+
+impl CaptureConfig {
+    /// The flag to name in messages.
+    fn flag(&self) -> &'static str {
+        if self.pcap.is_some() {
+            "--pcap"
+        } else {
+            "--mermaid"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn of(sock: &Socket) -> Proto {
+        match sock.r#type() {
+            Ok(Type::DGRAM) => Proto::Udp,
+            _ => Proto::Tcp,
+        }
+    }
+}
+
+/// A packet's transport protocol and ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flow {
+    proto: Proto,
+    src: SocketAddr,
+    dst: SocketAddr,
+}
+
+/// Which packets belong to the run.
+#[derive(Debug, Clone, Default)]
+struct Watch {
+    /// Listening (TCP) or bound (UDP) local addresses; the IP may be a wildcard.
+    listening: Vec<(Proto, SocketAddr)>,
+    /// Connections, as (local, remote).
+    connections: Vec<(Proto, SocketAddr, SocketAddr)>,
+    /// Remote ends being connected to, whose local end is not known yet.
+    dialing: Vec<(Proto, SocketAddr)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The run's packet; `outgoing`: sent by oxcat's side.
+    Ours {
+        outgoing: bool,
+    },
+    /// Perhaps the run's: it waits until the connection's local end is known.
+    Undecided,
+    NotOurs,
+}
+
+/// Whether a local address `bound` (IP perhaps unspecified) covers `end`.
+fn covers(bound: SocketAddr, end: SocketAddr) -> bool {
+    bound.port() == end.port()
+        && (bound.ip() == end.ip()
+            || (bound.ip().is_unspecified() && bound.is_ipv4() == end.is_ipv4()))
+}
+
+impl Watch {
+    /// `sent`: Some(true) for a packet seen leaving the host, Some(false)
+    /// arriving, None on loopback (where both ends are the host's).
+    fn judge(&self, f: &Flow, sent: Option<bool>) -> Verdict {
+        for &(proto, local, remote) in &self.connections {
+            if proto == f.proto {
+                if f.src == local && f.dst == remote {
+                    return Verdict::Ours { outgoing: true };
+                }
+                if f.src == remote && f.dst == local {
+                    return Verdict::Ours { outgoing: false };
+                }
+            }
+        }
+        for &(proto, local) in &self.listening {
+            if proto != f.proto {
+                continue;
+            }
+            // A wildcard listener's port may also be the remote port of
+            // someone else's connection: the direction tells them apart.
+            if sent != Some(true) && covers(local, f.dst) {
+                return Verdict::Ours { outgoing: false };
+            }
+            if sent != Some(false) && covers(local, f.src) {
+                return Verdict::Ours { outgoing: true };
+            }
+        }
+        if self
+            .dialing
+            .iter()
+            .any(|&(proto, remote)| proto == f.proto && (f.dst == remote || f.src == remote))
+        {
+            return Verdict::Undecided;
+        }
+        Verdict::NotOurs
+    }
+
+    /// The ports the BPF program lets through.
+    fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .listening
+            .iter()
+            .map(|(_, a)| a.port())
+            .chain(self.connections.iter().map(|(_, _, r)| r.port()))
+            .chain(self.dialing.iter().map(|(_, r)| r.port()))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+/// Where the packet socket listens: nowhere yet, loopback only, or every interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Interfaces {
+    None,
+    Loopback,
+    All,
+}
+
+/// The interfaces a connection to `remote` crosses: loopback for the
+/// host's own addresses, else any.
+fn interfaces_to(remote: IpAddr) -> Interfaces {
+    if remote.is_loopback() {
+        return Interfaces::Loopback;
+    }
+    // An address the host has can be bound; the kernel routes it over loopback.
+    if !remote.is_unspecified() && std::net::UdpSocket::bind((remote, 0)).is_ok() {
+        return Interfaces::Loopback;
+    }
+    Interfaces::All
+}
+
+/// The interfaces a listener at `local` hears clients on.
+fn interfaces_at(local: IpAddr) -> Interfaces {
+    if local.is_loopback() {
+        Interfaces::Loopback
+    } else {
+        Interfaces::All
+    }
+}
+
+struct Capture {
+    socket: Socket,
+    watch: Mutex<Watch>,
+    /// Bumped after every change of `watch`.
+    generation: AtomicU64,
+    /// The interfaces and the BPF ports now set on the socket.
+    setup: Mutex<(Interfaces, Option<Vec<u16>>)>,
+    flag: &'static str,
+    stop: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+static CAPTURE: OnceLock<Capture> = OnceLock::new();
+
+/// Opens the packet socket and the files and starts the capture thread.
+/// Without CAP_NET_RAW: one line saying so, exit 2.
+pub fn start(cfg: &CaptureConfig) -> Result<(), Failure> {
+    let flag = cfg.flag();
+    // Protocol 0: no packet arrives before the filter is set and the
+    // socket bound with ETH_P_ALL (at the first address the run uses).
+    let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0))).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                "needs CAP_NET_RAW to capture the connection's packets on the kernel's stack (run as root, or `setcap cap_net_raw+ep` on oxcat)".to_string()
+            }
+            Some(libc::EAFNOSUPPORT) => "this kernel has no packet sockets (AF_PACKET)".to_string(),
+            _ => crate::error::describe(&e),
+        };
+        Failure::usage(format!("{flag}: {why}"))
+    })?;
+    let setup_err = |what: &str, e: io::Error| Failure::io(format!("{flag}: {what}"), &e);
+    attach_filter(&socket, &[]).map_err(|e| setup_err("setting the packet filter", e))?;
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+        .map_err(|e| setup_err("kernel timestamps", e))?;
+    // A deep queue: a fast transfer must not outrun the thread. Beyond
+    // rmem_max needs CAP_NET_ADMIN; without it, what the host allows.
+    if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 32 << 20).is_err() {
+        let _ = socket.set_recv_buffer_size(32 << 20);
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| setup_err("fcntl", e))?;
+    let pcap = match &cfg.pcap {
+        Some(path) => {
+            let file = File::create(path).map_err(|e| {
+                Failure::io(
+                    format!("Unable to open pcap file \"{}\"", path.display()),
+                    &e,
+                )
+            })?;
+            let header = PcapHeader {
+                datalink: DataLink::RAW,
+                snaplen: SNAPLEN as u32,
+                ts_resolution: TsResolution::NanoSecond,
+                ..PcapHeader::default()
+            };
+            let writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|e| {
+                Failure::io(
+                    format!("Unable to write pcap file \"{}\"", path.display()),
+                    &io::Error::other(e),
+                )
+            })?;
+            Some((path.clone(), writer))
+        }
+        None => None,
+    };
+    let capture = Capture {
+        socket,
+        watch: Mutex::new(Watch::default()),
+        generation: AtomicU64::new(0),
+        setup: Mutex::new((Interfaces::None, None)),
+        flag,
+        stop: AtomicBool::new(false),
+        thread: Mutex::new(None),
+    };
+    if CAPTURE.set(capture).is_err() {
+        return Err(Failure::network(format!("{flag}: capture started twice")));
+    }
+    let c = CAPTURE
+        .get()
+        .ok_or_else(|| Failure::network(format!("{flag}: capture not started")))?;
+    let recorder = Recorder {
+        pcap,
+        written: 0,
+        write_failed: false,
+        diagram: cfg.mermaid.clone().map(|p| (p, DiagramKeeper::default())),
+        clock: Clock::now(),
+        watch: Watch::default(),
+        generation: u64::MAX,
+        held: Vec::new(),
+        recent: VecDeque::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("oxcat-capture".into())
+        .spawn(move || capture_loop(c, recorder))
+        .map_err(|e| setup_err("capture thread", e))?;
+    *lock(&c.thread) = Some(thread);
+    finish_on_signal().map_err(|e| setup_err("signal handler", e))?;
+    Ok(())
+}
+
+/// Ends the capture: what the kernel still holds is written, then the
+/// diagram, and the file is flushed. A second caller (the signal thread
+/// and the main thread at once) waits for the first to be done.
+pub fn finish() {
+    let Some(c) = CAPTURE.get() else { return };
+    let mut thread = lock(&c.thread);
+    if let Some(t) = thread.take() {
+        c.stop.store(true, Ordering::Release);
+        let _ = t.join();
+    }
+}
+
+/// On SIGINT/SIGTERM (how a `-k` server usually ends) the files are
+/// completed before the process goes.
+fn finish_on_signal() -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("oxcat-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                finish();
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+/// `connect()` on a kernel socket (non-blocking: true when already
+/// connected), with the capture told the remote end before and the local
+/// end after, so the SYN is in the file.
+pub fn connect_start(sock: &Socket, addr: SocketAddr) -> io::Result<bool> {
+    let target = SockAddr::from(addr);
+    let Some(c) = CAPTURE.get() else {
+        return sys::connect_start(sock, &target);
+    };
+    let proto = Proto::of(sock);
+    c.change(interfaces_to(addr.ip()), |w| w.dialing.push((proto, addr)));
+    let started = sys::connect_start(sock, &target);
+    // The kernel chose the local end in connect(); it stays readable even
+    // when the attempt has already been refused.
+    let local = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .filter(|l| l.port() != 0);
+    c.change(Interfaces::None, |w| {
+        if let Some(i) = w.dialing.iter().position(|d| *d == (proto, addr)) {
+            w.dialing.remove(i);
+        }
+        if let Some(local) = local {
+            w.connections.push((proto, local, addr));
+        }
+    });
+    started
+}
+
+/// A kernel socket was bound to listen (TCP) or receive (UDP): its packets
+/// are the run's. Called before `listen()`, so no handshake is missed.
+pub fn listening(sock: &Socket) {
+    let Some(c) = CAPTURE.get() else { return };
+    let Some(local) = sock.local_addr().ok().and_then(|a| a.as_socket()) else {
+        return;
+    };
+    let proto = Proto::of(sock);
+    c.change(interfaces_at(local.ip()), |w| {
+        if !w.listening.contains(&(proto, local)) {
+            w.listening.push((proto, local));
+        }
+    });
+}
+
+impl Capture {
+    /// Changes what the run watches; the socket listens on at least
+    /// `interfaces` and its filter passes the watched ports before this returns.
+    fn change(&self, interfaces: Interfaces, f: impl FnOnce(&mut Watch)) {
+        let mut watch = lock(&self.watch);
+        f(&mut watch);
+        let ports = watch.ports();
+        let mut setup = lock(&self.setup);
+        if setup.1.as_ref() != Some(&ports) {
+            if let Err(e) = attach_filter(&self.socket, &ports) {
+                self.warn(&format!("setting the packet filter: {}", describe(&e)));
+            }
+            setup.1 = Some(ports);
+        }
+        if interfaces > setup.0 {
+            if let Err(e) = bind_interfaces(&self.socket, interfaces) {
+                self.warn(&format!(
+                    "listening on the interfaces: {}; the capture misses packets",
+                    describe(&e)
+                ));
+            }
+            setup.0 = interfaces;
+        }
+        drop(setup);
+        drop(watch);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn warn(&self, text: &str) {
+        crate::msg::say(&format!("{}: {text}", self.flag));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn describe(e: &io::Error) -> String {
+    crate::error::describe(e)
+}
+
+/// The kernel's wall clock of a packet, on the run's `Instant` clock too.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    wall: Duration,
+    instant: Instant,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            wall: wall_now(),
+            instant: Instant::now(),
+        }
+    }
+
+    fn instant_of(&self, stamp: Duration) -> Instant {
+        self.instant + stamp.saturating_sub(self.wall)
+    }
+
+    fn micros_of(&self, stamp: Duration) -> u64 {
+        stamp.saturating_sub(self.wall).as_micros() as u64
+    }
+}
+
+fn wall_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// A packet the kernel handed over, and what its link layer says.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    /// Bytes in the buffer.
+    len: usize,
+    /// The packet's length (more than `len` when cut at the snap length).
+    orig_len: usize,
+    ifindex: i32,
+    /// The device type (ARPHRD_*): loopback shows each packet twice.
+    hatype: u16,
+    pkttype: u8,
+    /// The EtherType.
+    protocol: u16,
+    /// The kernel's timestamp (wall clock).
+    stamp: Option<Duration>,
+}
+
+const ARPHRD_LOOPBACK: u16 = 772;
+const PACKET_OUTGOING: u8 = 4;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+impl Received {
+    fn loopback(&self) -> bool {
+        self.hatype == ARPHRD_LOOPBACK
+    }
+
+    /// Whether the capture keeps this copy: IP only, and on loopback the
+    /// copy leaving (the same packet arrives a moment later).
+    fn wanted(&self) -> bool {
+        matches!(self.protocol, ETH_P_IP | ETH_P_IPV6)
+            && (!self.loopback() || self.pkttype == PACKET_OUTGOING)
+    }
+
+    /// Leaving (true), arriving (false), or on loopback, where both ends are ours (None).
+    fn sent(&self) -> Option<bool> {
+        (!self.loopback()).then_some(self.pkttype == PACKET_OUTGOING)
+    }
+}
+
+/// A packet that waits for its connection's local end.
+struct Held {
+    meta: Received,
+    data: Vec<u8>,
+    flow: Flow,
+}
+
+/// The capture thread's state: the files being written.
+struct Recorder {
+    pcap: Option<(PathBuf, PcapWriter<BufWriter<File>>)>,
+    written: u64,
+    write_failed: bool,
+    diagram: Option<(PathBuf, DiagramKeeper)>,
+    clock: Clock,
+    /// The thread's copy of the run's watch, and the generation it is from.
+    watch: Watch,
+    generation: u64,
+    held: Vec<Held>,
+    /// (interface, digest) of the last packets kept: a packet that crosses
+    /// two interfaces (a bridge and its port) is kept once.
+    recent: VecDeque<(i32, u64)>,
+}
+
+fn capture_loop(c: &'static Capture, mut rec: Recorder) {
+    let mut buf = vec![0u8; SNAPLEN];
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        if stopping_since.is_none() && c.stop.load(Ordering::Acquire) {
+            stopping_since = Some(Instant::now());
+        }
+        let wait = match stopping_since {
+            Some(since) if since.elapsed() >= DRAIN_LIMIT => Duration::ZERO,
+            Some(_) => DRAIN_QUIET,
+            None => Duration::from_millis(100),
+        };
+        let mut fds = [sys::pollfd(&c.socket, rustix::event::PollFlags::IN)];
+        let ready = rustix::event::poll(&mut fds, Some(&timespec(wait))).unwrap_or(0);
+        let mut got = 0;
+        // Bounded per wake-up, so a stop request is seen during a flood.
+        while got < 1024 {
+            match receive(c.socket.as_fd(), &mut buf) {
+                Ok(Some(meta)) => {
+                    got += 1;
+                    rec.take(c, meta, &buf[..meta.len]);
+                }
+                Ok(None) => break,
+                Err(_) => break,
+            }
+        }
+        if let Some(since) = stopping_since {
+            if (ready == 0 && got == 0) || since.elapsed() >= DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    rec.refresh(c);
+    rec.finish(c);
+}
+
+fn timespec(d: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+impl Recorder {
+    /// Takes the latest watch, and decides the packets that waited for it.
+    fn refresh(&mut self, c: &Capture) {
+        let generation = c.generation.load(Ordering::Acquire);
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        self.watch = lock(&c.watch).clone();
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            match self.watch.judge(&h.flow, h.meta.sent()) {
+                Verdict::Ours { outgoing } => self.record(&h.meta, &h.data, &h.flow, outgoing),
+                Verdict::Undecided => self.held.push(h),
+                Verdict::NotOurs => {}
+            }
+        }
+    }
+
+    fn take(&mut self, c: &Capture, meta: Received, data: &[u8]) {
+        if !meta.wanted() {
+            return;
+        }
+        let Some((flow, _)) = decode(data) else {
+            return;
+        };
+        self.refresh(c);
+        match self.watch.judge(&flow, meta.sent()) {
+            Verdict::Ours { outgoing } => {
+                if !self.seen_elsewhere(&meta, data) {
+                    self.record(&meta, data, &flow, outgoing);
+                }
+            }
+            Verdict::Undecided if self.held.len() < MAX_HELD => self.held.push(Held {
+                meta,
+                data: data.to_vec(),
+                flow,
+            }),
+            Verdict::Undecided | Verdict::NotOurs => {}
+        }
+    }
+
+    /// Whether the same packet was just kept from another interface.
+    fn seen_elsewhere(&mut self, meta: &Received, data: &[u8]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // The headers and the length tell packets apart; no need to hash 64 KiB.
+        data[..data.len().min(96)].hash(&mut h);
+        meta.orig_len.hash(&mut h);
+        let digest = h.finish();
+        if self
+            .recent
+            .iter()
+            .any(|&(ifindex, d)| d == digest && ifindex != meta.ifindex)
+        {
+            return true;
+        }
+        if self.recent.len() == 32 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((meta.ifindex, digest));
+        false
+    }
+
+    fn record(&mut self, meta: &Received, data: &[u8], flow: &Flow, outgoing: bool) {
+        let stamp = meta.stamp.unwrap_or_else(wall_now);
+        if let Some((path, writer)) = self.pcap.as_mut() {
+            if !self.write_failed {
+                let packet = PcapPacket::new(stamp, meta.orig_len.max(data.len()) as u32, data);
+                match writer.write_packet(&packet) {
+                    Ok(_) => self.written += 1,
+                    Err(e) => {
+                        self.write_failed = true;
+                        crate::msg::say(&format!(
+                            "Unable to write pcap file \"{}\": {e}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+        }
+        let tracing = sys::tracing();
+        if !tracing && self.diagram.is_none() {
+            return;
+        }
+        let dir = if outgoing {
+            Direction::Out
+        } else {
+            Direction::In
+        };
+        let Some(segment) = segment(data, flow, dir) else {
+            return;
+        };
+        if let Some((_, keeper)) = self.diagram.as_mut() {
+            keeper.keep(Stamped::new(
+                self.clock.micros_of(stamp),
+                Event::Segment(segment.clone()),
+            ));
+        }
+        if tracing {
+            sys::record_at(self.clock.instant_of(stamp), Event::Segment(segment));
+        }
+    }
+
+    fn finish(mut self, c: &Capture) {
+        if let Some((path, writer)) = self.pcap.take() {
+            let flushed = writer.into_writer().flush();
+            if let (Err(e), false) = (flushed, self.write_failed) {
+                crate::msg::say(&format!(
+                    "Unable to write pcap file \"{}\": {}",
+                    path.display(),
+                    describe(&e)
+                ));
+            }
+            crate::verbose!(
+                1,
+                "{} packets of this run written to {}.",
+                self.written,
+                path.display()
+            );
+        }
+        if let Some((path, keeper)) = self.diagram.take() {
+            if let Err(e) = std::fs::write(&path, keeper.diagram()) {
+                crate::msg::say(&format!(
+                    "Unable to write Mermaid file \"{}\": {}",
+                    path.display(),
+                    describe(&e)
+                ));
+            }
+        }
+        if let Some(drops) = dropped(&c.socket).filter(|&d| d > 0) {
+            c.warn(&format!(
+                "the kernel dropped {drops} packets the capture could not keep up with; the file misses them"
+            ));
+        }
+    }
+}
+
+/// The segments the diagram is drawn from: the first connection whose SYN
+/// was seen, its head and its tail.
+#[derive(Default)]
+struct DiagramKeeper {
+    /// (client, server) of the first SYN.
+    conn: Option<(SocketAddr, SocketAddr)>,
+    head: Vec<Stamped>,
+    tail: VecDeque<Stamped>,
+    unseen: usize,
+}
+
+impl DiagramKeeper {
+    fn keep(&mut self, e: Stamped) {
+        let Event::Segment(s) = &e.event else { return };
+        match self.conn {
+            None if s.flags & 0x12 == 0x02 => self.conn = Some((s.src, s.dst)),
+            None => return,
+            Some((a, b)) => {
+                if !((s.src == a && s.dst == b) || (s.src == b && s.dst == a)) {
+                    return;
+                }
+            }
+        }
+        if self.head.len() < DIAGRAM_HEAD {
+            self.head.push(e);
+            return;
+        }
+        self.tail.push_back(e);
+        if self.tail.len() > DIAGRAM_TAIL {
+            self.tail.pop_front();
+            self.unseen += 1;
+        }
+    }
+
+    fn diagram(&self) -> String {
+        let events: Vec<Stamped> = self.head.iter().chain(&self.tail).cloned().collect();
+        let opts = DiagramOptions {
+            unseen_segments: self.unseen,
+            ..DiagramOptions::default()
+        };
+        connection_diagram(&events, &opts).unwrap_or_else(|| {
+            "sequenceDiagram\n    Note over oxcat: no TCP connection in this run\n".into()
+        })
+    }
+}
+
+/// The flow of an IPv4 or IPv6 packet carrying TCP or UDP, and its
+/// transport bytes; None for anything else, however malformed.
+fn decode(packet: &[u8]) -> Option<(Flow, &[u8])> {
+    let (src, dst, proto, transport) = match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            // Later fragments carry no transport header.
+            if ip.frag_offset() != 0 {
+                return None;
+            }
+            let body = packet.get(ip.header_len()..usize::from(ip.total_len()))?;
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                ip.protocol(),
+                body,
+            )
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            let payload = packet.get(40..40 + usize::from(ip.payload_len()))?;
+            let upper = walk_extension_headers(ip.next_header(), payload).ok()?;
+            if upper.fragment.is_some_and(|f| f.offset != 0) {
+                return None;
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                upper.protocol,
+                payload.get(upper.offset..)?,
+            )
+        }
+        _ => return None,
+    };
+    let (proto, sport, dport) = match proto {
+        IpProtocol::TCP => {
+            let t = TcpPacket::new_checked(transport).ok()?;
+            (Proto::Tcp, t.src_port(), t.dst_port())
+        }
+        IpProtocol::UDP => {
+            let u = UdpPacket::new_checked(transport).ok()?;
+            (Proto::Udp, u.src_port(), u.dst_port())
+        }
+        _ => return None,
+    };
+    let flow = Flow {
+        proto,
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+    };
+    Some((flow, transport))
+}
+
+/// A TCP packet as the trace's segment event (None for UDP).
+fn segment(packet: &[u8], flow: &Flow, dir: Direction) -> Option<Segment> {
+    if flow.proto != Proto::Tcp {
+        return None;
+    }
+    let (_, transport) = decode(packet)?;
+    let t = TcpPacket::new_checked(transport).ok()?;
+    let payload = t.payload();
+    Some(Segment {
+        dir,
+        src: flow.src,
+        dst: flow.dst,
+        flags: t.flags().0,
+        seq: t.seq_number(),
+        ack: t.ack_number(),
+        window: t.window_len(),
+        len: payload.len(),
+        options: options_text(t.options()),
+        preview: payload
+            .iter()
+            .take(24)
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect(),
+    })
+}
+
+/// The options as tcpdump prints them, in the order they came.
+fn options_text(options: &[u8]) -> String {
+    let mut parts = Vec::new();
+    for o in TcpOptions::new(options) {
+        match o {
+            Ok(TcpOption::Mss(m)) => parts.push(format!("mss {m}")),
+            Ok(TcpOption::SackPermitted) => parts.push("sackOK".into()),
+            Ok(TcpOption::Timestamps(ts)) => {
+                parts.push(format!("TS val {} ecr {}", ts.tsval, ts.tsecr))
+            }
+            Ok(TcpOption::WindowScale(w)) => parts.push(format!("wscale {w}")),
+            Ok(TcpOption::Sack(blocks)) => {
+                let b: String = blocks.iter().map(|(l, r)| format!("{{{l}:{r}}}")).collect();
+                parts.push(format!("sack {} {b}", blocks.len()));
+            }
+            Ok(TcpOption::Unknown { kind, .. }) => parts.push(format!("opt-{kind}")),
+            Ok(TcpOption::NoOp) | Ok(TcpOption::EndOfList) => {}
+            Err(_) => parts.push("bad option".into()),
+        }
+    }
+    parts.join(",")
+}
+
+/// Classic BPF (linux/filter.h): IPv4/IPv6 TCP and UDP to or from one of
+/// `ports`, on loopback only the copy leaving; no ports: nothing.
+mod bpf {
+    pub const LD_W_ABS: u16 = 0x20;
+    pub const LD_H_ABS: u16 = 0x28;
+    pub const LD_B_ABS: u16 = 0x30;
+    pub const LD_H_IND: u16 = 0x48;
+    pub const LDX_B_MSH: u16 = 0xb1;
+    pub const LDX_IMM: u16 = 0x01;
+    pub const JA: u16 = 0x05;
+    pub const JEQ_K: u16 = 0x15;
+    pub const JSET_K: u16 = 0x45;
+    pub const RET_K: u16 = 0x06;
+    /// Loads from past this offset read the packet's metadata (SKF_AD_OFF).
+    pub const AD: u32 = (-0x1000i32) as u32;
+    pub const AD_PROTOCOL: u32 = AD;
+    pub const AD_PKTTYPE: u32 = AD + 4;
+    pub const AD_HATYPE: u32 = AD + 28;
+    /// More ports than this are not filtered in the kernel (8-bit jump
+    /// offsets); the capture thread still checks every packet.
+    const MAX_PORTS: usize = 48;
+
+    /// Where a jump goes.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum To {
+        Next,
+        Ip,
+        V4Transport,
+        V6,
+        V6Transport,
+        Ports,
+        Accept,
+        Drop,
+    }
+
+    /// One instruction with symbolic jumps, perhaps the target of a label.
+    struct Op {
+        label: Option<To>,
+        code: u16,
+        jt: To,
+        jf: To,
+        k: u32,
+    }
+
+    fn op(code: u16, k: u32) -> Op {
+        Op {
+            label: None,
+            code,
+            jt: To::Next,
+            jf: To::Next,
+            k,
+        }
+    }
+
+    fn jump(code: u16, k: u32, jt: To, jf: To) -> Op {
+        Op {
+            label: None,
+            code,
+            jt,
+            jf,
+            k,
+        }
+    }
+
+    fn at(label: To, o: Op) -> Op {
+        Op {
+            label: Some(label),
+            ..o
+        }
+    }
+
+    /// The program, as (code, jt, jf, k).
+    pub fn program(ports: &[u16]) -> Vec<(u16, u8, u8, u32)> {
+        if ports.is_empty() {
+            return vec![(RET_K, 0, 0, 0)];
+        }
+        let snaplen = super::SNAPLEN as u32;
+        let mut ops = vec![
+            // Loopback shows each packet leaving, then arriving: keep the first.
+            op(LD_W_ABS, AD_HATYPE),
+            jump(JEQ_K, super::ARPHRD_LOOPBACK.into(), To::Next, To::Ip),
+            op(LD_W_ABS, AD_PKTTYPE),
+            jump(JEQ_K, super::PACKET_OUTGOING.into(), To::Ip, To::Drop),
+            at(To::Ip, op(LD_W_ABS, AD_PROTOCOL)),
+            jump(JEQ_K, super::ETH_P_IPV6.into(), To::V6, To::Next),
+            jump(JEQ_K, super::ETH_P_IP.into(), To::Next, To::Drop),
+            // IPv4: TCP or UDP, not a later fragment; X = the header's length.
+            op(LD_B_ABS, 9),
+            jump(JEQ_K, 6, To::V4Transport, To::Next),
+            jump(JEQ_K, 17, To::Next, To::Drop),
+            at(To::V4Transport, op(LD_H_ABS, 6)),
+            jump(JSET_K, 0x1fff, To::Drop, To::Next),
+            op(LDX_B_MSH, 0),
+            jump(JA, 0, To::Ports, To::Ports),
+            // IPv6: TCP or UDP right after the fixed header.
+            at(To::V6, op(LD_B_ABS, 6)),
+            jump(JEQ_K, 6, To::V6Transport, To::Next),
+            jump(JEQ_K, 17, To::Next, To::Drop),
+            at(To::V6Transport, op(LDX_IMM, 40)),
+        ];
+        if ports.len() > MAX_PORTS {
+            ops.push(at(To::Ports, op(RET_K, snaplen)));
+        } else {
+            // The source port, then the destination port, against each port.
+            for offset in [0u32, 2] {
+                let load = op(LD_H_IND, offset);
+                ops.push(if offset == 0 {
+                    at(To::Ports, load)
+                } else {
+                    load
+                });
+                for &p in ports {
+                    ops.push(jump(JEQ_K, p.into(), To::Accept, To::Next));
+                }
+            }
+        }
+        ops.push(at(To::Drop, op(RET_K, 0)));
+        ops.push(at(To::Accept, op(RET_K, snaplen)));
+        assemble(&ops)
+    }
+
+    /// Resolves the labels into the offsets from the next instruction.
+    fn assemble(ops: &[Op]) -> Vec<(u16, u8, u8, u32)> {
+        let rel = |from: usize, to: To| -> u32 {
+            match to {
+                To::Next => 0,
+                label => ops
+                    .iter()
+                    .position(|o| o.label == Some(label))
+                    .map_or(0, |t| t.saturating_sub(from + 1) as u32),
+            }
+        };
+        ops.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                if o.code == JA {
+                    (o.code, 0, 0, rel(i, o.jt))
+                } else {
+                    // Labels lie within MAX_PORTS * 2 + 20 instructions: offsets fit.
+                    let jt = u8::try_from(rel(i, o.jt)).unwrap_or(u8::MAX);
+                    let jf = u8::try_from(rel(i, o.jf)).unwrap_or(u8::MAX);
+                    (o.code, jt, jf, o.k)
+                }
+            })
+            .collect()
+    }
+}
+
+fn attach_filter(sock: &Socket, ports: &[u16]) -> io::Result<()> {
+    let program: Vec<socket2::SockFilter> = bpf::program(ports)
+        .into_iter()
+        .map(|(code, jt, jf, k)| socket2::SockFilter::new(code, jt, jf, k))
+        .collect();
+    sock.attach_filter(&program)
+}
+
+fn set_int_option(sock: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`, a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Binds the packet socket to every protocol (ETH_P_ALL, so packets
+/// leaving are seen too) on loopback or on every interface.
+fn bind_interfaces(sock: &Socket, which: Interfaces) -> io::Result<()> {
+    let ifindex = match which {
+        Interfaces::None => return Ok(()),
+        Interfaces::All => 0,
+        Interfaces::Loopback => {
+            rustix::net::netdevice::name_to_index(sock, "lo").map_err(io::Error::from)? as i32
+        }
+    };
+    // SAFETY: sockaddr_ll is plain data, for which all zeroes is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = ifindex;
+    // SAFETY: the pointer and length describe `addr`, a live sockaddr_ll.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One packet from the (non-blocking) packet socket into `buf`, with its
+/// link-layer address and the kernel's timestamp; None when none is waiting.
+fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    // SAFETY: sockaddr_ll and msghdr are plain data, for which all zeroes is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` refers to a live buffer of the length
+    // given beside it; MSG_TRUNC makes the result the packet's full length.
+    let n = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let orig_len = n as usize;
+    let mut stamp = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled,
+    // within `msg_controllen`; the timespec is read unaligned from a
+    // message whose type says it holds one.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                if ts.tv_sec >= 0 && (0..1_000_000_000).contains(&ts.tv_nsec) {
+                    stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Some(Received {
+        len: orig_len.min(buf.len()),
+        orig_len,
+        ifindex: addr.sll_ifindex,
+        hatype: addr.sll_hatype,
+        pkttype: addr.sll_pkttype,
+        protocol: u16::from_be(addr.sll_protocol),
+        stamp,
+    }))
+}
+
+/// Packets the kernel dropped because the socket's queue was full.
+fn dropped(sock: &Socket) -> Option<u32> {
+    // SAFETY: tpacket_stats is plain data; the pointer and length describe it.
+    let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: as above; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(stats.tp_drops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 packet around a TCP (6) or UDP (17) header and payload.
+    fn v4(proto: u8, src: [u8; 4], dst: [u8; 4], transport: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+        p.extend(src);
+        p.extend(dst);
+        p.extend(transport);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    fn v6(proto: u8, src: u8, dst: u8, transport: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend((transport.len() as u16).to_be_bytes());
+        p.extend([proto, 64]);
+        p.extend([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, src]);
+        p.extend([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, dst]);
+        p.extend(transport);
+        p
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend(sport.to_be_bytes());
+        t.extend(dport.to_be_bytes());
+        t.extend(1000u32.to_be_bytes());
+        t.extend(2000u32.to_be_bytes());
+        t.push((((20 + options.len()) / 4) as u8) << 4);
+        t.push(flags);
+        t.extend(512u16.to_be_bytes());
+        t.extend([0, 0, 0, 0]);
+        t.extend(options);
+        t.extend(payload);
+        t
+    }
+
+    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend(sport.to_be_bytes());
+        u.extend(dport.to_be_bytes());
+        u.extend(((8 + payload.len()) as u16).to_be_bytes());
+        u.extend([0, 0]);
+        u.extend(payload);
+        u
+    }
+
+    /// What the kernel tells a filter about a packet.
+    #[derive(Clone, Copy)]
+    struct Meta {
+        protocol: u16,
+        pkttype: u8,
+        hatype: u16,
+    }
+
+    const ETHER_IN: Meta = Meta {
+        protocol: ETH_P_IP,
+        pkttype: 0,
+        hatype: 1,
+    };
+
+    /// Classic BPF, the instructions the program uses: what it returns for `pkt`.
+    fn run_bpf(prog: &[(u16, u8, u8, u32)], pkt: &[u8], m: Meta) -> u32 {
+        let byte = |at: u32| pkt.get(at as usize).map(|&b| u32::from(b));
+        let half = |at: u32| Some(byte(at)? << 8 | byte(at + 1)?);
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        for _ in 0..prog.len() {
+            let (code, jt, jf, k) = prog[pc];
+            pc += 1;
+            let loaded = match code {
+                bpf::LD_W_ABS if k == bpf::AD_PROTOCOL => Some(u32::from(m.protocol)),
+                bpf::LD_W_ABS if k == bpf::AD_PKTTYPE => Some(u32::from(m.pkttype)),
+                bpf::LD_W_ABS if k == bpf::AD_HATYPE => Some(u32::from(m.hatype)),
+                bpf::LD_H_ABS => half(k),
+                bpf::LD_B_ABS => byte(k),
+                bpf::LD_H_IND => half(x + k),
+                bpf::LDX_B_MSH => {
+                    x = 4 * (byte(k).unwrap_or(0) & 0xf);
+                    None
+                }
+                bpf::LDX_IMM => {
+                    x = k;
+                    None
+                }
+                bpf::JA => {
+                    pc += k as usize;
+                    None
+                }
+                bpf::JEQ_K => {
+                    pc += usize::from(if a == k { jt } else { jf });
+                    None
+                }
+                bpf::JSET_K => {
+                    pc += usize::from(if a & k != 0 { jt } else { jf });
+                    None
+                }
+                bpf::RET_K => return k,
+                other => panic!("instruction {other:#x} not in the interpreter"),
+            };
+            if matches!(
+                code,
+                bpf::LD_W_ABS | bpf::LD_H_ABS | bpf::LD_B_ABS | bpf::LD_H_IND
+            ) {
+                // A load past the end ends the program: drop (as the kernel does).
+                match loaded {
+                    Some(v) => a = v,
+                    None => return 0,
+                }
+            }
+        }
+        panic!("the program ran off its end");
+    }
+
+    #[test]
+    fn bpf_passes_the_runs_ports_and_one_copy_on_loopback() {
+        let prog = bpf::program(&[5555, 7000]);
+        let keep = SNAPLEN as u32;
+        let to = v4(
+            6,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            &tcp(40000, 5555, 0x02, &[], b""),
+        );
+        let from = v4(
+            6,
+            [10, 0, 0, 2],
+            [10, 0, 0, 1],
+            &tcp(7000, 40000, 0x12, &[], b""),
+        );
+        let other = v4(
+            6,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            &tcp(40000, 80, 0x02, &[], b""),
+        );
+        assert_eq!(run_bpf(&prog, &to, ETHER_IN), keep);
+        assert_eq!(run_bpf(&prog, &from, ETHER_IN), keep);
+        assert_eq!(run_bpf(&prog, &other, ETHER_IN), 0);
+        // Loopback: the copy leaving is kept, the one arriving dropped.
+        let lo = |pkttype| Meta {
+            pkttype,
+            hatype: ARPHRD_LOOPBACK,
+            ..ETHER_IN
+        };
+        assert_eq!(run_bpf(&prog, &to, lo(PACKET_OUTGOING)), keep);
+        assert_eq!(run_bpf(&prog, &to, lo(0)), 0);
+        // Not IP, ICMP, a later fragment: dropped.
+        let arp = Meta {
+            protocol: 0x0806,
+            ..ETHER_IN
+        };
+        assert_eq!(run_bpf(&prog, &to, arp), 0);
+        let icmp = v4(
+            1,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            &tcp(40000, 5555, 0, &[], b""),
+        );
+        assert_eq!(run_bpf(&prog, &icmp, ETHER_IN), 0);
+        let mut fragment = to.clone();
+        fragment[6..8].copy_from_slice(&[0, 10]);
+        assert_eq!(run_bpf(&prog, &fragment, ETHER_IN), 0);
+        // IPv4 options move the ports: the header length is read.
+        let mut with_options = to.clone();
+        with_options[0] = 0x46;
+        with_options.splice(20..20, [1, 1, 1, 0]);
+        assert_eq!(run_bpf(&prog, &with_options, ETHER_IN), keep);
+        let mut shifted = other.clone();
+        shifted[0] = 0x46;
+        shifted.splice(20..20, [0x15, 0xb3, 0x15, 0xb3]); // 5555 where IHL=5 would look
+        assert_eq!(run_bpf(&prog, &shifted, ETHER_IN), 0);
+        // IPv6, TCP and UDP.
+        let six = Meta {
+            protocol: ETH_P_IPV6,
+            ..ETHER_IN
+        };
+        assert_eq!(
+            run_bpf(&prog, &v6(17, 1, 2, &udp(5353, 5555, b"x")), six),
+            keep
+        );
+        assert_eq!(
+            run_bpf(&prog, &v6(6, 1, 2, &tcp(1, 80, 0x02, &[], b"")), six),
+            0
+        );
+        assert_eq!(run_bpf(&prog, &v6(58, 1, 2, &udp(5555, 5555, b"")), six), 0);
+        // Truncated: dropped, not misread.
+        assert_eq!(run_bpf(&prog, &to[..21], ETHER_IN), 0);
+        // Nothing watched yet: nothing passes.
+        assert_eq!(run_bpf(&bpf::program(&[]), &to, ETHER_IN), 0);
+        // Too many ports for 8-bit jumps: every TCP/UDP packet passes to the thread.
+        let many: Vec<u16> = (1..=60).collect();
+        assert_eq!(run_bpf(&bpf::program(&many), &other, ETHER_IN), keep);
+        let most: Vec<u16> = (5500..5548).collect();
+        assert_eq!(run_bpf(&bpf::program(&most), &other, ETHER_IN), 0);
+        let mut last = other.clone();
+        last[22..24].copy_from_slice(&5547u16.to_be_bytes());
+        assert_eq!(run_bpf(&bpf::program(&most), &last, ETHER_IN), keep);
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn decode_reads_the_flow_and_never_panics() {
+        let p = v4(
+            6,
+            [127, 0, 0, 1],
+            [127, 0, 0, 2],
+            &tcp(1, 2, 0x18, &[], b"hi"),
+        );
+        let (flow, transport) = decode(&p).unwrap();
+        assert_eq!(
+            flow,
+            Flow {
+                proto: Proto::Tcp,
+                src: sa("127.0.0.1:1"),
+                dst: sa("127.0.0.2:2")
+            }
+        );
+        assert_eq!(transport.len(), 22);
+        let p6 = v6(17, 1, 2, &udp(53, 5353, b"q"));
+        let (flow, _) = decode(&p6).unwrap();
+        assert_eq!(
+            (flow.proto, flow.src, flow.dst),
+            (Proto::Udp, sa("[fd00::1]:53"), sa("[fd00::2]:5353"))
+        );
+        for packet in [&p, &p6] {
+            for cut in 0..packet.len() {
+                let _ = decode(&packet[..cut]);
+            }
+        }
+        assert!(
+            decode(&p[..p.len() - 1]).is_none(),
+            "total length past the end"
+        );
+        let mut x = 0x2545f4914f6cdd1du64;
+        for _ in 0..20000 {
+            let junk: Vec<u8> = (0..(x % 80) as usize)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly plausible first bytes, so the parsers get exercised.
+                    if i == 0 {
+                        [0x45, 0x60, 0x46, 0x4f][(x % 4) as usize]
+                    } else {
+                        x as u8
+                    }
+                })
+                .collect();
+            let _ = decode(&junk);
+            let f = Flow {
+                proto: Proto::Tcp,
+                src: sa("1.1.1.1:1"),
+                dst: sa("2.2.2.2:2"),
+            };
+            let _ = segment(&junk, &f, Direction::In);
+            x = x.wrapping_add(1);
+        }
+    }
+
+    #[test]
+    fn the_watch_decides_by_tuple_listener_and_direction() {
+        let mut w = Watch::default();
+        let syn = Flow {
+            proto: Proto::Tcp,
+            src: sa("127.0.0.1:40000"),
+            dst: sa("127.0.0.1:5555"),
+        };
+        assert_eq!(w.judge(&syn, None), Verdict::NotOurs);
+        w.dialing.push((Proto::Tcp, sa("127.0.0.1:5555")));
+        assert_eq!(w.judge(&syn, None), Verdict::Undecided);
+        w.dialing.clear();
+        w.connections
+            .push((Proto::Tcp, sa("127.0.0.1:40000"), sa("127.0.0.1:5555")));
+        assert_eq!(w.judge(&syn, None), Verdict::Ours { outgoing: true });
+        let back = Flow {
+            src: syn.dst,
+            dst: syn.src,
+            ..syn
+        };
+        assert_eq!(w.judge(&back, None), Verdict::Ours { outgoing: false });
+        let udp = Flow {
+            proto: Proto::Udp,
+            ..syn
+        };
+        assert_eq!(w.judge(&udp, None), Verdict::NotOurs);
+        let another = Flow {
+            src: sa("127.0.0.1:40001"),
+            ..syn
+        };
+        assert_eq!(w.judge(&another, None), Verdict::NotOurs);
+
+        let mut l = Watch::default();
+        l.listening.push((Proto::Tcp, sa("0.0.0.0:80")));
+        l.listening.push((Proto::Tcp, sa("[::1]:80")));
+        let client = Flow {
+            proto: Proto::Tcp,
+            src: sa("192.0.2.7:5000"),
+            dst: sa("192.0.2.1:80"),
+        };
+        assert_eq!(
+            l.judge(&client, Some(false)),
+            Verdict::Ours { outgoing: false }
+        );
+        // Leaving the host to someone's port 80: another program's connection.
+        assert_eq!(l.judge(&client, Some(true)), Verdict::NotOurs);
+        let reply = Flow {
+            src: client.dst,
+            dst: client.src,
+            ..client
+        };
+        assert_eq!(
+            l.judge(&reply, Some(true)),
+            Verdict::Ours { outgoing: true }
+        );
+        let v6 = Flow {
+            proto: Proto::Tcp,
+            src: sa("[::1]:6000"),
+            dst: sa("[::1]:80"),
+        };
+        assert_eq!(l.judge(&v6, None), Verdict::Ours { outgoing: false });
+        let v6_elsewhere = Flow {
+            dst: sa("[fd00::1]:80"),
+            ..v6
+        };
+        assert_eq!(l.judge(&v6_elsewhere, Some(false)), Verdict::NotOurs);
+        assert_eq!(l.ports(), vec![80]);
+    }
+
+    #[test]
+    fn segments_read_like_the_user_stacks() {
+        // MSS 1460, NOP, NOP, SACK-permitted... as Linux lays a SYN's options out.
+        let options = [
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
+        let p = v4(
+            6,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            &tcp(1, 2, 0x02, &options, b""),
+        );
+        let (flow, _) = decode(&p).unwrap();
+        let s = segment(&p, &flow, Direction::Out).unwrap();
+        assert_eq!(
+            (s.flags, s.seq, s.ack, s.window, s.len),
+            (2, 1000, 2000, 512, 0)
+        );
+        assert_eq!(s.options, "mss 1460,sackOK,TS val 7 ecr 0,wscale 7");
+        let d = v4(
+            6,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            &tcp(1, 2, 0x18, &[], b"Hi\n\x00!"),
+        );
+        let s = segment(&d, &decode(&d).unwrap().0, Direction::In).unwrap();
+        assert_eq!((s.len, s.preview.as_str()), (5, "Hi..!"));
+        let u = v4(17, [10, 0, 0, 1], [10, 0, 0, 2], &udp(1, 2, b"x"));
+        assert!(segment(&u, &decode(&u).unwrap().0, Direction::In).is_none());
+    }
+
+    fn seg_event(src: &str, dst: &str, flags: u8, seq: u32) -> Stamped {
+        Stamped::new(
+            0,
+            Event::Segment(Segment {
+                dir: Direction::Out,
+                src: sa(src),
+                dst: sa(dst),
+                flags,
+                seq,
+                ack: 0,
+                window: 1,
+                len: 0,
+                options: String::new(),
+                preview: String::new(),
+            }),
+        )
+    }
+
+    #[test]
+    fn the_diagram_keeps_the_first_connections_head_and_tail() {
+        let (c, s, other) = ("10.0.0.1:4000", "10.0.0.2:80", "10.0.0.3:4001");
+        let mut k = DiagramKeeper::default();
+        assert!(k.diagram().contains("no TCP connection"));
+        k.keep(seg_event(s, c, 0x10, 1)); // before any SYN: not drawable
+        k.keep(seg_event(c, s, 0x02, 0));
+        k.keep(seg_event(other, s, 0x02, 0)); // a second connection
+        let n = DIAGRAM_HEAD + DIAGRAM_TAIL + 500;
+        for i in 0..n {
+            k.keep(seg_event(c, s, 0x10, i as u32));
+        }
+        assert_eq!(k.head.len(), DIAGRAM_HEAD);
+        assert_eq!(k.tail.len(), DIAGRAM_TAIL);
+        assert_eq!(k.unseen, 501);
+        let d = k.diagram();
+        assert!(d.contains("participant C as Client[10.0.0.1:4000]"), "{d}");
+        assert!(!d.contains("10.0.0.3"), "{d}");
+        // All n + 1 segments: 40 drawn, the rest in the note.
+        assert!(
+            d.contains(&format!("... {} more segments not drawn", n + 1 - 40)),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn interfaces_follow_the_addresses() {
+        assert_eq!(
+            interfaces_to("127.0.0.1".parse().unwrap()),
+            Interfaces::Loopback
+        );
+        assert_eq!(interfaces_to("::1".parse().unwrap()), Interfaces::Loopback);
+        // TEST-NET-1: never one of the host's addresses.
+        assert_eq!(interfaces_to("192.0.2.1".parse().unwrap()), Interfaces::All);
+        assert_eq!(interfaces_at("0.0.0.0".parse().unwrap()), Interfaces::All);
+        assert_eq!(interfaces_at("::1".parse().unwrap()), Interfaces::Loopback);
+    }
+}
