@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use oxcat_tcp::{
     CloseReason, Config as TcpConfig, Connection, Flags, Header, IsnGenerator, Listener, Options,
-    RecvError, SackBlocks, SendError, SeqNum, State,
+    Payload, RecvError, SackBlocks, SendError, SeqNum, State,
 };
 use oxcat_wire::{
     icmpv4, icmpv6, ipv6, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol,
@@ -124,6 +124,66 @@ const UDP_MAX_PAYLOAD_V4: usize = 65535 - 20 - 8;
 /// §3, no jumbograms) less the UDP header.
 const UDP_MAX_PAYLOAD_V6: usize = 65535 - 8;
 
+/// What sending a TCP segment needs of the stack, borrowed apart from the
+/// socket table (the segment's payload is borrowed from a socket).
+struct TcpTx<'a> {
+    buf: &'a mut Vec<u8>,
+    stats: &'a mut StackStats,
+    trace_log: &'a mut Option<Vec<(Instant, oxcat_trace::Event)>>,
+    offloads: Option<Offloads>,
+}
+
+impl TcpTx<'_> {
+    /// Builds the segment's packet in the stack's frame and hands it to the
+    /// device; `mss` is the MSS the segment was cut for (0: never cut further).
+    fn send(
+        &mut self,
+        now: Instant,
+        dev: &mut dyn Device,
+        tuple: &FourTuple,
+        h: &Header,
+        payload: Payload<'_>,
+        mss: usize,
+    ) -> io::Result<()> {
+        if let Some(log) = self.trace_log {
+            let e = trace_events::segment(
+                oxcat_trace::Direction::Out,
+                tuple.local,
+                tuple.remote,
+                h,
+                &payload.to_vec(),
+            );
+            log.push((now, e));
+        }
+        let offloaded = self.offloads.is_some_and(|o| o.tso_max > 0);
+        let buf = &mut *self.buf;
+        if buf.len() < payload.len() + 100 {
+            buf.resize(payload.len() + 100, 0);
+        }
+        match tcp_packet(buf, tuple, h, payload, offloaded) {
+            Ok(n) => {
+                self.stats.packets_out += 1;
+                if offloaded {
+                    // The device fills in the checksum and, for a segment
+                    // longer than one MSS's payload, cuts it (TSO).
+                    let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
+                    let tcp_header = n - ip_header - payload.len();
+                    let piece = mss.saturating_sub(tcp_header - 20);
+                    let meta = TxMeta {
+                        tcp_segment_size: (mss > 0 && piece > 0 && payload.len() > piece)
+                            .then_some(piece as u16),
+                        csum_start: Some(ip_header as u16),
+                    };
+                    dev.transmit_meta(now, &buf[..n], meta)
+                } else {
+                    dev.transmit(now, &buf[..n])
+                }
+            }
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 pub struct Stack {
     config: StackConfig,
     tcp_v4: Arc<TcpConfig>,
@@ -131,6 +191,10 @@ pub struct Stack {
     sockets: Vec<Socket>,
     free: Vec<usize>,
     tcp_conns: HashMap<FourTuple, usize>,
+    /// The connection the last segment in went to: the next one usually
+    /// goes there too, found without hashing the 4-tuple (the table's
+    /// keyed SipHash stays, against hash flooding).
+    last_conn: Option<(FourTuple, usize)>,
     tcp_listeners: HashMap<SocketAddr, usize>,
     udp_sockets: HashMap<SocketAddr, usize>,
     isn: IsnGenerator,
@@ -149,6 +213,13 @@ pub struct Stack {
     /// Deadlines of sockets' timers, earliest first; entries may be stale (a
     /// socket's current deadline is checked when its entry comes up).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Per socket, the earliest of its entries in `timers` (None: none
+    /// counted). A deadline that moves later (a retransmission timer
+    /// restarted by every ACK) pushes nothing: the earlier entry comes up,
+    /// finds the timer not due, and the socket's real deadline goes on the
+    /// heap then. Only a deadline earlier than this is pushed at once, so
+    /// a busy connection keeps about one entry, not one per poll.
+    scheduled: Vec<Option<Instant>>,
     /// Sockets that may have something to send: only they are visited, so a
     /// poll costs what happened, not how many sockets exist.
     dirty: Vec<usize>,
@@ -211,14 +282,14 @@ fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
     r.mss = h.options.mss;
     r.window_scale = h.options.window_scale;
     r.sack_permitted = h.options.sack_permitted;
-    let blocks: Vec<(u32, u32)> = h
-        .options
-        .sack
-        .as_slice()
-        .iter()
-        .map(|(l, rr)| (l.0, rr.0))
-        .collect();
-    r.sack_blocks = oxcat_wire::SackBlocks::from_slice(&blocks);
+    if !h.options.sack.is_empty() {
+        let mut blocks = [(0u32, 0u32); 4];
+        let given = h.options.sack.as_slice();
+        for (b, (l, rr)) in blocks.iter_mut().zip(given) {
+            *b = (l.0, rr.0);
+        }
+        r.sack_blocks = oxcat_wire::SackBlocks::from_slice(&blocks[..given.len()]);
+    }
     r.timestamps = h
         .options
         .timestamps
@@ -233,11 +304,12 @@ fn tcp_packet(
     buf: &mut [u8],
     tuple: &FourTuple,
     h: &Header,
-    payload: &[u8],
+    payload: Payload<'_>,
     partial: bool,
 ) -> oxcat_wire::Result<usize> {
     let repr = to_wire_repr(tuple, h, payload.len());
     let tcp_len = repr.header_len() + payload.len();
+    let (head, tail) = payload.parts();
     match (tuple.local.ip(), tuple.remote.ip()) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
             let ip = Ipv4Repr::new(src, dst, IpProtocol::TCP, tcp_len);
@@ -246,9 +318,9 @@ fn tcp_packet(
                 .get_mut(hl..hl + tcp_len)
                 .ok_or(oxcat_wire::Error::BufferTooSmall)?;
             if partial {
-                repr.emit_partial(upper, src, dst, payload)?;
+                repr.emit_partial_parts(upper, src, dst, head, tail)?;
             } else {
-                repr.emit(upper, src, dst, payload)?;
+                repr.emit_parts(upper, src, dst, head, tail)?;
             }
             ip.emit(buf)?;
             Ok(hl + tcp_len)
@@ -260,9 +332,9 @@ fn tcp_packet(
                 .get_mut(hl..hl + tcp_len)
                 .ok_or(oxcat_wire::Error::BufferTooSmall)?;
             if partial {
-                repr.emit_partial(upper, src, dst, payload)?;
+                repr.emit_partial_parts(upper, src, dst, head, tail)?;
             } else {
-                repr.emit(upper, src, dst, payload)?;
+                repr.emit_parts(upper, src, dst, head, tail)?;
             }
             ip.emit(buf)?;
             Ok(hl + tcp_len)
@@ -361,6 +433,7 @@ impl Stack {
             sockets: Vec::new(),
             free: Vec::new(),
             tcp_conns: HashMap::new(),
+            last_conn: None,
             tcp_listeners: HashMap::new(),
             udp_sockets: HashMap::new(),
             stats: StackStats::default(),
@@ -368,6 +441,7 @@ impl Stack {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
+            scheduled: Vec::new(),
             // Linux: ipfrag_time 30 s; a few datagrams at a time is plenty for a host.
             reassembler: Reassembler::new(64, std::time::Duration::from_secs(30)),
             // RFC 8200 §4.5: abandoned "within 60 seconds" of the first fragment
@@ -496,6 +570,7 @@ impl Stack {
             None => {
                 self.sockets.push(s);
                 self.is_dirty.push(false);
+                self.scheduled.push(None);
                 self.sockets.len() - 1
             }
         };
@@ -513,6 +588,18 @@ impl Stack {
         }
     }
 
+    /// The socket of a connection's 4-tuple.
+    fn conn_index(&mut self, tuple: &FourTuple) -> Option<usize> {
+        if let Some((t, i)) = &self.last_conn {
+            if t == tuple {
+                return Some(*i);
+            }
+        }
+        let i = *self.tcp_conns.get(tuple)?;
+        self.last_conn = Some((*tuple, i));
+        Some(i)
+    }
+
     fn deadline_of(&self, i: usize) -> Option<Instant> {
         match self.sockets.get(i)? {
             Socket::TcpStream { conn, .. } => conn.poll_timeout(),
@@ -525,6 +612,7 @@ impl Stack {
         match std::mem::replace(&mut self.sockets[i], Socket::Free) {
             Socket::TcpStream { tuple, .. } => {
                 self.tcp_conns.remove(&tuple);
+                self.last_conn = None;
             }
             Socket::TcpListener { local, .. } => {
                 self.tcp_listeners.remove(&local);
@@ -534,6 +622,7 @@ impl Stack {
             }
             Socket::Free => return,
         }
+        self.scheduled[i] = None;
         self.free.push(i);
     }
 
@@ -663,6 +752,7 @@ impl Stack {
             orphan: false,
         });
         self.tcp_conns.insert(tuple, i);
+        self.last_conn = None;
         Ok(SocketHandle(i))
     }
 
@@ -685,6 +775,7 @@ impl Stack {
             orphan: false,
         });
         self.tcp_conns.insert(tuple, i);
+        self.last_conn = None;
         Ok(Some((SocketHandle(i), remote)))
     }
 
@@ -1021,6 +1112,12 @@ impl Stack {
 
     // ----- time and packets -----
 
+    /// Entries in the timer heap (stale ones included): about one per
+    /// socket with a timer running, however busy. For tests and diagnostics.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
     /// The earliest instant a timer needs `poll`.
     pub fn poll_at(&self) -> Option<Instant> {
         // A stale entry can only be earlier than the real deadline: at worst
@@ -1070,6 +1167,9 @@ impl Stack {
                 break;
             }
             self.timers.pop();
+            if self.scheduled[i] == Some(t) {
+                self.scheduled[i] = None;
+            }
             match &mut self.sockets[i] {
                 Socket::TcpStream { conn, .. } if conn.poll_timeout().is_some_and(|t| t <= now) => {
                     conn.handle_timeout(now);
@@ -1099,19 +1199,28 @@ impl Stack {
         }
         let mut finished = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
+        let mut header = Header::default();
         for &i in &dirty {
             self.is_dirty[i] = false;
-            // With each segment, the MSS it was cut for (0: never cut further).
-            let mut outgoing: Vec<(FourTuple, oxcat_tcp::Segment, usize)> = Vec::new();
             let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+            let mut tx = TcpTx {
+                buf: &mut self.tx_buf,
+                stats: &mut self.stats,
+                trace_log: &mut self.trace_log,
+                offloads: self.offloads,
+            };
             match &mut self.sockets[i] {
                 Socket::TcpStream {
                     tuple,
                     conn,
                     orphan,
                 } => {
-                    while let Some(seg) = conn.poll_transmit(now) {
-                        outgoing.push((*tuple, seg, conn.send_mss()));
+                    // Each segment straight from the send buffer into the
+                    // frame: no copy and no allocation between.
+                    let mss = conn.send_mss();
+                    while let Some(payload) = conn.poll_transmit_into(now, &mut header) {
+                        tx.send(now, dev, tuple, &header, payload, mss)?;
+                        sent = true;
                     }
                     if *orphan && conn.state() == State::Closed {
                         finished.push(i);
@@ -1119,7 +1228,9 @@ impl Stack {
                 }
                 Socket::TcpListener { listener, .. } => {
                     while let Some((tuple, seg)) = listener.poll_transmit(now) {
-                        outgoing.push((tuple, seg, 0));
+                        let payload = Payload::new(&seg.payload, &[]);
+                        tx.send(now, dev, &tuple, &seg.header, payload, 0)?;
+                        sent = true;
                     }
                 }
                 Socket::Udp { local, out, .. } => {
@@ -1129,10 +1240,6 @@ impl Stack {
                 }
                 Socket::Free => {}
             }
-            for (tuple, seg, mss) in outgoing {
-                self.send_tcp(now, dev, &tuple, &seg, mss)?;
-                sent = true;
-            }
             if self.trace_log.is_some() {
                 self.collect_engine_trace(i);
             }
@@ -1141,7 +1248,10 @@ impl Stack {
                 sent = true;
             }
             if let Some(t) = self.deadline_of(i) {
-                self.timers.push(Reverse((t, i)));
+                if self.scheduled[i].is_none_or(|s| t < s) {
+                    self.timers.push(Reverse((t, i)));
+                    self.scheduled[i] = Some(t);
+                }
             }
         }
         for i in finished {
@@ -1154,56 +1264,6 @@ impl Stack {
             self.dirty = dirty;
         }
         Ok(sent)
-    }
-
-    fn send_tcp(
-        &mut self,
-        now: Instant,
-        dev: &mut dyn Device,
-        tuple: &FourTuple,
-        seg: &oxcat_tcp::Segment,
-        mss: usize,
-    ) -> io::Result<()> {
-        let (h, payload) = (&seg.header, &seg.payload[..]);
-        if let Some(log) = &mut self.trace_log {
-            let e = trace_events::segment(
-                oxcat_trace::Direction::Out,
-                tuple.local,
-                tuple.remote,
-                h,
-                payload,
-            );
-            log.push((now, e));
-        }
-        let offloaded = self.offloads.is_some_and(|o| o.tso_max > 0);
-        let mut buf = std::mem::take(&mut self.tx_buf);
-        if buf.len() < payload.len() + 100 {
-            buf.resize(payload.len() + 100, 0);
-        }
-        let total = tcp_packet(&mut buf, tuple, h, payload, offloaded);
-        let r = match total {
-            Ok(n) => {
-                self.stats.packets_out += 1;
-                if offloaded {
-                    // The device fills in the checksum and, for a segment
-                    // longer than one MSS's payload, cuts it (TSO).
-                    let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
-                    let tcp_header = n - ip_header - payload.len();
-                    let piece = mss.saturating_sub(tcp_header - 20);
-                    let meta = TxMeta {
-                        tcp_segment_size: (mss > 0 && piece > 0 && payload.len() > piece)
-                            .then_some(piece as u16),
-                        csum_start: Some(ip_header as u16),
-                    };
-                    dev.transmit_meta(now, &buf[..n], meta)
-                } else {
-                    dev.transmit(now, &buf[..n])
-                }
-            }
-            Err(_) => Ok(()),
-        };
-        self.tx_buf = buf;
-        r
     }
 
     fn send_udp(
@@ -1519,7 +1579,7 @@ impl Stack {
             );
             log.push((now, e));
         }
-        if let Some(&i) = self.tcp_conns.get(&tuple) {
+        if let Some(i) = self.conn_index(&tuple) {
             if let Socket::TcpStream { conn, .. } = &mut self.sockets[i] {
                 // RFC 6191: a new SYN may take over a 4-tuple in TIME-WAIT.
                 if conn.state() == State::TimeWait
@@ -1569,7 +1629,7 @@ impl Stack {
             options: Options::default(),
         };
         let mut buf = vec![0u8; 80];
-        let built = tcp_packet(&mut buf, &tuple, &rst, &[], false);
+        let built = tcp_packet(&mut buf, &tuple, &rst, Payload::default(), false);
         if let Some(log) = &mut self.trace_log {
             let e = trace_events::segment(
                 oxcat_trace::Direction::Out,

@@ -39,22 +39,43 @@ impl Checksum {
                 data = rest;
             }
         }
-        // 32-bit words summed into four independent 64-bit accumulators:
-        // no carry to propagate at each step (2^32 words could not overflow
-        // them), so the additions do not wait on each other and vectorise.
-        // Folded into the running sum once (RFC 1071 §2(B), §4.1).
-        let mut lanes = [0u64; 4];
-        let mut blocks = data.chunks_exact(16);
-        for block in &mut blocks {
-            for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(4)) {
-                *lane += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
+        // The bulk, summed in the machine's byte order (RFC 1071 §2(B): the
+        // one's complement sum does not depend on it; the folded result is
+        // swapped back once): 32-bit words added into a 64-bit sum, no
+        // carry to propagate at each step, so the additions do not wait on
+        // each other and vectorise. Folded into the running sum once (§4.1).
+        if data.len() < 64 {
+            // Headers and pseudo-headers: a few words, summed as they are.
+            let mut words = data.chunks_exact(4);
+            for w in &mut words {
+                self.add_u64_word(u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])));
             }
+            return self.add_tail(words.remainder());
         }
-        data = blocks.remainder();
-        for lane in lanes {
-            self.add_u64_word(lane);
+        let whole = data.len() / 4 * 4;
+        let mut native: u64 = 0;
+        // At most 2^28 words per pass: their sum cannot overflow 64 bits.
+        for part in data[..whole].chunks(1 << 30) {
+            let (s, carry) = native.overflowing_add(sum_words(part));
+            native = s + u64::from(carry);
         }
-        while let Some((chunk, rest)) = data.split_first_chunk::<2>() {
+        data = &data[whole..];
+        let mut folded = native;
+        while folded > 0xffff {
+            folded = (folded & 0xffff) + (folded >> 16);
+        }
+        let folded = folded as u16;
+        self.add_u64_word(u64::from(if cfg!(target_endian = "little") {
+            folded.swap_bytes()
+        } else {
+            folded
+        }));
+        self.add_tail(data)
+    }
+
+    /// The last 0 to 3 bytes of an `add_bytes` (starting on a word boundary).
+    fn add_tail(&mut self, mut data: &[u8]) -> &mut Self {
+        if let Some((chunk, rest)) = data.split_first_chunk::<2>() {
             self.add_u64_word(u64::from(u16::from_be_bytes(*chunk)));
             data = rest;
         }
@@ -68,12 +89,21 @@ impl Checksum {
 
     /// Add a 16-bit word. Must be called on a word boundary (after an even number of bytes).
     pub fn add_u16(&mut self, v: u16) -> &mut Self {
-        self.add_bytes(&v.to_be_bytes())
+        if self.odd {
+            return self.add_bytes(&v.to_be_bytes());
+        }
+        self.add_u64_word(u64::from(v));
+        self
     }
 
     /// Add a 32-bit value as two 16-bit words.
     pub fn add_u32(&mut self, v: u32) -> &mut Self {
-        self.add_bytes(&v.to_be_bytes())
+        if self.odd {
+            return self.add_bytes(&v.to_be_bytes());
+        }
+        // Its two 16-bit words at once: 2^16 is 1 in one's complement arithmetic.
+        self.add_u64_word(u64::from(v));
+        self
     }
 
     /// The one's complement sum folded to 16 bits, not yet complemented.
@@ -92,6 +122,35 @@ impl Checksum {
     pub fn finish(&self) -> u16 {
         !self.sum()
     }
+}
+
+/// The sum of `data`'s 32-bit words in the machine's byte order (`data`
+/// is a whole number of words, fewer than 2^32 of them). On x86-64 with
+/// AVX2 (checked once at run time) the same loop is compiled for it: four
+/// words widened and added per instruction instead of two.
+fn sum_words(data: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { sum_words_avx2(data) };
+        }
+    }
+    sum_words_portable(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_words_avx2(data: &[u8]) -> u64 {
+    sum_words_portable(data)
+}
+
+/// A plain widening sum: the compiler turns it into vector adds.
+#[inline(always)]
+fn sum_words_portable(data: &[u8]) -> u64 {
+    data.chunks_exact(4)
+        .map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+        .sum()
 }
 
 /// The Internet checksum of `data`, ready to store in a header.
@@ -253,6 +312,33 @@ mod tests {
             let mut sum = Checksum::new();
             sum.add_bytes(a).add_bytes(b);
             proptest::prop_assert_eq!(sum.finish(), reference(&data));
+        }
+
+        /// Words added as numbers (add_u16, add_u32) count as their bytes
+        /// would, at even and odd positions alike.
+        #[test]
+        fn numbers_add_as_their_bytes(pieces in proptest::collection::vec((0u8..3, proptest::prelude::any::<u32>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)), 0..20)) {
+            let mut sum = Checksum::new();
+            let mut all = Vec::new();
+            for (kind, n, bytes) in &pieces {
+                match kind {
+                    0 => { sum.add_u16(*n as u16); all.extend_from_slice(&(*n as u16).to_be_bytes()); }
+                    1 => { sum.add_u32(*n); all.extend_from_slice(&n.to_be_bytes()); }
+                    _ => { sum.add_bytes(bytes); all.extend_from_slice(bytes); }
+                }
+            }
+            proptest::prop_assert_eq!(sum.finish(), reference(&all));
+        }
+
+        /// The run-time-selected word sum (AVX2 here when the CPU has it)
+        /// and the portable one agree, so both paths are checked whatever
+        /// the machine runs.
+        #[test]
+        fn word_sums_agree(words in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..2000)) {
+            let data: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let expected: u64 = words.iter().map(|&w| u64::from(w)).sum();
+            proptest::prop_assert_eq!(sum_words(&data), expected);
+            proptest::prop_assert_eq!(sum_words_portable(&data), expected);
         }
     }
 }
