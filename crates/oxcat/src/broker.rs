@@ -201,8 +201,7 @@ pub fn serve(
                     continue;
                 }
                 // --ssl: the handshake runs on the connection's own thread.
-                let Ok(conn) = crate::tls::accept(conn, &peer, crate::tls::Handshake::InBackground)
-                else {
+                let Ok(conn) = crate::tls::accept(conn, &peer) else {
                     continue;
                 };
                 let newcomer = Participant {

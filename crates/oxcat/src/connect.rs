@@ -14,6 +14,7 @@ use crate::exec::{self, Endpoints};
 use crate::relay::{self, RelayOptions};
 use crate::resolve::resolve;
 use crate::session_log::SessionLog;
+use crate::tls::Stream;
 use crate::{sys, verbose};
 
 /// ncat gives up on a connection attempt after 10 s unless `-w` says otherwise.
@@ -171,20 +172,20 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
         }
     };
     let start = start_stats();
-    // Taken before TLS puts its bridge in the socket's place.
+    // Taken before TLS may put its bridge in the socket's place.
     let local = user_local.or_else(|| sock.local_addr().ok().and_then(|a| a.as_socket()));
-    let sock = match &tls {
+    let mut stream = match &tls {
         // The handshake is done (and reported, "SSL connection to ...") first, as in ncat.
         Some(t) => t.handshake(sock, &addr, cfg.wait)?,
         None => {
             if cfg.proxy.is_none() {
                 verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));
             }
-            sock
+            Stream::Plain(sock)
         }
     };
     if cfg.zero_io {
-        return zero_io_probe(cfg, sock, start);
+        return zero_io_probe(cfg, into_socket(stream)?, start);
     }
     if let Some(command) = &cfg.exec {
         let ends = Endpoints {
@@ -192,15 +193,22 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
             remote: Some(addr),
             proto: if cfg.udp { "UDP" } else { "TCP" },
         };
-        return exec::run(command, OwnedFd::from(sock), ends);
+        return exec::run(command, OwnedFd::from(into_socket(stream)?), ends);
     }
     let mut opts = relay_options(cfg, cfg.udp);
     // UDP has no EOF to wait for: ncat quits when stdin ends.
     opts.quit_on_stdin_eof = cfg.udp;
-    let stats = relay::relay(sock.as_fd(), &opts, log)?;
+    let stats = relay::relay_stream(&mut stream, &opts, log)?;
     report_stats(stats, start);
-    sys::close(sock);
+    stream.close();
     Ok(0)
+}
+
+/// The connection as a descriptor, for what needs one (`-e`, `-z`).
+pub(crate) fn into_socket(stream: Stream) -> Result<Socket, Failure> {
+    stream
+        .into_socket()
+        .map_err(|e| Failure::io("socketpair", &e))
 }
 
 /// `-z`: a TCP connection that opened is the answer. For UDP, as ncat does,

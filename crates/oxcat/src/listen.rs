@@ -296,14 +296,15 @@ fn serve_one(
     }
     let ends = endpoints(cfg, &conn, &peer);
     // --ssl: the handshake; a failed one ends the run (reported under -v), as in ncat.
-    let Ok(conn) = crate::tls::accept(conn, &peer, crate::tls::Handshake::Now) else {
+    let Ok(mut conn) = crate::tls::accept_stream(conn, &peer) else {
         return Ok(1);
     };
     if let Some(command) = &cfg.exec {
+        let conn = crate::connect::into_socket(conn)?;
         return exec::run(command, OwnedFd::from(conn), ends);
     }
-    relay::relay(conn.as_fd(), &relay_options(cfg, false), log)?;
-    sys::close(conn);
+    relay::relay_stream(&mut conn, &relay_options(cfg, false), log)?;
+    conn.close();
     Ok(0)
 }
 
@@ -578,8 +579,7 @@ fn serve_many(
                 }
                 let ends = endpoints(cfg, &conn, &peer);
                 // --ssl: the handshake runs on the connection's own thread.
-                let Ok(conn) = crate::tls::accept(conn, &peer, crate::tls::Handshake::InBackground)
-                else {
+                let Ok(conn) = crate::tls::accept(conn, &peer) else {
                     continue;
                 };
                 if let Some(command) = &cfg.exec {

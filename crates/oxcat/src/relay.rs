@@ -13,9 +13,14 @@
 //! down (unless `--no-shutdown`) and receiving goes on; at the socket's EOF
 //! the remaining bytes are written to stdout and the relay ends (unless it
 //! was asked to keep running half-open).
+//!
+//! With `--ssl` the socket side is a TLS session (`tls::Session`) run in
+//! this same loop: the socket pump reads ciphertext and hands stdout the
+//! plaintext, the stdin pump's bytes are encrypted and written to the
+//! socket; stdin's EOF becomes close_notify and then the FIN.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
@@ -24,6 +29,7 @@ use rustix::pipe::SpliceFlags;
 use crate::error::Failure;
 use crate::session_log::{Direction, SessionLog};
 use crate::sys;
+use crate::tls::{Session, Stream};
 
 /// Bytes a copying pump holds at most.
 const COPY_BUFFER: usize = 256 * 1024;
@@ -255,10 +261,11 @@ impl<'a> Pump<'a> {
         Ok(())
     }
 
-    /// Reads once from the source.
-    fn read_step(&mut self) -> io::Result<Step> {
+    /// Reads once from the source (through `tls` when it is the socket).
+    fn read_step(&mut self, tls: Option<&mut Session>) -> io::Result<Step> {
         let src_fd = self.src.as_raw_fd();
         let sock_src = self.direction == Direction::Received;
+        let mut tls = tls.filter(|_| sock_src);
         match &mut self.engine {
             Engine::Splice(p) => {
                 let room = p.capacity - p.held;
@@ -287,7 +294,7 @@ impl<'a> Pump<'a> {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::WouldBlock),
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) && p.held == 0 => {
                         self.fall_back_to_copy()?;
-                        self.read_step()
+                        self.read_step(tls)
                     }
                     Err(e) => Err(e),
                 }
@@ -303,10 +310,18 @@ impl<'a> Pump<'a> {
                 if buf.len() < want {
                     buf.resize(want, 0);
                 }
-                let r = rustix::io::read(self.src, &mut buf[..want]).map_err(io::Error::from);
-                if sock_src {
-                    sys::sock_read(src_fd, &r, want);
-                }
+                let r = match tls.as_deref_mut() {
+                    // The session traces its socket reads itself.
+                    Some(t) => t.read_plain(self.src, &mut buf[..want]),
+                    None => {
+                        let r =
+                            rustix::io::read(self.src, &mut buf[..want]).map_err(io::Error::from);
+                        if sock_src {
+                            sys::sock_read(src_fd, &r, want);
+                        }
+                        r
+                    }
+                };
                 match r {
                     Ok(0) if !self.datagram_src => {
                         self.src_open = false;
@@ -317,11 +332,15 @@ impl<'a> Pump<'a> {
                         *end = n;
                         if self.telnet {
                             let answer = telnet_refusals(&buf[..n]);
-                            if !answer.is_empty() {
-                                // A few bytes on a socket with room: one write.
-                                let r =
-                                    rustix::io::write(self.src, &answer).map_err(io::Error::from);
-                                sys::sock_write(src_fd, &r, answer.len());
+                            match (answer.is_empty(), tls) {
+                                (true, _) => {}
+                                (false, Some(t)) => t.send_now(self.src, &answer),
+                                (false, None) => {
+                                    // A few bytes on a socket with room: one write.
+                                    let r = rustix::io::write(self.src, &answer)
+                                        .map_err(io::Error::from);
+                                    sys::sock_write(src_fd, &r, answer.len());
+                                }
                             }
                         }
                         if let Some(c) = self.crlf.as_mut() {
@@ -340,8 +359,12 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Writes once to the sink.
-    fn write_step(&mut self, log: &mut Option<SessionLog>) -> io::Result<Step> {
+    /// Writes once to the sink (through `tls` when it is the socket).
+    fn write_step(
+        &mut self,
+        log: &mut Option<SessionLog>,
+        tls: Option<&mut Session>,
+    ) -> io::Result<Step> {
         let dst_fd = self.dst.as_raw_fd();
         let sock_dst = self.direction == Direction::Sent;
         match &mut self.engine {
@@ -369,17 +392,24 @@ impl<'a> Pump<'a> {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::WouldBlock),
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                         self.fall_back_to_copy()?;
-                        self.write_step(log)
+                        self.write_step(log, tls)
                     }
                     Err(e) => Err(e),
                 }
             }
             Engine::Copy { buf, start, end } => {
                 let chunk = &buf[*start..*end];
-                let r = rustix::io::write(self.dst, chunk).map_err(io::Error::from);
-                if sock_dst {
-                    sys::sock_write(dst_fd, &r, chunk.len());
-                }
+                let r = match tls.filter(|_| sock_dst) {
+                    // The session traces its socket writes itself.
+                    Some(t) => t.write_plain(self.dst, chunk),
+                    None => {
+                        let r = rustix::io::write(self.dst, chunk).map_err(io::Error::from);
+                        if sock_dst {
+                            sys::sock_write(dst_fd, &r, chunk.len());
+                        }
+                        r
+                    }
+                };
                 match r {
                     Ok(n) => {
                         if let Some(l) = log.as_mut() {
@@ -416,9 +446,36 @@ pub fn relay(
     opts: &RelayOptions,
     log: &mut Option<SessionLog>,
 ) -> Result<Stats, Failure> {
+    relay_on(sock, None, opts, log)
+}
+
+/// `relay` on a connection that may be a TLS session; the session is ended
+/// (close_notify, FIN) before returning, however the relay ended.
+pub fn relay_stream(
+    stream: &mut Stream,
+    opts: &RelayOptions,
+    log: &mut Option<SessionLog>,
+) -> Result<Stats, Failure> {
+    match stream {
+        Stream::Plain(sock) => relay_on(sock.as_fd(), None, opts, log),
+        Stream::Tls(sock, session) => {
+            let result = relay_on(sock.as_fd(), Some(session), opts, log);
+            session.finish(sock.as_fd());
+            result
+        }
+    }
+}
+
+fn relay_on(
+    sock: BorrowedFd<'_>,
+    mut tls: Option<&mut Session>,
+    opts: &RelayOptions,
+    log: &mut Option<SessionLog>,
+) -> Result<Stats, Failure> {
     let stdin = rustix::stdio::stdin();
     let stdout = rustix::stdio::stdout();
-    let must_copy = log.is_some();
+    // With TLS the bytes must pass through user space anyway.
+    let must_copy = log.is_some() || tls.is_some();
 
     let mut up = Pump::new(
         stdin,
@@ -465,8 +522,14 @@ pub fn relay(
             up_closed = true;
             crate::verbose!(2, "DEBUG: EOF on stdin");
             if !opts.datagram && !opts.no_shutdown && !opts.recv_only {
-                // A peer that already left makes shutdown fail; nothing is lost then.
-                let _ = sys::shutdown_write(sock);
+                match tls.as_deref_mut() {
+                    // close_notify, then (once all is sent) the FIN.
+                    Some(t) => t.close_write(sock),
+                    // A peer that already left makes shutdown fail; nothing is lost then.
+                    None => {
+                        let _ = sys::shutdown_write(sock);
+                    }
+                }
             }
         }
         let down_done = down.drained();
@@ -474,7 +537,9 @@ pub fn relay(
             peer_eof_told = true;
             crate::verbose!(2, "DEBUG: EOF from the peer");
         }
-        if up_closed && (down_done || opts.send_only || opts.quit_on_stdin_eof) {
+        // TLS: bytes the session holds for the peer (and its FIN) still count.
+        let tls_sending = tls.as_deref().is_some_and(Session::wants_write);
+        if up_closed && (down_done || opts.send_only || opts.quit_on_stdin_eof) && !tls_sending {
             break;
         }
         if down_done && !opts.send_only && !keep_half_open {
@@ -492,12 +557,14 @@ pub fn relay(
             slots[0] = fds.len();
             fds.push(sys::pollfd(&stdin, PollFlags::IN));
         }
+        // A TLS session may hold input already read from the socket.
+        let buffered = down_read && tls.as_deref().is_some_and(Session::input_pending);
         // The socket: one entry for both directions.
         let mut sock_flags = PollFlags::empty();
-        if up_write {
+        if up_write || tls_sending {
             sock_flags |= PollFlags::OUT;
         }
-        if down_read {
+        if down_read && !buffered {
             sock_flags |= PollFlags::IN;
         }
         if !sock_flags.is_empty() {
@@ -508,14 +575,17 @@ pub fn relay(
             slots[2] = fds.len();
             fds.push(sys::pollfd(&stdout, PollFlags::OUT));
         }
-        if fds.is_empty() {
+        if fds.is_empty() && !buffered {
             break;
         }
-        let timeout = opts
-            .idle_timeout
-            .map(|t| t.saturating_sub(last_activity.elapsed()));
+        let timeout = match buffered {
+            true => Some(Duration::ZERO),
+            false => opts
+                .idle_timeout
+                .map(|t| t.saturating_sub(last_activity.elapsed())),
+        };
         let n = sys::poll(&mut fds, timeout).map_err(|e| Failure::io("poll", &e))?;
-        if n == 0 {
+        if n == 0 && !buffered {
             if let Some(t) = opts.idle_timeout {
                 if last_activity.elapsed() >= t {
                     return Err(Failure::network(format!(
@@ -530,26 +600,33 @@ pub fn relay(
             slot != usize::MAX && !fds[slot].revents().is_empty()
         };
         let stdin_ready = ready(slots[0], &fds);
-        let sock_ready = ready(slots[1], &fds);
+        let sock_ready = ready(slots[1], &fds) || buffered;
         let stdout_ready = ready(slots[2], &fds);
         drop(fds);
         last_activity = Instant::now();
 
+        if sock_ready && tls_sending {
+            if let Some(t) = tls.as_deref_mut() {
+                // A failure shows in the next write of stdin's bytes, if any.
+                let _ = t.flush(sock);
+            }
+        }
         // stdin -> socket
         if stdin_ready {
-            match up.read_step() {
+            match up.read_step(None) {
                 Ok(_) => {}
                 // A stdin that cannot be read ends like EOF.
                 Err(_) => up.src_open = false,
             }
         }
         if (sock_ready || stdin_ready) && up.wants_write() {
-            pump_writes(&mut up, log, opts.delay).map_err(|e| socket_failure(&e))?;
+            pump_writes(&mut up, log, opts.delay, tls.as_deref_mut())
+                .map_err(|e| socket_failure(&e))?;
         }
         // socket -> stdout
         if sock_ready && down.wants_read() {
             loop {
-                match down.read_step() {
+                match down.read_step(tls.as_deref_mut()) {
                     Ok(Step::Progress) => {}
                     Ok(Step::WouldBlock) => break,
                     Err(e) if is_peer_gone(&e) => {
@@ -559,7 +636,7 @@ pub fn relay(
                     Err(e) => return Err(socket_failure(&e)),
                 }
                 if down.wants_write() {
-                    if let Err(e) = pump_writes(&mut down, log, opts.delay) {
+                    if let Err(e) = pump_writes(&mut down, log, opts.delay, None) {
                         // stdout is gone (EPIPE): nothing more can be delivered.
                         down.finished = true;
                         if e.kind() != io::ErrorKind::BrokenPipe {
@@ -577,7 +654,7 @@ pub fn relay(
             }
         }
         if stdout_ready && down.wants_write() {
-            if let Err(e) = pump_writes(&mut down, log, None) {
+            if let Err(e) = pump_writes(&mut down, log, None, None) {
                 down.finished = true;
                 if e.kind() != io::ErrorKind::BrokenPipe {
                     return Err(Failure::io("write to stdout", &e));
@@ -596,9 +673,10 @@ fn pump_writes(
     p: &mut Pump<'_>,
     log: &mut Option<SessionLog>,
     delay: Option<Duration>,
+    mut tls: Option<&mut Session>,
 ) -> io::Result<()> {
     while p.wants_write() {
-        match p.write_step(log)? {
+        match p.write_step(log, tls.as_deref_mut())? {
             Step::Progress => {}
             Step::WouldBlock => break,
         }

@@ -1,16 +1,18 @@
 //! `--ssl`: TLS on any connected stream socket, with rustls (no OpenSSL).
 //!
-//! The CLI's modes are written against file descriptors (poll, splice,
-//! exec'ing a program on the socket). As `--stack user` does for our own
-//! stack, TLS is bridged: after the handshake the connection is handed to
-//! the CLI as one end of a Unix stream socketpair, and a thread runs the
-//! rustls connection between the real socket (a kernel socket, or the Unix
-//! bridge `--stack user` gives) and the other end. Plaintext the CLI writes
-//! is encrypted to the peer; records from the peer are decrypted for the
-//! CLI. EOF crosses as the CLI expects: its `shutdown(SHUT_WR)` becomes a
+//! After the handshake a connection is a [`Session`]: the socket and the
+//! rustls state on it, plaintext in and out. Connect mode and a one-client
+//! listener moving stdin and stdout run it inside the relay's own loop
+//! (`relay::relay_stream`): ciphertext is read from the socket into rustls
+//! and the plaintext written straight to stdout; what stdin gives is
+//! encrypted and written straight to the socket. The modes written against
+//! a file descriptor (`-e`/`-c`, `-k`, `--broker`, `-z`) get one end of a
+//! Unix stream socketpair (the bridge) and a thread runs the session
+//! between the other end and the socket. EOF crosses as the CLI expects:
+//! stdin's EOF (or the CLI's `shutdown(SHUT_WR)` on the bridge) becomes a
 //! close_notify alert and then a FIN (RFC 8446 §6.1: close_notify closes
 //! one direction only, so receiving goes on); the peer's close_notify, or
-//! its FIN without one (as ncat sends), becomes EOF on the CLI's end.
+//! its FIN without one (as ncat sends), is EOF.
 //!
 //! What ncat prints is kept: the temporary certificate's SHA-1
 //! fingerprint, the subject, issuer and fingerprint of a certificate that
@@ -21,7 +23,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -910,13 +912,13 @@ impl Client {
     }
 
     /// Runs the handshake on a connected socket (bounded by `-w`, else
-    /// 10 s), reports it as ncat does, and returns the socket the CLI uses.
+    /// 10 s) and reports it as ncat does.
     pub fn handshake(
         &self,
         sock: Socket,
         addr: &SocketAddr,
         wait: Option<Duration>,
-    ) -> Result<Socket, Failure> {
+    ) -> Result<Stream, Failure> {
         let target = crate::msg::show_socket(addr);
         let client = rustls::ClientConnection::new(self.config.clone(), self.server_name.clone())
             .map_err(|e| Failure::network(format!("TLS: {e}")))?;
@@ -954,7 +956,7 @@ impl Client {
                 crate::verbose!(2, "DEBUG: ALPN protocol: {}", String::from_utf8_lossy(p));
             }
         }
-        bridge(tls, sock).map_err(|e| Failure::io("socketpair", &e))
+        Ok(Stream::Tls(sock, Box::new(Session::new(tls))))
     }
 }
 
@@ -1044,55 +1046,53 @@ impl rustls::server::ResolvesServerCert for OneCertificate {
     }
 }
 
-/// How listen mode waits for a client's handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handshake {
-    /// Before returning (one client: a failure ends the run, as in ncat).
-    Now,
-    /// On the connection's thread, while the caller goes on serving
-    /// others (-k, --broker); a failed client just sees its end close.
-    InBackground,
+pub fn accept(conn: Socket, peer: &SockAddr) -> io::Result<Socket> {
+    let Some((mut tls, who)) = server_connection(&conn, peer)? else {
+        return Ok(conn);
+    };
+    let (app, end) = bridge_pair()?;
+    std::thread::Builder::new()
+        .name("oxcat-tls".into())
+        .spawn(move || {
+            if let Err(e) = handshake(&mut tls, conn.as_fd(), None) {
+                crate::verbose!(1, "Failed SSL connection from {who}: {e}");
+                return; // dropping both ends: the CLI's end sees EOF
+            }
+            // Only now does exit have to wait for it (a client that never
+            // finishes its handshake must not hold the process).
+            let flushed = Flushed::register();
+            let _done = flushed.guard();
+            Pump::new(conn, Box::new(Session::new(tls)), end).run(&flushed);
+        })?;
+    Ok(app)
 }
 
-/// An accepted connection, with TLS when `--ssl` is on: the socket the CLI
-/// uses for it. Without `--ssl`, the connection itself. A failed handshake
-/// is reported (`-v`) as ncat does and gives an error.
-pub fn accept(conn: Socket, peer: &SockAddr, when: Handshake) -> io::Result<Socket> {
+/// An accepted connection, its handshake done when `--ssl` is on (a
+/// failure is reported under `-v`, as ncat does, and gives an error), as
+/// the relay takes it.
+pub fn accept_stream(conn: Socket, peer: &SockAddr) -> io::Result<Stream> {
+    let Some((mut tls, who)) = server_connection(&conn, peer)? else {
+        return Ok(Stream::Plain(conn));
+    };
+    if let Err(e) = handshake(&mut tls, conn.as_fd(), None) {
+        crate::verbose!(1, "Failed SSL connection from {who}: {e}");
+        return Err(io::Error::other(e.to_string()));
+    }
+    Ok(Stream::Tls(conn, Box::new(Session::new(tls))))
+}
+
+/// The server side of a new connection (None without `--ssl`), and who
+/// the client is, for messages.
+fn server_connection(conn: &Socket, peer: &SockAddr) -> io::Result<Option<(Connection, String)>> {
     let Some(config) = SERVER.get() else {
-        return Ok(conn);
+        return Ok(None);
     };
     let who = crate::user_stack::real_addr(peer)
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "a Unix socket client".into());
     let server = rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-    let mut tls = Connection::from(server);
     conn.set_nonblocking(true)?;
-    match when {
-        Handshake::Now => {
-            if let Err(e) = handshake(&mut tls, conn.as_fd(), None) {
-                crate::verbose!(1, "Failed SSL connection from {who}: {e}");
-                return Err(io::Error::other(e.to_string()));
-            }
-            bridge(tls, conn)
-        }
-        Handshake::InBackground => {
-            let (app, end) = bridge_pair()?;
-            std::thread::Builder::new()
-                .name("oxcat-tls".into())
-                .spawn(move || {
-                    if let Err(e) = handshake(&mut tls, conn.as_fd(), None) {
-                        crate::verbose!(1, "Failed SSL connection from {who}: {e}");
-                        return; // dropping both ends: the CLI's end sees EOF
-                    }
-                    // Only now does exit have to wait for it (a client that never
-                    // finishes its handshake must not hold the process).
-                    let flushed = Flushed::register();
-                    let _done = flushed.guard();
-                    Pump::new(tls, conn, end).run(&flushed);
-                })?;
-            Ok(app)
-        }
-    }
+    Ok(Some((Connection::from(server), who)))
 }
 
 // ---------------------------------------------------------------- handshake
@@ -1129,10 +1129,14 @@ impl Read for Fd<'_> {
 
 impl Write for Fd<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        rustix::io::write(self.0, buf).map_err(io::Error::from)
+        let r = rustix::io::write(self.0, buf).map_err(io::Error::from);
+        sys::sock_write(self.0.as_raw_fd(), &r, buf.len());
+        r
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        rustix::io::writev(self.0, bufs).map_err(io::Error::from)
+        let r = rustix::io::writev(self.0, bufs).map_err(io::Error::from);
+        sys::sock_write(self.0.as_raw_fd(), &r, bufs.iter().map(|b| b.len()).sum());
+        r
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -1197,21 +1201,297 @@ fn handshake(
     }
 }
 
-// ---------------------------------------------------------------- the bridge
+// ---------------------------------------------------------------- a session
 
-/// Hands a connection whose handshake is done to a pump thread; returns
-/// the CLI's end.
-fn bridge(tls: Connection, sock: Socket) -> io::Result<Socket> {
-    let (app, end) = bridge_pair()?;
-    let flushed = Flushed::register();
-    std::thread::Builder::new()
-        .name("oxcat-tls".into())
-        .spawn(move || {
-            let _done = flushed.guard();
-            Pump::new(tls, sock, end).run(&flushed);
-        })?;
-    Ok(app)
+/// Bytes read from a socket (or the bridge) in one system call, at most.
+const CHUNK: usize = 256 * 1024;
+/// What a connection's buffers start with.
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// A buffer a read just filled grows, up to CHUNK.
+fn grow_if_full(buf: &mut Vec<u8>, filled: usize) {
+    if filled == buf.len() && buf.len() < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
 }
+
+/// A connection whose handshake is done: the rustls state on its socket,
+/// with plaintext in and out (the socket is passed to each call). The relay moves a session's bytes in
+/// its own loop (no thread, and no second trip through the kernel); the
+/// bridge's thread runs one for the modes that need a descriptor (`-e`,
+/// `-k`, `--broker`).
+///
+/// The socket is non-blocking: each call does what it can and gives
+/// `WouldBlock` for the rest. EOF crosses as the CLI expects: `close_write`
+/// queues close_notify and, once all before it is sent, shuts the socket's
+/// write side (RFC 8446 §6.1: close_notify closes one direction only, so
+/// receiving goes on); the peer's close_notify, or its FIN without one (as
+/// ncat sends), reads as EOF.
+pub struct Session {
+    tls: Connection,
+    /// Ciphertext read from the socket, not yet handed to rustls.
+    raw: Vec<u8>,
+    raw_start: usize,
+    raw_end: usize,
+    /// The socket gave EOF (or was reset): no more TLS input.
+    sock_eof: bool,
+    /// rustls was told about that EOF.
+    eof_fed: bool,
+    /// The peer's stream is over (close_notify, EOF, or a TLS error).
+    inbound_over: bool,
+    /// The last read left input to deliver (decrypted bytes, ciphertext or
+    /// the EOF): the next one need not wait for the socket.
+    input_pending: bool,
+    /// close_notify is queued: nothing more may be written.
+    close_queued: bool,
+    /// The socket's write side is to be shut down once all is sent.
+    shutdown_pending: bool,
+    /// A TLS error, or the socket refused a write: nothing more is sent.
+    broken: bool,
+}
+
+impl Session {
+    fn new(mut tls: Connection) -> Session {
+        // The callers' flow control bounds what rustls holds: one chunk at a time.
+        tls.set_buffer_limit(None);
+        Session {
+            tls,
+            // Small at first (most connections are short); a read that fills
+            // it grows it to CHUNK.
+            raw: vec![0u8; FIRST_CHUNK],
+            raw_start: 0,
+            raw_end: 0,
+            sock_eof: false,
+            eof_fed: false,
+            inbound_over: false,
+            input_pending: false,
+            close_queued: false,
+            shutdown_pending: false,
+            broken: false,
+        }
+    }
+
+    /// Whether a read may give something without the socket being readable.
+    pub fn input_pending(&self) -> bool {
+        self.input_pending
+    }
+
+    /// Whether bytes (or the FIN) wait for room on the socket.
+    pub fn wants_write(&self) -> bool {
+        !self.broken && (self.tls.wants_write() || self.shutdown_pending)
+    }
+
+    /// Decrypted bytes into `buf`: what has arrived, with at most one
+    /// socket read once something is decrypted. Ok(0) is the peer's EOF:
+    /// close_notify, a FIN without it, a reset, or a TLS error (reported
+    /// under -v; the alert is sent). `WouldBlock` when nothing is there.
+    pub fn read_plain(&mut self, sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while !self.inbound_over && filled < buf.len() {
+            match self.tls.reader().read(&mut buf[filled..]) {
+                // close_notify: a clean EOF, after the bytes before it.
+                Ok(0) => self.inbound_over = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.decrypt_more(sock, filled) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.input_pending = false;
+                            return Err(e);
+                        }
+                    }
+                }
+                // The socket's EOF without close_notify (ncat sends none
+                // before its shutdown): EOF all the same.
+                Err(_) => self.inbound_over = true,
+            }
+        }
+        if filled > 0 {
+            self.input_pending = self.inbound_over
+                || self.sock_eof
+                || self.raw_start < self.raw_end
+                || filled == buf.len();
+            return Ok(filled);
+        }
+        self.input_pending = false;
+        if self.inbound_over || buf.is_empty() {
+            return Ok(0);
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Hands rustls more ciphertext: what the last socket read left, the
+    /// socket's EOF, or (when nothing is decrypted yet) a new socket read.
+    /// Ok(false): nothing more now.
+    fn decrypt_more(&mut self, sock: BorrowedFd<'_>, filled: usize) -> io::Result<bool> {
+        if self.raw_start < self.raw_end {
+            let mut rest = &self.raw[self.raw_start..self.raw_end];
+            match self.tls.read_tls(&mut rest) {
+                Ok(n) => self.raw_start += n,
+                // Its plaintext buffer is full: deliver first.
+                Err(_) => return Ok(false),
+            }
+            self.process(sock);
+            return Ok(true);
+        }
+        if self.sock_eof {
+            if self.eof_fed {
+                self.inbound_over = true; // rustls had nothing more to say
+                return Ok(false);
+            }
+            self.eof_fed = true;
+            let _ = self.tls.read_tls(&mut io::empty());
+            self.process(sock);
+            return Ok(true);
+        }
+        if filled > 0 {
+            return Ok(false); // deliver before reading again
+        }
+        let r = rustix::io::read(sock, &mut self.raw).map_err(io::Error::from);
+        sys::sock_read(sock.as_raw_fd(), &r, self.raw.len());
+        match r {
+            Ok(0) => self.sock_eof = true,
+            Ok(n) => {
+                self.raw_start = 0;
+                self.raw_end = n;
+                grow_if_full(&mut self.raw, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A reset ends the stream as an EOF does (as the plain relay treats it).
+            Err(_) => self.sock_eof = true,
+        }
+        Ok(true)
+    }
+
+    fn process(&mut self, sock: BorrowedFd<'_>) {
+        if let Err(e) = self.tls.process_new_packets() {
+            crate::verbose!(1, "TLS error: {e}");
+            // Tell the peer why (the alert rustls queued), as far as it listens.
+            let _ = self.tls.write_tls(&mut Fd(sock));
+            self.broken = true;
+            self.inbound_over = true;
+        }
+    }
+
+    /// Encrypts `data` for the peer once what was queued before has gone
+    /// (else `WouldBlock`: wait until the socket is writable), and sends
+    /// what the socket takes. Takes all of `data` when it takes any.
+    pub fn write_plain(&mut self, sock: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+        if self.broken || self.close_queued {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        self.flush(sock)?;
+        if self.tls.wants_write() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // Never short: the buffer limit is off.
+        let n = self.tls.writer().write(data)?;
+        self.flush(sock)?;
+        Ok(n)
+    }
+
+    /// A few bytes sent whatever is queued (`-t`'s answers).
+    pub fn send_now(&mut self, sock: BorrowedFd<'_>, data: &[u8]) {
+        if !self.broken && !self.close_queued {
+            let _ = self.tls.writer().write_all(data);
+            let _ = self.flush(sock);
+        }
+    }
+
+    /// Sends what is queued, as far as the socket takes it; then, after
+    /// close_notify, the FIN.
+    pub fn flush(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut Fd(sock)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        if self.shutdown_pending {
+            self.shutdown_pending = false;
+            // A peer that already left makes shutdown fail; nothing is lost then.
+            let _ = sys::shutdown_write(sock);
+        }
+        Ok(())
+    }
+
+    /// Our side is done: close_notify, then (once all is sent) the FIN.
+    pub fn close_write(&mut self, sock: BorrowedFd<'_>) {
+        if !self.close_queued {
+            self.close_queued = true;
+            if !self.broken {
+                self.tls.send_close_notify();
+                self.shutdown_pending = true;
+            }
+        }
+        let _ = self.flush(sock);
+    }
+
+    /// Ends the session as closing the bridge's descriptor does: close_notify
+    /// unless sent, and all that is queued sent (waiting at most LINGER for
+    /// room), then the FIN.
+    pub fn finish(&mut self, sock: BorrowedFd<'_>) {
+        self.close_write(sock);
+        let deadline = Instant::now() + LINGER;
+        while self.wants_write() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut fds = [rustix::event::PollFd::new(&sock, PollFlags::OUT)];
+            if sys::poll(&mut fds, Some(left)).is_err() || self.flush(sock).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A connection as the relay takes it: the socket itself, or the socket
+/// and a TLS session on it.
+pub enum Stream {
+    Plain(Socket),
+    Tls(Socket, Box<Session>),
+}
+
+impl Stream {
+    /// A descriptor for what needs one (`-e`, `-z`): a TLS session goes
+    /// through the bridge.
+    pub fn into_socket(self) -> io::Result<Socket> {
+        let (sock, session) = match self {
+            Stream::Plain(s) => return Ok(s),
+            Stream::Tls(sock, session) => (sock, session),
+        };
+        let (app, end) = bridge_pair()?;
+        let flushed = Flushed::register();
+        std::thread::Builder::new()
+            .name("oxcat-tls".into())
+            .spawn(move || {
+                let _done = flushed.guard();
+                Pump::new(sock, session, end).run(&flushed);
+            })?;
+        Ok(app)
+    }
+
+    /// Closes the connection (a TLS session has been ended by then:
+    /// `Session::finish`).
+    pub fn close(self) {
+        match self {
+            Stream::Plain(sock) | Stream::Tls(sock, _) => sys::close(sock),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the bridge
 
 /// The CLI's end and ours, non-blocking, with room for a few batches each
 /// way so that neither thread wakes the other for every piece.
@@ -1270,9 +1550,9 @@ impl Flushed {
 /// How long exit waits for connections to send what the CLI gave them.
 const LINGER: Duration = Duration::from_secs(30);
 
-/// Before the process exits: wait (bounded) until every TLS connection has
-/// sent what the CLI wrote to it. The CLI has closed its ends by then, so
-/// each pump sees EOF, sends close_notify and a FIN.
+/// Before the process exits: wait (bounded) until every bridged TLS
+/// connection has sent what the CLI wrote to it. The CLI has closed its
+/// ends by then, so each pump sees EOF, sends close_notify and a FIN.
 pub fn finish() {
     let all = std::mem::take(&mut *lock(&FLUSHES));
     let deadline = Instant::now() + LINGER;
@@ -1291,43 +1571,19 @@ pub fn finish() {
     }
 }
 
-/// Bytes read from the CLI (or the socket) in one system call, at most.
-const CHUNK: usize = 256 * 1024;
-/// What a connection's buffers start with.
-const FIRST_CHUNK: usize = 16 * 1024;
-
-/// A buffer a read just filled grows, up to CHUNK.
-fn grow_if_full(buf: &mut Vec<u8>, filled: usize) {
-    if filled == buf.len() && buf.len() < CHUNK {
-        buf.resize(CHUNK, 0);
-    }
-}
-
-/// One TLS connection between the real socket and the CLI's bridge end.
+/// One TLS session between the real socket and the CLI's bridge end.
 struct Pump {
-    tls: Connection,
     sock: Socket,
+    session: Box<Session>,
     end: Socket,
-    /// Ciphertext read from the socket, not yet handed to rustls.
-    raw: Vec<u8>,
-    raw_start: usize,
-    raw_end: usize,
-    /// Plaintext read from the CLI, before rustls encrypts it.
+    /// Plaintext read from the CLI, before the session encrypts it.
     plain: Vec<u8>,
-    /// Plaintext rustls decrypted, for the CLI.
+    /// Plaintext the session decrypted, for the CLI.
     out: Vec<u8>,
     out_start: usize,
     out_end: usize,
-    /// The peer ended its stream (close_notify, or EOF without it).
-    peer_closed: bool,
-    /// The socket gave EOF (or failed): no more TLS input.
-    sock_eof: bool,
-    /// rustls was told about that EOF.
-    eof_fed: bool,
     /// Inbound is over: EOF passed to the CLI (or the CLI stopped reading).
     inbound_done: bool,
-    /// The CLI closed its sending side: close_notify is queued.
-    outbound_closing: bool,
     /// Outbound is over: all sent and the socket's write side shut down.
     outbound_done: bool,
 }
@@ -1338,27 +1594,16 @@ enum Step {
 }
 
 impl Pump {
-    fn new(mut tls: Connection, sock: Socket, end: Socket) -> Pump {
-        // Our own flow control bounds what rustls holds: one chunk at a time.
-        tls.set_buffer_limit(None);
+    fn new(sock: Socket, session: Box<Session>, end: Socket) -> Pump {
         Pump {
-            tls,
             sock,
+            session,
             end,
-            // Small at first (most connections are short); a read that fills
-            // a buffer grows it to CHUNK.
-            raw: vec![0u8; FIRST_CHUNK],
-            raw_start: 0,
-            raw_end: 0,
             plain: vec![0u8; FIRST_CHUNK],
             out: vec![0u8; FIRST_CHUNK],
             out_start: 0,
             out_end: 0,
-            peer_closed: false,
-            sock_eof: false,
-            eof_fed: false,
             inbound_done: false,
-            outbound_closing: false,
             outbound_done: false,
         }
     }
@@ -1371,9 +1616,8 @@ impl Pump {
                 progress = false;
                 if !self.inbound_done {
                     match self.inbound() {
-                        Ok(Step::Progress) => progress = true,
-                        Ok(Step::Blocked) => {}
-                        Err(()) => return self.abort(),
+                        Step::Progress => progress = true,
+                        Step::Blocked => {}
                     }
                 }
                 if !self.outbound_done {
@@ -1396,14 +1640,14 @@ impl Pump {
             if !self.inbound_done {
                 if self.out_start < self.out_end {
                     end_flags |= PollFlags::OUT;
-                } else if !self.sock_eof && self.raw_start == self.raw_end {
+                } else if !self.session.input_pending() {
                     sock_flags |= PollFlags::IN;
                 }
             }
             if !self.outbound_done {
-                if self.tls.wants_write() {
+                if self.session.wants_write() {
                     sock_flags |= PollFlags::OUT;
-                } else if !self.outbound_closing {
+                } else if !self.session.close_queued {
                     end_flags |= PollFlags::IN;
                 }
             }
@@ -1425,153 +1669,67 @@ impl Pump {
         }
     }
 
-    /// Socket -> rustls -> the CLI's end. Err: the connection is broken.
-    ///
-    /// Everything one socket read brought is decrypted into `out` and
-    /// written to the CLI at once: a write (and a wake-up of the CLI's
-    /// thread) per batch, not per record.
-    fn inbound(&mut self) -> Result<Step, ()> {
+    /// Socket -> session -> the CLI's end: everything one socket read
+    /// brought, decrypted, in one write (a wake-up of the CLI's thread per
+    /// batch, not per record).
+    fn inbound(&mut self) -> Step {
         if self.out_start < self.out_end {
-            return Ok(
-                match rustix::io::write(&self.end, &self.out[self.out_start..self.out_end]) {
-                    Ok(n) => {
-                        self.out_start += n;
-                        Step::Progress
-                    }
-                    Err(rustix::io::Errno::AGAIN) => Step::Blocked,
-                    Err(rustix::io::Errno::INTR) => Step::Progress,
-                    Err(_) => {
-                        // The CLI stopped reading: nothing more can be delivered.
-                        self.inbound_done = true;
-                        Step::Progress
-                    }
-                },
-            );
-        }
-        if self.peer_closed {
-            return Ok(self.inbound_eof());
-        }
-        // Decrypt what has arrived, as far as `out` has room.
-        self.out_start = 0;
-        self.out_end = 0;
-        loop {
-            match self.tls.reader().read(&mut self.out[self.out_end..]) {
-                // close_notify: a clean EOF, once the bytes before it are delivered.
-                Ok(0) => {
-                    self.peer_closed = true;
-                    break;
-                }
+            return match rustix::io::write(&self.end, &self.out[self.out_start..self.out_end]) {
                 Ok(n) => {
-                    self.out_end += n;
-                    if self.out_end == self.out.len() {
-                        if self.out.len() < CHUNK {
-                            self.out.resize(CHUNK, 0);
-                            continue;
-                        }
-                        break;
-                    }
-                    continue;
+                    self.out_start += n;
+                    Step::Progress
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The peer's FIN without close_notify (ncat sends no close_notify
-                // before its shutdown): EOF all the same.
+                Err(rustix::io::Errno::AGAIN) => Step::Blocked,
+                Err(rustix::io::Errno::INTR) => Step::Progress,
                 Err(_) => {
-                    self.peer_closed = true;
-                    break;
+                    // The CLI stopped reading: nothing more can be delivered.
+                    self.inbound_done = true;
+                    Step::Progress
                 }
-            }
-            if self.raw_start < self.raw_end {
-                let mut slice = &self.raw[self.raw_start..self.raw_end];
-                match self.tls.read_tls(&mut slice) {
-                    Ok(n) => self.raw_start += n,
-                    Err(_) => break, // its buffers are full: deliver first
-                }
-                self.process()?;
-                continue;
-            }
-            if self.sock_eof && !self.eof_fed {
-                self.eof_fed = true;
-                let _ = self.tls.read_tls(&mut io::empty());
-                self.process()?;
-                continue;
-            }
-            break;
-        }
-        if self.out_end > 0 || self.peer_closed {
-            return Ok(Step::Progress);
-        }
-        if self.sock_eof {
-            // rustls was told and had nothing more to say.
-            return Ok(self.inbound_eof());
-        }
-        match rustix::io::read(&self.sock, &mut self.raw) {
-            Ok(0) => {
-                self.sock_eof = true;
-                Ok(Step::Progress)
-            }
-            Ok(n) => {
-                self.raw_start = 0;
-                self.raw_end = n;
-                grow_if_full(&mut self.raw, n);
-                Ok(Step::Progress)
-            }
-            Err(rustix::io::Errno::AGAIN) => Ok(Step::Blocked),
-            Err(rustix::io::Errno::INTR) => Ok(Step::Progress),
-            // A reset ends the stream as an EOF does (as the plain relay treats it).
-            Err(_) => {
-                self.sock_eof = true;
-                Ok(Step::Progress)
-            }
-        }
-    }
-
-    fn process(&mut self) -> Result<Step, ()> {
-        match self.tls.process_new_packets() {
-            Ok(_) => Ok(Step::Progress),
-            Err(e) => {
-                crate::verbose!(1, "TLS error: {e}");
-                let _ = self.tls.write_tls(&mut Fd(self.sock.as_fd()));
-                Err(())
-            }
-        }
-    }
-
-    fn inbound_eof(&mut self) -> Step {
-        let _ = self.end.shutdown(std::net::Shutdown::Write);
-        self.inbound_done = true;
-        Step::Progress
-    }
-
-    /// The CLI's end -> rustls -> socket. Err: the connection is broken.
-    fn outbound(&mut self) -> Result<Step, ()> {
-        if self.tls.wants_write() {
-            return match self.tls.write_tls(&mut Fd(self.sock.as_fd())) {
-                Ok(_) => Ok(Step::Progress),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Step::Progress),
-                Err(_) => Err(()),
             };
         }
-        if self.outbound_closing {
-            // All sent, close_notify included: now the FIN.
-            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        match self.session.read_plain(self.sock.as_fd(), &mut self.out) {
+            Ok(0) => {
+                let _ = self.end.shutdown(std::net::Shutdown::Write);
+                self.inbound_done = true;
+                Step::Progress
+            }
+            Ok(n) => {
+                self.out_start = 0;
+                self.out_end = n;
+                grow_if_full(&mut self.out, n);
+                Step::Progress
+            }
+            Err(_) => Step::Blocked,
+        }
+    }
+
+    /// The CLI's end -> session -> socket. Err: the connection is broken.
+    fn outbound(&mut self) -> Result<Step, ()> {
+        if self.session.wants_write() {
+            self.session.flush(self.sock.as_fd()).map_err(|_| ())?;
+            return Ok(match self.session.wants_write() {
+                true => Step::Blocked,
+                false => Step::Progress,
+            });
+        }
+        if self.session.close_queued {
+            // All sent, close_notify and the FIN included.
             self.outbound_done = true;
             return Ok(Step::Progress);
         }
         match rustix::io::read(&self.end, &mut self.plain) {
             Ok(0) | Err(rustix::io::Errno::CONNRESET) => {
-                self.tls.send_close_notify();
-                self.outbound_closing = true;
+                self.session.close_write(self.sock.as_fd());
                 Ok(Step::Progress)
             }
             Ok(n) => {
-                // Never short: the buffer limit is off.
-                let r = self.tls.writer().write_all(&self.plain[..n]);
+                // Nothing is queued (checked above): the session takes it all.
+                let r = self
+                    .session
+                    .write_plain(self.sock.as_fd(), &self.plain[..n]);
                 grow_if_full(&mut self.plain, n);
-                match r {
-                    Ok(()) => Ok(Step::Progress),
-                    Err(_) => Err(()),
-                }
+                r.map(|_| Step::Progress).map_err(|_| ())
             }
             Err(rustix::io::Errno::AGAIN) => Ok(Step::Blocked),
             Err(rustix::io::Errno::INTR) => Ok(Step::Progress),

@@ -394,6 +394,56 @@ fn verbose_lines_match_ncat() {
     assert!(!c.contains("Connected to"), "{c}");
 }
 
+/// Connect mode and a one-client listener run TLS inside the relay: the
+/// client's stdin EOF is close_notify and a FIN, and the listener's reply,
+/// sent after it, still arrives; `-C` converts and `-o` logs plaintext.
+#[test]
+fn half_close_crlf_and_log_inline() {
+    let dir = tmpdir();
+    let d = dir.path();
+    std::fs::write(d.join("hello"), b"hello\n").unwrap();
+    let log = d.join("client.log");
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let mut srv = spawn(
+        d,
+        "server",
+        &oxcat(),
+        &["-vv", "--ssl", "-l", "127.0.0.1", &p],
+        In::Pipe,
+    );
+    wait_tcp_listen(port);
+    let mut cli = spawn(
+        d,
+        "client",
+        &oxcat(),
+        &["-vv", "--ssl", "-C", "-o", path(&log), "127.0.0.1", &p],
+        In::File(d.join("hello")),
+    );
+    srv.wait_out_len(7, STEP);
+    assert_eq!(srv.out(), b"hello\r\n");
+    // The client's EOF has reached the server; the other way is still open.
+    assert!(
+        wait_until(STEP, || srv.err().contains("EOF from the peer")).is_some(),
+        "{}",
+        srv.err()
+    );
+    srv.write(b"reply after your EOF\n");
+    srv.stdin.take();
+    cli.wait_ok(STEP);
+    srv.wait_ok(STEP);
+    assert_eq!(cli.out(), b"reply after your EOF\n");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        b"hello\r\nreply after your EOF\n"
+    );
+    assert!(
+        cli.err().contains("7 bytes sent, 21 bytes received"),
+        "{}",
+        cli.err()
+    );
+}
+
 // ---------------------------------------------------------------- ALPN
 
 /// oxcat offers `--ssl-alpn`'s list: a rustls server here records what the
