@@ -54,6 +54,10 @@ const LEGEND: &[&str] = &[
     "3d  3c's transfer repeated with the device timed: less the device's calls and one clock read per call",
     "3e  our stack -> kernel, time in poll / packets out (ACKs in, segments built, TUN writes: the kernel's receive path",
     "    runs inside our write(2)); 3f: 3e repeated with the device timed, less the device's calls",
+    "3k/3l 3d/3f's transfers on a TUN with offloads (IFF_VNET_HDR, TSO and checksum: the kernel hands us and takes",
+    "    segments of up to 64 KB and cuts or joins them itself), the stack's own time per 1448 bytes of payload",
+    "    delivered (3k) or acknowledged (3l): what a full-size segment costs us when the device batches them, as",
+    "    Linux's GRO/TSO do for its own stack; not per packet on the wire, so shown and not used for the target",
     "3g-3j in-memory peer: blocks of 32 segments timed as a whole (one `now` per block), the application's",
     "    recv/send copies outside the timing; the peer's own cost per segment is included and printed below",
 ];
@@ -237,6 +241,18 @@ const ROWS: &[RowSpec] = &[
     ),
     row("3e", 2, "TUN: send, per packet out (incl. syscalls)", false),
     row("3f", 2, "TUN: send, less device calls (stack's own)", true),
+    row(
+        "3k",
+        2,
+        "TUN+offloads: receive, per 1448 B of payload (own)",
+        false,
+    ),
+    row(
+        "3l",
+        2,
+        "TUN+offloads: send, per 1448 B of payload (own)",
+        false,
+    ),
     row(
         "3g",
         2,
@@ -428,13 +444,33 @@ struct TunRound {
     receive_timed: tun::Bulk,
     send: tun::Bulk,
     send_timed: tun::Bulk,
+    /// The same two transfers on a TUN with offloads (64 KB segments both
+    /// ways), device timed, counted per full segment's worth of payload.
+    offloaded_receive: tun::Bulk,
+    offloaded_send: tun::Bulk,
 }
 
 /// All rounds of the TUN part in one private namespace, fresh ports each time.
 fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
     let rounds = a.rounds;
     let (total_runs, total_bytes) = (a.tun_runs, a.tun_bytes);
-    tun::with_tun(move |t| {
+    let offloaded = tun::with_tun(true, move |t| {
+        let mut dev = Timed::new(t, false);
+        let mut out = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            eprintln!("seedbench: TUN with offloads, round {}/{rounds}", round + 1);
+            let bytes = share(total_bytes, rounds, round);
+            let port = 8000 + 10 * round as u16;
+            let count = tun::Count::FullSegments;
+            out.push((
+                tun::bulk_receive(&mut dev, true, count, bytes, port, clock_ns)?,
+                tun::bulk_send(&mut dev, true, count, bytes, port + 1, clock_ns)?,
+            ));
+        }
+        Ok(out)
+    })?;
+    let mut offloaded = offloaded.into_iter();
+    tun::with_tun(false, move |t| {
         let mut dev = Timed::new(t, false);
         use tun::Pass;
         let mut out = Vec::with_capacity(rounds);
@@ -445,6 +481,10 @@ fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
             let traced_runs = (runs / 10).max(20);
             let bytes = share(total_bytes, rounds, round);
             let port = 7000 + 10 * round as u16;
+            let packets = tun::Count::Packets;
+            let mut offloaded_round = offloaded
+                .next()
+                .ok_or_else(|| io::Error::other("TUN with offloads: a round missing"))?;
             out.push(TunRound {
                 plain: tun::handshakes(&mut dev, Pass::Plain, runs, warm, port, clock_ns)?,
                 timed: tun::handshakes(
@@ -463,17 +503,28 @@ fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
                     port + 2,
                     clock_ns,
                 )?,
-                receive: tun::bulk_receive(&mut dev, false, bytes, port + 3, clock_ns)?,
-                receive_timed: tun::bulk_receive(&mut dev, true, bytes, port + 4, clock_ns)?,
-                send: tun::bulk_send(&mut dev, false, bytes, port + 5, clock_ns)?,
-                send_timed: tun::bulk_send(&mut dev, true, bytes, port + 6, clock_ns)?,
+                receive: tun::bulk_receive(&mut dev, false, packets, bytes, port + 3, clock_ns)?,
+                receive_timed: tun::bulk_receive(
+                    &mut dev,
+                    true,
+                    packets,
+                    bytes,
+                    port + 4,
+                    clock_ns,
+                )?,
+                send: tun::bulk_send(&mut dev, false, packets, bytes, port + 5, clock_ns)?,
+                send_timed: tun::bulk_send(&mut dev, true, packets, bytes, port + 6, clock_ns)?,
+                offloaded_receive: std::mem::take(&mut offloaded_round.0),
+                offloaded_send: std::mem::take(&mut offloaded_round.1),
             });
         }
         Ok(out)
     })
 }
 
-const TUN_ROWS: [&str; 9] = ["1b", "1c", "2b", "2c", "3c", "3d", "3e", "3f", "tun"];
+const TUN_ROWS: [&str; 11] = [
+    "1b", "1c", "2b", "2c", "3c", "3d", "3e", "3f", "3k", "3l", "tun",
+];
 
 fn tun_details(results: &mut Results, rounds: &[TunRound]) {
     let per_handshake = |pick: fn(&TunRound) -> &tun::Handshakes| {
@@ -502,11 +553,17 @@ fn tun_details(results: &mut Results, rounds: &[TunRound]) {
         ));
     }
     type Pick = fn(&TunRound) -> &tun::Bulk;
-    let bulks: [(&str, Pick); 4] = [
+    let bulks: [(&str, Pick); 6] = [
         ("3c (kernel -> stack)", |r| &r.receive),
         ("3d (kernel -> stack, device timed)", |r| &r.receive_timed),
         ("3e (stack -> kernel)", |r| &r.send),
         ("3f (stack -> kernel, device timed)", |r| &r.send_timed),
+        ("3k (kernel -> stack, offloads, device timed)", |r| {
+            &r.offloaded_receive
+        }),
+        ("3l (stack -> kernel, offloads, device timed)", |r| {
+            &r.offloaded_send
+        }),
     ];
     for (name, pick) in bulks {
         let (mut bytes, mut seconds, mut packets, mut polls) = (0u64, 0f64, 0u64, 0u64);
@@ -667,6 +724,8 @@ fn main() -> ExitCode {
                     results.add("3d", Ok(r.receive_timed.own_per_packet.clone()));
                     results.add("3e", Ok(r.send.per_packet.clone()));
                     results.add("3f", Ok(r.send_timed.own_per_packet.clone()));
+                    results.add("3k", Ok(r.offloaded_receive.own_per_packet.clone()));
+                    results.add("3l", Ok(r.offloaded_send.own_per_packet.clone()));
                 }
                 tun_details(&mut results, &rs);
             }

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use oxcat_stack::Device;
+use oxcat_stack::{Device, Offloads, RxMeta, TxMeta};
 
 /// What one `Instant::now()` costs here, in nanoseconds: the median of a
 /// few passes of back-to-back reads.
@@ -108,6 +108,39 @@ impl<D: Device> Device for Timed<D> {
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
         let start = self.timing.then(Instant::now);
         let r = self.inner.transmit(now, packet);
+        if let Some(start) = start {
+            self.device_ns += start.elapsed().as_nanos() as u64;
+            self.calls += 1;
+        }
+        r
+    }
+
+    fn offloads(&self) -> Offloads {
+        self.inner.offloads()
+    }
+
+    fn receive_meta(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> io::Result<Option<(usize, RxMeta)>> {
+        let start = self.timing.then(Instant::now);
+        let r = self.inner.receive_meta(now, buf);
+        if let Ok(Some((n, _))) = &r {
+            if is_syn(&buf[..*n]) {
+                self.syn_in = true;
+            }
+        }
+        if let Some(start) = start {
+            self.device_ns += start.elapsed().as_nanos() as u64;
+            self.calls += 1;
+        }
+        r
+    }
+
+    fn transmit_meta(&mut self, now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {
+        let start = self.timing.then(Instant::now);
+        let r = self.inner.transmit_meta(now, packet, meta);
         if let Some(start) = start {
             self.device_ns += start.elapsed().as_nanos() as u64;
             self.calls += 1;

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use oxcat_stack::{SocketHandle, Stack, StackConfig, Tun};
+use oxcat_stack::{Device, SocketHandle, Stack, StackConfig, Tun};
 use oxcat_trace::{Direction, Event};
 
 use crate::timed::{stack_own_ns, Timed};
@@ -54,7 +54,10 @@ fn sh(args: &[&str]) -> io::Result<()> {
 /// nothing of its own) and an up loopback. Threads `f` spawns share the
 /// namespace. Before any `ip` command the thread checks it really is in a
 /// new namespace, so a failed `unshare` cannot touch the original one.
-pub fn with_tun<T: Send>(f: impl FnOnce(Tun) -> io::Result<T> + Send) -> io::Result<T> {
+pub fn with_tun<T: Send>(
+    offloaded: bool,
+    f: impl FnOnce(Tun) -> io::Result<T> + Send,
+) -> io::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -71,7 +74,11 @@ pub fn with_tun<T: Send>(f: impl FnOnce(Tun) -> io::Result<T> + Send) -> io::Res
                     return Err(io::Error::other("still in the original network namespace"));
                 }
                 sh(&["ip", "link", "set", "lo", "up"])?;
-                let tun = Tun::open(TUN_NAME)?;
+                let tun = if offloaded {
+                    Tun::open_offloaded(TUN_NAME)?
+                } else {
+                    Tun::open(TUN_NAME)?
+                };
                 // No IPv6 on the TUN: no router solicitations or MLD reports
                 // landing in a measured poll. (Absent if IPv6 is off anyway.)
                 let _ = std::fs::write(
@@ -322,6 +329,34 @@ pub struct Bulk {
 
 const BLOCK: u64 = 256;
 
+/// What a bulk transfer counts per poll: IP packets, or full-size
+/// segments' worth of payload (`PAYLOAD` bytes each) when the device
+/// carries segments of up to 64 KB (offloads: the kernel cuts and joins).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    Packets,
+    FullSegments,
+}
+
+/// Payload of a full-size segment on this link: MTU 1500 less the IPv4
+/// and TCP headers and the timestamps option.
+pub const PAYLOAD: u64 = 1448;
+
+/// Turns payload bytes into full segments, carrying the remainder over.
+#[derive(Default)]
+struct SegmentsOf {
+    bytes: u64,
+}
+
+impl SegmentsOf {
+    fn add(&mut self, bytes: u64) -> u64 {
+        self.bytes += bytes;
+        let whole = self.bytes / PAYLOAD;
+        self.bytes %= PAYLOAD;
+        whole
+    }
+}
+
 /// What one poll took: its time, the device's share, the device calls.
 #[derive(Clone, Copy)]
 struct PollTime {
@@ -408,11 +443,14 @@ fn timed_poll(stack: &mut Stack, dev: &mut Timed<Tun>) -> io::Result<PollTime> {
 pub fn bulk_receive(
     dev: &mut Timed<Tun>,
     timed: bool,
+    count: Count,
     bytes: usize,
     port: u16,
     clock_ns: f64,
 ) -> io::Result<Bulk> {
     let mut stack = new_stack();
+    // Before the first connection, so it uses the device's offloads (if any).
+    stack.use_offloads(dev.offloads());
     dev.set_timing(timed);
     let listener = stack.tcp_listen(SocketAddr::from((OURS, port)), 8, Instant::now())?;
     let target = SocketAddr::from((OURS, port));
@@ -441,13 +479,22 @@ pub fn bulk_receive(
         let started = Instant::now();
         let deadline = started + Duration::from_secs(60);
         let mut eof = false;
+        let mut segments_of = SegmentsOf::default();
         while !eof {
             if Instant::now() > deadline {
                 return Err(timed_out("bulk receive"));
             }
             let before = stack.stats().packets_in;
             let t = timed_poll(&mut stack, dev)?;
-            let packets = stack.stats().packets_in - before;
+            let packets = match count {
+                Count::Packets => stack.stats().packets_in - before,
+                // Everything the poll delivered is readable now (the
+                // application reads it all below, after every poll).
+                Count::FullSegments => segments_of.add(
+                    conn.and_then(|h| stack.tcp_connection(h))
+                        .map_or(0, |c| c.readable_len() as u64),
+                ),
+            };
             counter.add(&mut out, t, packets);
             if conn.is_none() {
                 conn = stack.tcp_accept(listener)?.map(|(h, _)| h);
@@ -503,11 +550,14 @@ pub fn bulk_receive(
 pub fn bulk_send(
     dev: &mut Timed<Tun>,
     timed: bool,
+    count: Count,
     bytes: usize,
     port: u16,
     clock_ns: f64,
 ) -> io::Result<Bulk> {
     let mut stack = new_stack();
+    // Before the first connection, so it uses the device's offloads (if any).
+    stack.use_offloads(dev.offloads());
     dev.set_timing(timed);
     let kernel_listener = TcpListener::bind((KERNEL, port))?;
     kernel_listener.set_nonblocking(true)?;
@@ -544,6 +594,7 @@ pub fn bulk_send(
         let mut counter = BlockCounter::new(timed, clock_ns);
         let mut sent = 0usize;
         let mut shut = false;
+        let mut segments_of = SegmentsOf::default();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(60);
         while !receiver.is_finished() {
@@ -570,8 +621,18 @@ pub fn bulk_send(
             }
             counter.counting = sent >= bytes / 4 && !shut;
             let before = stack.stats().packets_out;
+            // Bytes the peer has acknowledged so far: what left the send buffer.
+            let acked = |stack: &mut Stack| {
+                stack
+                    .tcp_connection(c)
+                    .map_or(0, |conn| sent as u64 - conn.send_queued() as u64)
+            };
+            let acked_before = acked(&mut stack);
             let t = timed_poll(&mut stack, dev)?;
-            let packets = stack.stats().packets_out - before;
+            let packets = match count {
+                Count::Packets => stack.stats().packets_out - before,
+                Count::FullSegments => segments_of.add(acked(&mut stack) - acked_before),
+            };
             counter.add(&mut out, t, packets);
             if !t.worked && !queued_any {
                 idle(&stack, dev);
