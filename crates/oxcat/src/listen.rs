@@ -735,8 +735,13 @@ fn serve_datagram_programs(
                 .and_then(|a| crate::user_stack::real_addr(&a))
                 .ok_or_else(|| Failure::network("UDP socket has no local address"))?;
             // Bind the next listener first, so the address is never unowned.
-            let next = bind_user(cfg, Type::DGRAM, local)
-                .map_err(|e| bind_failure(&listeners[i].shown, &e))?;
+            let next = match crate::user_stack::get() {
+                // Our stack keeps its one UDP socket there; the new listener is
+                // a new way into it.
+                Some(us) => us.rebind_udp(sock),
+                None => bind_inet(cfg, Type::DGRAM, local),
+            }
+            .map_err(|e| bind_failure(&listeners[i].shown, &e))?;
             let conn = std::mem::replace(&mut listeners[i].sock, next);
             sys::connect_start(&conn, &peer).map_err(|e| Failure::io("connect", &e))?;
             let ends = endpoints(cfg, &conn, &peer);

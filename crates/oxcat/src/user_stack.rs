@@ -17,6 +17,7 @@
 //!
 //! [`real_addr`] turns such a name back into the IP address and port.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -50,6 +51,9 @@ pub struct UserStack {
     outbound: Mutex<Vec<JoinHandle<()>>>,
     /// Listeners the CLI closed (by their Unix name): their accept thread stops.
     closed_listeners: Mutex<HashMap<Vec<u8>, Arc<AtomicBool>>>,
+    /// UDP sockets of ours (by the Unix name of a CLI socket on them): where
+    /// their new senders' datagrams go.
+    udp_listeners: Mutex<HashMap<Vec<u8>, Arc<Mutex<SockAddr>>>>,
     trace_pump: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
     /// Events kept for --mermaid.
@@ -160,6 +164,7 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
         start,
         outbound: Mutex::new(Vec::new()),
         closed_listeners: Mutex::new(HashMap::new()),
+        udp_listeners: Mutex::new(HashMap::new()),
         trace_pump: Mutex::new(None),
         stop: Arc::new(AtomicBool::new(false)),
         kept: Arc::new(Mutex::new(Vec::new())),
@@ -456,34 +461,80 @@ impl UserStack {
     /// receives each sender's datagrams from a socket named for that sender,
     /// so `recvfrom` tells the CLI who sent, and what the CLI sends back to
     /// that name goes to that sender.
+    ///
+    /// A sender's datagrams keep going to the CLI socket its first one went
+    /// to, as long as that socket takes them: `-u -l -k -e` connects that
+    /// socket to the sender, hands it to a program and asks
+    /// [`UserStack::rebind_udp`] for a new one that new senders reach, as
+    /// it does on the kernel's sockets (a connected UDP socket and an
+    /// unconnected one on the same address).
     pub fn bind_udp(&self, addr: SocketAddr) -> io::Result<Socket> {
         let udp = Arc::new(UdpSocket::bind(&self.rt, self.id, addr)?);
-        let name = self.name_for(udp.local_addr()?, None)?;
-        let unix = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
-        unix.bind(&name)?;
-        unix.set_nonblocking(true)?;
+        let (unix, name) = self.udp_cli_socket(udp.local_addr()?)?;
+        let listener = Arc::new(Mutex::new(name.clone()));
+        lock(&self.udp_listeners).insert(name_bytes(&name), listener.clone());
         std::thread::Builder::new()
             .name("oxcat-udp-listen".into())
             .spawn(move || {
                 let Some(us) = get() else { return };
-                let mut senders: HashMap<SocketAddr, Arc<Socket>> = HashMap::new();
+                // Each sender's socket, and the CLI socket its datagrams go to.
+                let mut senders: HashMap<SocketAddr, (Arc<Socket>, SockAddr)> = HashMap::new();
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = udp.recv_from(&mut buf) {
-                    let peer = match senders.get(&from) {
-                        Some(p) => p.clone(),
-                        None => match us.sender_socket(&udp, from) {
-                            Ok(p) => {
-                                senders.insert(from, p.clone());
-                                p
-                            }
+                    let (peer, to) = match senders.entry(from) {
+                        Entry::Occupied(known) => known.into_mut(),
+                        Entry::Vacant(new) => match us.sender_socket(&udp, from) {
+                            Ok(p) => new.insert((p, lock(&listener).clone())),
                             Err(_) => continue,
                         },
                     };
-                    // A CLI that stopped reading drops datagrams, as a full socket would.
-                    let _ = peer.send_to(&buf[..n], &name);
+                    match peer.send_to(&buf[..n], to) {
+                        // The CLI socket it went to is gone (its program ended) or
+                        // belongs to another sender now: it is a new sender again.
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::ECONNREFUSED | libc::EPERM | libc::ENOENT)
+                            ) =>
+                        {
+                            let current = lock(&listener).clone();
+                            if name_bytes(&current) != name_bytes(to) {
+                                *to = current;
+                                let _ = peer.send_to(&buf[..n], to);
+                            }
+                        }
+                        // A CLI that stopped reading drops datagrams, as a full socket would.
+                        _ => {}
+                    }
                 }
             })?;
         Ok(unix)
+    }
+
+    /// A new CLI socket on the UDP socket of ours that `old` (from
+    /// [`UserStack::bind_udp`]) stands for: new senders' datagrams go to it
+    /// from now on; senders `old` has seen keep going to `old`.
+    pub fn rebind_udp(&self, old: &Socket) -> io::Result<Socket> {
+        let old_name = old.local_addr()?;
+        let mut all = lock(&self.udp_listeners);
+        // Only the newest CLI socket is ever rebound.
+        let listener = all
+            .remove(&name_bytes(&old_name))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let local = real_addr(&old_name).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let (unix, name) = self.udp_cli_socket(local)?;
+        all.insert(name_bytes(&name), listener.clone());
+        *lock(&listener) = name;
+        Ok(unix)
+    }
+
+    /// A CLI socket (and its name) on the UDP socket of ours bound at `local`.
+    fn udp_cli_socket(&self, local: SocketAddr) -> io::Result<(Socket, SockAddr)> {
+        let name = self.name_for(local, None)?;
+        let unix = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+        unix.bind(&name)?;
+        unix.set_nonblocking(true)?;
+        Ok((unix, name))
     }
 
     /// The Unix socket that stands for remote sender `from`, and the thread

@@ -124,6 +124,54 @@ true
     assert_eq!(s("ox6_got"), "reply-from-ncat\n", "{}", s("ox6.err"));
 }
 
+/// `-u -l -k -c` on our stack: every sender gets its own program, as with
+/// ncat on the kernel's sockets (the socket that heard a new sender is
+/// handed to its program and a new one takes its place on the address:
+/// before, binding that new one failed, "address in use", after the first
+/// sender); a sender whose program has ended is a new sender again.
+#[test]
+fn udp_keep_open_exec_per_sender() {
+    if !root_or_skip("udp_keep_open_exec_per_sender") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    in_namespace(
+        d,
+        r#"
+timeout 30 $OXCAT --stack user -u -l -k 1237 \
+    -c 'echo "$NCAT_REMOTE_ADDR:$NCAT_REMOTE_PORT"; timeout 2 cat; echo $NCAT_REMOTE_PORT >> $D/ended' 2> $D/ox.err &
+OX=$!
+for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
+sleep 0.3
+for n in 1 2 3; do
+  (echo "sender $n"; sleep 1) | timeout 5 $NCAT -u -p 4000$n 198.18.0.2 1237 > $D/client$n
+done
+# Once the first sender's program has ended, it is a new sender.
+for i in $(seq 200); do grep -qx 40001 $D/ended 2>/dev/null && break; sleep 0.05; done
+(echo "sender 1 again"; sleep 1) | timeout 5 $NCAT -u -p 40001 198.18.0.2 1237 > $D/client1again
+kill $OX; wait $OX
+true
+"#,
+        Duration::from_secs(60),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    for n in 1..=3 {
+        assert_eq!(
+            s(&format!("client{n}")),
+            format!("198.18.0.1:4000{n}\nsender {n}\n"),
+            "{}",
+            s("ox.err")
+        );
+    }
+    assert_eq!(
+        s("client1again"),
+        "198.18.0.1:40001\nsender 1 again\n",
+        "{}",
+        s("ox.err")
+    );
+}
+
 #[test]
 fn exec_keep_open_trace_pcap_and_mermaid() {
     if !root_or_skip("exec_keep_open_trace_pcap_and_mermaid") {
