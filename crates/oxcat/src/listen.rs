@@ -352,11 +352,12 @@ enum ClientState {
 }
 
 /// Reads what a (non-blocking) client has sent, until it would block or
-/// reaches EOF, and writes it to stdout.
+/// reaches EOF, and writes it to stdout; with `-t`, answers the Telnet
+/// options it offers (as the relay does for one client).
 fn drain_client(
     sock: &Socket,
     buf: &mut [u8],
-    discard: bool,
+    cfg: &Config,
     log: &mut Option<SessionLog>,
     stdout: BorrowedFd<'_>,
 ) -> ClientState {
@@ -366,7 +367,15 @@ fn drain_client(
         match r {
             Ok(0) => return ClientState::Gone,
             Ok(n) => {
-                if !discard {
+                if cfg.telnet {
+                    let answer = relay::telnet_refusals(&buf[..n]);
+                    if !answer.is_empty() {
+                        // A few bytes on a socket with room: one write.
+                        let r = rustix::io::write(sock, &answer).map_err(io::Error::from);
+                        sys::sock_write(sock.as_raw_fd(), &r, answer.len());
+                    }
+                }
+                if !cfg.send_only {
                     if let Some(l) = log.as_mut() {
                         l.record(Direction::Received, &buf[..n]);
                     }
@@ -486,7 +495,7 @@ fn serve_many(
         let mut gone = Vec::new();
         for (i, ready) in client_ready.iter().enumerate() {
             if *ready {
-                match drain_client(&clients[i].sock, &mut buf, cfg.send_only, log, stdout) {
+                match drain_client(&clients[i].sock, &mut buf, cfg, log, stdout) {
                     ClientState::Open => {}
                     ClientState::Gone => gone.push(i),
                     ClientState::StdoutGone => return Ok(0),
@@ -594,7 +603,7 @@ fn serve_many(
                 }
                 // A short-lived client's bytes and FIN are often already here:
                 // take them now rather than after another poll.
-                match drain_client(&conn, &mut buf, cfg.send_only, log, stdout) {
+                match drain_client(&conn, &mut buf, cfg, log, stdout) {
                     ClientState::Open => clients.push(Client { sock: conn }),
                     ClientState::Gone => sys::close(conn),
                     ClientState::StdoutGone => return Ok(0),
