@@ -8,7 +8,8 @@
 //! With `--proxy-auth user:pass`, a request without those Basic credentials
 //! (RFC 7617) gets 407. Like ncat's, the server keeps accepting clients with
 //! or without `-k`, and stdin and stdout take no part. The answers are
-//! ncat's, byte for byte (`HTTP/1.0 504 Gateway Timeout`, ...).
+//! ncat's, byte for byte (`HTTP/1.0 504 Gateway Timeout`, ...). With
+//! `--ssl` the clients speak TLS to the proxy (`curl -x https://...`).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -87,6 +88,11 @@ pub fn serve(
                 if let Some(p) = crate::user_stack::real_addr(&peer) {
                     verbose!(2, "DEBUG: Connection from {}.", crate::msg::show_socket(&p));
                 }
+                // --ssl: an HTTPS-speaking proxy, as ncat's is; the handshake runs
+                // on the connection's own thread.
+                let Ok(conn) = crate::tls::accept(conn, &peer) else {
+                    continue;
+                };
                 active.fetch_add(1, Ordering::Relaxed);
                 let (ctx, done) = (ctx.clone(), active.clone());
                 let spawned = std::thread::Builder::new()

@@ -151,11 +151,6 @@ pub fn from_args(
                 "Invalid option combination: --proxy-type http and -e/-c",
             ));
         }
-        if args.ssl {
-            return Err(Failure::usage(
-                "Invalid option combination: --proxy-type http and --ssl (not supported yet)",
-            ));
-        }
         return Ok((None, Some(ProxyServer { auth })));
     };
     let kind = match args.proxy_type.as_deref().unwrap_or("http") {

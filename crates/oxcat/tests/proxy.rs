@@ -664,6 +664,33 @@ fn oxcat_http_proxy_serves_curl() {
     assert_eq!(stdout(&o), "504");
 }
 
+/// `-l --proxy-type http --ssl`: an HTTPS-speaking proxy (the client's
+/// connection to the proxy is TLS), for curl's `-x https://` with a plain
+/// request and with a CONNECT tunnel, as ncat's proxy serves them.
+#[test]
+fn https_proxy_serves_curl_as_ncat_does() {
+    let (web, _dir, _web) = http_server();
+    let url = format!("http://127.0.0.1:{web}/hello.txt");
+    let (ours, _o) = oxcat_http_proxy(&["-k", "--ssl"]);
+    let (theirs, _n) = ncat_http_proxy(&["--ssl"]);
+    for (who, port) in [("ncat", theirs), ("oxcat", ours)] {
+        let proxy = format!("https://127.0.0.1:{port}");
+        for extra in [&["--proxy-insecure"][..], &["--proxy-insecure", "-p"]] {
+            let o = curl_via(&proxy, extra, &url);
+            assert_eq!(
+                stdout(&o),
+                "hello over http\n",
+                "{who} {extra:?}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    // Plain HTTP to the TLS proxy gets no answer.
+    let o = curl_via(&format!("http://127.0.0.1:{ours}"), &[], &url);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+}
+
 #[test]
 fn oxcat_http_proxy_answers_as_ncat_does() {
     // The same raw requests to both proxies: the same status lines.
