@@ -514,6 +514,11 @@ fn relay_on(
     let keep_half_open = opts.keep_half_open || (!stdin_interactive && !opts.datagram);
     let mut up_closed = opts.recv_only; // write side already dealt with
     let mut peer_eof_told = false;
+    // --send-only over TLS: what the peer sends is still read, and dropped,
+    // so that its protocol messages (session tickets, key updates) are taken
+    // in and unread bytes do not turn our close into a reset that discards
+    // what we have not sent yet.
+    let mut tls_dropping = opts.send_only && tls.is_some();
     let mut last_activity = Instant::now();
 
     loop {
@@ -564,7 +569,7 @@ fn relay_on(
         if up_write || tls_sending {
             sock_flags |= PollFlags::OUT;
         }
-        if down_read && !buffered {
+        if (down_read && !buffered) || tls_dropping {
             sock_flags |= PollFlags::IN;
         }
         if !sock_flags.is_empty() {
@@ -605,10 +610,13 @@ fn relay_on(
         drop(fds);
         last_activity = Instant::now();
 
-        if sock_ready && tls_sending {
-            if let Some(t) = tls.as_deref_mut() {
+        if let (true, Some(t)) = (sock_ready, tls.as_deref_mut()) {
+            if tls_sending {
                 // A failure shows in the next write of stdin's bytes, if any.
                 let _ = t.flush(sock);
+            }
+            if tls_dropping {
+                tls_dropping = t.drop_input(sock);
             }
         }
         // stdin -> socket

@@ -1375,6 +1375,19 @@ impl Session {
         }
     }
 
+    /// Reads and decrypts what has arrived, dropping the plaintext (for
+    /// `--send-only`). False once the peer's stream is over.
+    pub fn drop_input(&mut self, sock: BorrowedFd<'_>) -> bool {
+        let mut sink = [0u8; 16 * 1024];
+        loop {
+            match self.read_plain(sock, &mut sink) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Encrypts `data` for the peer once what was queued before has gone
     /// (else `WouldBlock`: wait until the socket is writable), and sends
     /// what the socket takes. Takes all of `data` when it takes any.

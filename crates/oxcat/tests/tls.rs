@@ -444,6 +444,37 @@ fn half_close_crlf_and_log_inline() {
     );
 }
 
+/// `--send-only` over TLS delivers everything to a receiver that lags
+/// behind (`-d`): the session tickets the server sends are read and
+/// dropped, so the sender's close is a FIN, not a reset (over unread
+/// bytes) that would discard what its kernel still holds to send.
+#[test]
+fn send_only_delivers_everything_to_a_slow_receiver() {
+    let dir = tmpdir();
+    let d = dir.path();
+    let want = random_file(&d.join("data"), 16 << 20, 9);
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let mut srv = spawn(
+        d,
+        "server",
+        &oxcat(),
+        &["--ssl", "--recv-only", "-d", "10ms", "-l", "127.0.0.1", &p],
+        In::Null,
+    );
+    wait_tcp_listen(port);
+    let mut cli = spawn(
+        d,
+        "client",
+        &oxcat(),
+        &["--ssl", "--send-only", "127.0.0.1", &p],
+        In::File(d.join("data")),
+    );
+    cli.wait_ok(STEP);
+    srv.wait_ok(STEP);
+    assert_eq!(sha(&srv.out()), want, "{}", srv.err());
+}
+
 // ---------------------------------------------------------------- ALPN
 
 /// oxcat offers `--ssl-alpn`'s list: a rustls server here records what the
