@@ -12,16 +12,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ncat, oxcat, root_or_skip, run_bounded};
+use common::{oxcat, root_or_skip, run_bounded};
 
 /// Runs `script` with bash in a fresh network namespace (loopback up), with
 /// `$OXCAT`, `$NCAT`, `$D` (a scratch directory) and `wait_port PROTO PORT`
 /// (bounded wait for a socket on PORT in /proc/net/PROTO{,6}); returns its output.
 fn in_namespace(dir: &Path, script: &str) -> String {
     let full = format!(
-        r#"set -u
-ip link set lo up
-wait_port() {{
+        r#"wait_port() {{
   local hex; hex=$(printf ':%04X ' "$2")
   for i in $(seq 250); do
     cat /proc/net/$1 /proc/net/${{1}}6 2>/dev/null | grep -q "$hex" && return 0
@@ -32,37 +30,15 @@ wait_port() {{
 {script}
 "#
     );
-    let out = run_bounded(
-        Command::new("unshare")
-            .args(["--net", "bash", "-c", &full])
-            .env("OXCAT", oxcat())
-            .env("NCAT", ncat())
-            .env("D", dir),
-        Duration::from_secs(90),
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the scenario failed:\n{text}");
-    text
+    common::in_namespace(dir, &full, Duration::from_secs(90))
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::xorshift_bytes(n, seed)
 }
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join(name)).unwrap_or_default()
+    common::read_in(dir, name)
 }
 
 fn text(dir: &Path, name: &str) -> String {

@@ -10,48 +10,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ncat, oxcat, root_or_skip, run_bounded};
+use common::{in_namespace, oxcat, root_or_skip, run_bounded};
 use sha2::{Digest, Sha256};
 
 fn sha(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
 }
 
-/// Runs `script` with bash in a fresh network namespace (loopback up), with
-/// `$OXCAT`, `$NCAT` and `$D` (a scratch directory) set; returns its output.
-fn in_namespace(dir: &Path, script: &str, limit: Duration) -> String {
-    let full = format!("set -u\nip link set lo up\n{script}\n");
-    let out = run_bounded(
-        Command::new("unshare")
-            .args(["--net", "bash", "-c", &full])
-            .env("OXCAT", oxcat())
-            .env("NCAT", ncat())
-            .env("D", dir),
-        limit,
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the scenario failed:\n{text}");
-    text
-}
-
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::xorshift_bytes(n, seed)
 }
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join(name)).unwrap_or_default()
+    common::read_in(dir, name)
 }
 
 #[test]

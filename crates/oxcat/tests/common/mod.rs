@@ -191,3 +191,44 @@ pub fn root_or_skip(test: &str) -> bool {
     eprintln!("SKIPPED {test}: needs root (network namespaces)");
     false
 }
+
+/// Runs `script` with bash in a fresh network namespace (`unshare --net`,
+/// loopback up), with `$OXCAT`, `$NCAT` and `$D` (a scratch directory)
+/// set; fails the test with the output unless the script succeeds within
+/// `limit`. Returns stdout and stderr.
+pub fn in_namespace(dir: &std::path::Path, script: &str, limit: Duration) -> String {
+    let full = format!("set -u\nip link set lo up\n{script}\n");
+    let out = run_bounded(
+        Command::new("unshare")
+            .args(["--net", "bash", "-c", &full])
+            .env("OXCAT", oxcat())
+            .env("NCAT", ncat())
+            .env("D", dir),
+        limit,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the scenario failed:\n{text}");
+    text
+}
+
+/// `n` bytes of a fixed xorshift sequence (`seed` picks which).
+pub fn xorshift_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The file `name` in `dir`, or nothing if it is missing.
+pub fn read_in(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_default()
+}
