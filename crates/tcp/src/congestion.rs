@@ -41,43 +41,42 @@ impl CongestionControl {
             Algorithm::Cubic => CongestionControl::Cubic(Cubic::new(mss, initial_window)),
         }
     }
+}
 
-    fn inner(&self) -> &dyn Controller {
-        match self {
-            CongestionControl::NewReno(c) => c,
-            CongestionControl::Cubic(c) => c,
+/// Calls the controller held, by a match the compiler sees through (a
+/// `&dyn Controller` made in each arm stays an indirect call).
+macro_rules! dispatch {
+    ($self:expr, $c:ident => $call:expr) => {
+        match $self {
+            CongestionControl::NewReno($c) => $call,
+            CongestionControl::Cubic($c) => $call,
         }
-    }
-
-    fn inner_mut(&mut self) -> &mut dyn Controller {
-        match self {
-            CongestionControl::NewReno(c) => c,
-            CongestionControl::Cubic(c) => c,
-        }
-    }
+    };
 }
 
 impl Controller for CongestionControl {
+    #[inline]
     fn window(&self) -> usize {
-        self.inner().window()
+        dispatch!(self, c => c.window())
     }
     fn ssthresh(&self) -> usize {
-        self.inner().ssthresh()
+        dispatch!(self, c => c.ssthresh())
     }
+    #[inline]
     fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>) {
-        self.inner_mut().on_ack(now, acked, rtt)
+        dispatch!(self, c => c.on_ack(now, acked, rtt))
     }
     fn on_congestion_event(&mut self, now: Instant, in_flight: usize) {
-        self.inner_mut().on_congestion_event(now, in_flight)
+        dispatch!(self, c => c.on_congestion_event(now, in_flight))
     }
     fn on_recovery_end(&mut self, in_flight: usize) {
-        self.inner_mut().on_recovery_end(in_flight)
+        dispatch!(self, c => c.on_recovery_end(in_flight))
     }
     fn on_rto(&mut self, in_flight: usize) {
-        self.inner_mut().on_rto(in_flight)
+        dispatch!(self, c => c.on_rto(in_flight))
     }
     fn set_mss(&mut self, mss: usize) {
-        self.inner_mut().set_mss(mss)
+        dispatch!(self, c => c.set_mss(mss))
     }
 }
 

@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+/// Kept in nanoseconds (u64): the same arithmetic as on `Duration`
+/// (whose products and quotients truncate to the nanosecond just the
+/// same), without its normalising of seconds and nanoseconds at every step.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
-    srtt: Option<Duration>,
-    rttvar: Duration,
-    rto: Duration,
-    min: Duration,
-    max: Duration,
+    srtt: Option<u64>,
+    rttvar: u64,
+    rto: u64,
+    min: u64,
+    max: u64,
     /// Consecutive backoffs since the last valid sample.
     backoffs: u32,
 }
@@ -16,12 +19,17 @@ pub struct RttEstimator {
 /// RFC 6298 §2: clock granularity G; we keep microseconds, so G is negligible.
 const GRANULARITY: Duration = Duration::from_millis(1);
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl RttEstimator {
     pub fn new(initial: Duration, min: Duration, max: Duration) -> Self {
+        let (min, max) = (nanos(min), nanos(max));
         RttEstimator {
             srtt: None,
-            rttvar: Duration::ZERO,
-            rto: initial.clamp(min, max),
+            rttvar: 0,
+            rto: nanos(initial).clamp(min, max),
             min,
             max,
             backoffs: 0,
@@ -30,42 +38,46 @@ impl RttEstimator {
 
     /// A new RTT measurement R (RFC 6298 §2.2, §2.3).
     pub fn sample(&mut self, r: Duration) {
-        match self.srtt {
+        let r = nanos(r);
+        let srtt = match self.srtt {
             None => {
                 // §2.2: SRTT <- R, RTTVAR <- R/2
-                self.srtt = Some(r);
                 self.rttvar = r / 2;
+                r
             }
             Some(srtt) => {
                 // §2.3: RTTVAR <- 3/4 RTTVAR + 1/4 |SRTT - R'|; SRTT <- 7/8 SRTT + 1/8 R'
                 let delta = srtt.abs_diff(r);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + r) / 8);
+                self.rttvar = (self.rttvar.saturating_mul(3).saturating_add(delta)) / 4;
+                (srtt.saturating_mul(7).saturating_add(r)) / 8
             }
-        }
-        let srtt = self.srtt.unwrap_or(r);
+        };
+        self.srtt = Some(srtt);
         // RTO <- SRTT + max(G, K*RTTVAR), K = 4; §2.4/§2.5 bound it.
-        self.rto = (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max);
+        let var = self.rttvar.saturating_mul(4).max(nanos(GRANULARITY));
+        self.rto = srtt.saturating_add(var).clamp(self.min, self.max);
         self.backoffs = 0;
     }
 
     /// §5.5: on a retransmission timeout, RTO <- RTO * 2 (up to the maximum).
     pub fn backoff(&mut self) {
-        self.rto = (self.rto * 2).min(self.max);
+        self.rto = self.rto.saturating_mul(2).min(self.max);
         self.backoffs += 1;
     }
 
     /// Sets the RTO directly (RFC 6298 §5.7), within the bounds.
     pub fn set_rto(&mut self, rto: Duration) {
-        self.rto = rto.clamp(self.min, self.max);
+        self.rto = nanos(rto).clamp(self.min, self.max);
     }
 
+    #[inline]
     pub fn rto(&self) -> Duration {
-        self.rto
+        Duration::from_nanos(self.rto)
     }
 
+    #[inline]
     pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
+        self.srtt.map(Duration::from_nanos)
     }
 
     pub fn backoffs(&self) -> u32 {

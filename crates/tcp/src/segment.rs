@@ -98,11 +98,13 @@ pub struct SackBlocks {
 }
 
 impl SackBlocks {
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a block; ignored past four.
+    #[inline]
     pub fn push(&mut self, left: SeqNum, right: SeqNum) {
         if (self.len as usize) < self.blocks.len() {
             self.blocks[self.len as usize] = (left, right);
@@ -110,14 +112,17 @@ impl SackBlocks {
         }
     }
 
+    #[inline]
     pub fn as_slice(&self) -> &[(SeqNum, SeqNum)] {
         &self.blocks[..self.len as usize]
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -202,6 +207,7 @@ pub struct Payload<'a> {
 
 impl<'a> Payload<'a> {
     /// A payload made of `head` then `tail`.
+    #[inline]
     pub fn new(head: &'a [u8], tail: &'a [u8]) -> Self {
         if head.is_empty() {
             Payload {
@@ -213,20 +219,24 @@ impl<'a> Payload<'a> {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.head.len() + self.tail.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.head.is_empty()
     }
 
     /// The two parts, in order (the second is empty unless the bytes wrap).
+    #[inline]
     pub fn parts(&self) -> (&'a [u8], &'a [u8]) {
         (self.head, self.tail)
     }
 
     /// The bytes as one slice, when they lie in one.
+    #[inline]
     pub fn contiguous(&self) -> Option<&'a [u8]> {
         self.tail.is_empty().then_some(self.head)
     }

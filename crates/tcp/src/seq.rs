@@ -24,6 +24,7 @@ impl SeqNum {
         lo <= self && self < hi
     }
 
+    #[inline]
     pub fn max(self, other: SeqNum) -> SeqNum {
         if self >= other {
             self
@@ -32,6 +33,7 @@ impl SeqNum {
         }
     }
 
+    #[inline]
     pub fn min(self, other: SeqNum) -> SeqNum {
         if self <= other {
             self
@@ -42,6 +44,7 @@ impl SeqNum {
 }
 
 impl PartialOrd for SeqNum {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.diff(*other).cmp(&0))
     }
@@ -64,12 +67,14 @@ impl Add<usize> for SeqNum {
 }
 
 impl AddAssign<u32> for SeqNum {
+    #[inline]
     fn add_assign(&mut self, rhs: u32) {
         self.0 = self.0.wrapping_add(rhs);
     }
 }
 
 impl AddAssign<usize> for SeqNum {
+    #[inline]
     fn add_assign(&mut self, rhs: usize) {
         self.0 = self.0.wrapping_add(rhs as u32);
     }

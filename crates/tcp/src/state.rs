@@ -19,6 +19,7 @@ pub enum State {
 
 impl State {
     /// A synchronized state: both ISNs are known (RFC 9293 §3.10.7.4).
+    #[inline]
     pub fn is_synchronized(self) -> bool {
         !matches!(
             self,
@@ -27,11 +28,13 @@ impl State {
     }
 
     /// The peer may still send us data.
+    #[inline]
     pub fn can_receive(self) -> bool {
         matches!(self, State::Established | State::FinWait1 | State::FinWait2)
     }
 
     /// We may still send data.
+    #[inline]
     pub fn can_send(self) -> bool {
         matches!(self, State::Established | State::CloseWait)
     }
