@@ -31,14 +31,17 @@ impl SendBuffer {
         n
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
+    #[inline]
     pub fn free(&self) -> usize {
         self.capacity.saturating_sub(self.bytes.len())
     }
@@ -58,6 +61,7 @@ impl SendBuffer {
     /// The `len` bytes starting `offset` bytes after SND.UNA, where they lie:
     /// one slice, or two when they wrap around the ring (the second then
     /// follows the first). Fewer when the buffer holds fewer.
+    #[inline]
     pub fn slices(&self, offset: usize, len: usize) -> (&[u8], &[u8]) {
         let end = (offset + len).min(self.bytes.len());
         if offset >= end {
@@ -104,6 +108,7 @@ impl RecvBuffer {
         }
     }
 
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -114,21 +119,25 @@ impl RecvBuffer {
     }
 
     /// Bytes the application can read now.
+    #[inline]
     pub fn readable(&self) -> usize {
         self.readable.len()
     }
 
     /// Room for more in-order bytes: what the window may offer.
+    #[inline]
     pub fn free(&self) -> usize {
         self.capacity.saturating_sub(self.readable.len())
     }
 
+    #[inline]
     pub fn has_pieces(&self) -> bool {
         !self.pieces.is_empty()
     }
 
     /// The bytes the application can read, where they lie (the second
     /// slice follows the first; it is empty unless the ring wraps).
+    #[inline]
     pub fn readable_slices(&self) -> (&[u8], &[u8]) {
         self.readable.as_slices()
     }
@@ -151,6 +160,16 @@ impl RecvBuffer {
         }
         self.readable.drain(..n);
         n
+    }
+
+    /// Appends bytes that start at RCV.NXT, with no pieces waiting beyond
+    /// it and room for all of them (the caller checked both): `insert`'s
+    /// common case without its trimming. Returns how far RCV.NXT moves.
+    #[inline]
+    pub fn append(&mut self, data: &[u8]) -> usize {
+        debug_assert!(self.pieces.is_empty());
+        self.readable.extend(data);
+        data.len()
     }
 
     /// Takes a segment's payload starting at `seq` given `rcv_nxt`, keeping

@@ -50,6 +50,10 @@ pub struct Config {
     /// segments itself (TSO): new data then goes out in segments of up to
     /// this many bytes, a whole number of MSS-sized pieces. 0: off.
     pub tso_max_payload: usize,
+    /// Header prediction: segments a bulk transfer expects next (in-order
+    /// data, ACKs that advance) take a shortcut through the receive checks
+    /// with the same outcome. Off only to compare the two paths.
+    pub header_prediction: bool,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             initial_window: 10,
             trace: false,
             tso_max_payload: 0,
+            header_prediction: true,
         }
     }
 }

@@ -134,6 +134,10 @@ pub struct Connection {
     last_ack_sent: SeqNum,
     ts_epoch: Instant,
     ts_offset: u32,
+    /// The last `now` a timestamp was taken for, and that timestamp: a
+    /// burst of segments shares one `now`, and the clock arithmetic is
+    /// not free.
+    ts_cache: (Instant, u32),
     sack_enabled: bool,
     /// Ranges above SND.UNA the peer reported holding (sender's scoreboard, RFC 6675).
     sacked: Vec<(SeqNum, SeqNum)>,
@@ -186,6 +190,8 @@ pub struct Connection {
     events: u8,
     trace: VecDeque<TraceEvent>,
     writable_owed: bool,
+    /// Segments that took the header-prediction shortcut (as Linux's TCPHPHits).
+    predicted: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -251,6 +257,7 @@ impl Connection {
             ts_epoch: now,
             // Not the ISN itself, but derived from it: timestamps do not start at zero.
             ts_offset: iss.0.rotate_left(16),
+            ts_cache: (now, iss.0.rotate_left(16)),
             sack_enabled: false,
             sacked: Vec::new(),
             rtt,
@@ -281,6 +288,7 @@ impl Connection {
             events: 0,
             trace: VecDeque::new(),
             writable_owed: false,
+            predicted: 0,
             config,
         }
     }
@@ -333,6 +341,11 @@ impl Connection {
     /// The MSS we send with (the peer's, capped by ours).
     pub fn send_mss(&self) -> usize {
         self.snd_mss
+    }
+
+    /// How many arriving segments took the header-prediction shortcut.
+    pub fn predicted_segments(&self) -> u64 {
+        self.predicted
     }
 
     /// Bytes ready to read.
@@ -672,6 +685,11 @@ impl Connection {
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.on_segment_syn_sent(now, h),
+            State::Established
+                if self.config.header_prediction && self.is_predicted(h, payload.len()) =>
+            {
+                self.on_segment_predicted(now, h, payload)
+            }
             _ => self.on_segment_synchronized(now, h, payload),
         }
         if self.state == State::Established && self.keepalive.is_some() {
@@ -740,6 +758,66 @@ impl Connection {
                 seq.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
                     || last.in_range(self.rcv_nxt, self.rcv_nxt + wnd)
             }
+        }
+    }
+
+    /// Header prediction (Van Jacobson; Linux's tcp_rcv_established fast
+    /// path): is this the segment a bulk transfer expects next? In
+    /// ESTABLISHED: only ACK (and PSH) set, SEG.SEQ = RCV.NXT, no SACK
+    /// blocks and none held, a timestamp not older than TS.Recent when
+    /// timestamps are on, no recovery under way, and either new data that
+    /// fits the window with no out-of-order pieces waiting, or no data and
+    /// an ACK that advances within what was sent. For such a segment every
+    /// check of the full path (§3.10.7.4) is known to pass and most of its
+    /// steps to be no-ops; `on_segment_predicted` does the rest, the same
+    /// way. (Unlike Linux's, the window field may change: the shortcut
+    /// runs the full path's window update itself. A receiver that reads
+    /// in bursts changes it with every ACK.)
+    #[inline]
+    fn is_predicted(&self, h: &Header, len: usize) -> bool {
+        if h.flags.0 & !Flags::PSH.0 != Flags::ACK.0
+            || h.seq != self.rcv_nxt
+            || !h.options.sack.is_empty()
+            || !self.sacked.is_empty()
+            || self.recovery.is_some()
+        {
+            return false;
+        }
+        if self.ts_enabled {
+            // RFC 7323 §5.3 R1 (PAWS) passes.
+            match h.options.timestamps {
+                Some((tsval, _)) if tsval.wrapping_sub(self.ts_recent) as i32 >= 0 => {}
+                _ => return false,
+            }
+        }
+        // RFC 5961 §5.2 passes (SND.UNA <= SEG.ACK <= SND.MAX), and the ACK
+        // is neither a duplicate nor a window update.
+        let ack = h.ack;
+        if ack < self.snd_una || ack > self.snd_max {
+            return false;
+        }
+        if len == 0 {
+            return ack > self.snd_una;
+        }
+        // New data at RCV.NXT that the window holds whole, for an
+        // application still reading (§3.10.7.4 first check and seventh).
+        let window = self.rcv_adv.max(self.rcv_nxt) - self.rcv_nxt;
+        len <= window && !self.recv_buf.has_pieces() && !self.read_closed
+    }
+
+    /// The full path's steps for a segment `is_predicted` accepted, in the
+    /// same order, without the checks it already made.
+    fn on_segment_predicted(&mut self, now: Instant, h: &Header, payload: &[u8]) {
+        self.predicted += 1;
+        self.update_timestamp_recent(now, h, payload.len());
+        let acks_new_data = h.ack > self.snd_una;
+        if acks_new_data {
+            self.on_ack_advanced(now, h.ack, h);
+        }
+        self.update_send_window(now, h, acks_new_data);
+        if !payload.is_empty() {
+            let advanced = self.recv_buf.append(payload);
+            self.on_text_in_order(now, advanced, false);
         }
     }
 
@@ -943,7 +1021,21 @@ impl Connection {
             // RFC 5681 §2 "duplicate ACK".
             self.on_duplicate_ack(now);
         }
-        // Window update (§3.10.7.4, fifth, ESTABLISHED).
+        self.update_send_window(now, h, acks_new_data);
+        // Our FIN acknowledged?
+        let fin_acked = self.fin_acked();
+        match self.state {
+            State::FinWait1 if fin_acked => self.set_state(now, State::FinWait2),
+            State::Closing if fin_acked => self.enter_time_wait(now),
+            State::LastAck if fin_acked => self.finish(now, CloseReason::Normal),
+            _ => {}
+        }
+    }
+
+    /// Window update (§3.10.7.4, fifth, ESTABLISHED).
+    #[inline]
+    fn update_send_window(&mut self, now: Instant, h: &Header, acks_new_data: bool) {
+        let ack = h.ack;
         if acks_new_data || self.snd_wl1 < h.seq || (self.snd_wl1 == h.seq && self.snd_wl2 <= ack) {
             let was_zero = self.snd_wnd == 0;
             self.snd_wnd = (h.window as usize) << self.snd_wscale;
@@ -956,14 +1048,6 @@ impl Connection {
             } else if !was_zero || self.persist_deadline.is_none() {
                 self.arm_persist(now);
             }
-        }
-        // Our FIN acknowledged?
-        let fin_acked = self.fin_acked();
-        match self.state {
-            State::FinWait1 if fin_acked => self.set_state(now, State::FinWait2),
-            State::Closing if fin_acked => self.enter_time_wait(now),
-            State::LastAck if fin_acked => self.finish(now, CloseReason::Normal),
-            _ => {}
         }
     }
 
@@ -991,7 +1075,7 @@ impl Connection {
         let mut sample = None;
         if let (true, Some((_, tsecr))) = (self.ts_enabled, h.options.timestamps) {
             if tsecr != 0 {
-                let now_ts = timestamp_ms(self.ts_epoch, now, self.ts_offset);
+                let now_ts = self.ts_val(now);
                 let ms = now_ts.wrapping_sub(tsecr);
                 if (ms as i32) >= 0 {
                     sample = Some(Duration::from_millis(ms as u64).max(Duration::from_micros(100)));
@@ -1156,31 +1240,44 @@ impl Connection {
             self.recv_buf
                 .insert(self.rcv_nxt, seq, payload, window.max(self.recv_buf.free()));
         if advanced > 0 {
-            self.rcv_nxt += advanced;
-            self.autotune(now);
-            self.events |= EV_READABLE;
-            if had_holes {
-                // Filling a hole: ACK at once (RFC 5681 §4.2).
-                self.ack_now = true;
-            } else {
-                // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second
-                // full segment; a segment the sender's device had not yet cut
-                // (GRO/TSO) counts as the full segments it holds.
-                let mss = usize::from(self.config.mss).max(1);
-                self.segments_unacked += 1 + ((advanced - 1) / mss).min(u32::MAX as usize) as u32;
-                if self.segments_unacked >= 2 {
-                    self.ack_now = true;
-                } else if self.delayed_ack_deadline.is_none() {
-                    self.arm(TimerKind::DelayedAck, now, now + self.config.delayed_ack);
-                }
-            }
-            if self.pending_fin == Some(self.rcv_nxt) {
-                self.pending_fin = None;
-                self.take_fin(now);
-            }
+            self.on_text_in_order(now, advanced, had_holes);
         } else {
             // Out of order or duplicate: an immediate (duplicate) ACK (RFC 5681 §4.2).
             self.ack_now = true;
+        }
+    }
+
+    /// RCV.NXT moved `advanced` bytes: the application may read, and the
+    /// ACK is owed now or delayed.
+    #[inline]
+    fn on_text_in_order(&mut self, now: Instant, advanced: usize, had_holes: bool) {
+        self.rcv_nxt += advanced;
+        self.autotune(now);
+        self.events |= EV_READABLE;
+        if had_holes {
+            // Filling a hole: ACK at once (RFC 5681 §4.2).
+            self.ack_now = true;
+        } else {
+            // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second
+            // full segment; a segment the sender's device had not yet cut
+            // (GRO/TSO) counts as the full segments it holds.
+            let mss = usize::from(self.config.mss).max(1);
+            // (No division for the usual segment of at most one MSS.)
+            let extra = if advanced > mss {
+                (advanced - 1) / mss
+            } else {
+                0
+            };
+            self.segments_unacked += 1 + extra.min(u32::MAX as usize) as u32;
+            if self.segments_unacked >= 2 {
+                self.ack_now = true;
+            } else if self.delayed_ack_deadline.is_none() {
+                self.arm(TimerKind::DelayedAck, now, now + self.config.delayed_ack);
+            }
+        }
+        if self.pending_fin == Some(self.rcv_nxt) {
+            self.pending_fin = None;
+            self.take_fin(now);
         }
     }
 
@@ -1424,6 +1521,7 @@ impl Connection {
     // ----- sending -----
 
     /// One past the last data byte queued (where the FIN goes).
+    #[inline]
     fn data_end(&self) -> SeqNum {
         let syn_unacked = u32::from(self.snd_una == self.iss);
         self.snd_una + syn_unacked + self.send_buf.len()
@@ -1459,6 +1557,15 @@ impl Connection {
         field as u16
     }
 
+    /// Our timestamp clock at `now` (RFC 7323 §4.1: milliseconds).
+    #[inline]
+    fn ts_val(&mut self, now: Instant) -> u32 {
+        if self.ts_cache.0 != now {
+            self.ts_cache = (now, timestamp_ms(self.ts_epoch, now, self.ts_offset));
+        }
+        self.ts_cache.1
+    }
+
     fn header(&mut self, now: Instant, seq: SeqNum, flags: Flags) -> Header {
         let mut h = Header::default();
         self.fill_header(now, seq, flags, &mut h);
@@ -1472,10 +1579,7 @@ impl Connection {
         h.options.window_scale = None;
         h.options.sack_permitted = false;
         h.options.timestamps = if self.ts_enabled {
-            Some((
-                timestamp_ms(self.ts_epoch, now, self.ts_offset),
-                self.ts_recent,
-            ))
+            Some((self.ts_val(now), self.ts_recent))
         } else {
             None
         };
@@ -1495,14 +1599,15 @@ impl Connection {
             // The SYN-ACK's window sets the first right edge.
             self.rcv_adv = self.rcv_nxt + window as usize;
         }
-        let mut blocks = SackBlocks::new();
+        // Written in place: a local copied in afterwards is read back right
+        // after its bytes were stored, and the store cannot be forwarded.
+        h.options.sack = SackBlocks::new();
         if self.sack_enabled && !flags.syn() && self.recv_buf.has_pieces() {
             let room = if self.ts_enabled { 3 } else { 4 };
             for (l, r) in self.recv_buf.sack_blocks(room) {
-                blocks.push(l, r);
+                h.options.sack.push(l, r);
             }
         }
-        h.options.sack = blocks;
         h.seq = seq;
         h.ack = ack;
         h.flags = flags;
@@ -1526,7 +1631,7 @@ impl Connection {
             h.options.sack_permitted = true;
         }
         if self.config.timestamps && (!answering || self.ts_enabled) {
-            let tsval = timestamp_ms(self.ts_epoch, now, self.ts_offset);
+            let tsval = self.ts_val(now);
             h.options.timestamps = Some((tsval, if answering { self.ts_recent } else { 0 }));
         } else {
             h.options.timestamps = None;
@@ -1574,10 +1679,19 @@ impl Connection {
     /// (reused from segment to segment, nothing moved): the fastest way
     /// out. Returns the payload, borrowed; `header` is only meaningful
     /// when this returns `Some`.
+    #[inline]
     pub fn poll_transmit_into(&mut self, now: Instant, header: &mut Header) -> Option<Payload<'_>> {
+        // The last poll of every batch finds nothing: that answer is
+        // inlined into the caller, before the body's register saves.
         if !self.may_transmit() {
             return None;
         }
+        self.transmit_into(now, header)
+    }
+
+    /// `poll_transmit_into` once something may be owed.
+    #[inline(never)]
+    fn transmit_into(&mut self, now: Instant, header: &mut Header) -> Option<Payload<'_>> {
         let body = self.next_segment(now, header)?;
         if header.flags.ack() {
             self.last_ack_sent = header.ack;
@@ -1604,6 +1718,7 @@ impl Connection {
 
     /// A cheap test that something might be owed (the last `poll_transmit`
     /// of every batch returns `None`: it should cost next to nothing).
+    #[inline]
     fn may_transmit(&self) -> bool {
         if self.rst_owed.is_some() || self.syn_owed || self.queue_probe.is_some() || self.ack_now {
             return true;
@@ -1621,9 +1736,13 @@ impl Connection {
     /// The next segment owed: its header written into `h`, where its payload lies.
     #[inline(always)]
     fn next_segment(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
-        if let Some(rst) = self.rst_owed.take() {
-            *h = rst;
-            return Some(Body::Empty);
+        // (Each owed thing is tested before it is taken: `take` moves the
+        // whole header out and back even when there is none.)
+        if self.rst_owed.is_some() {
+            if let Some(rst) = self.rst_owed.take() {
+                *h = rst;
+                return Some(Body::Empty);
+            }
         }
         match self.state {
             State::Closed | State::Listen => return None,
@@ -1645,13 +1764,17 @@ impl Connection {
             }
             _ => {}
         }
-        if let Some((probe, body)) = self.queue_probe.take() {
-            *h = probe;
-            return Some(body);
+        if self.queue_probe.is_some() {
+            if let Some((probe, body)) = self.queue_probe.take() {
+                *h = probe;
+                return Some(body);
+            }
         }
         if self.state.is_synchronized() || self.state == State::SynReceived {
-            if let Some(body) = self.retransmission(now, h) {
-                return Some(body);
+            if self.rtx_next.is_some() {
+                if let Some(body) = self.retransmission(now, h) {
+                    return Some(body);
+                }
             }
             if let Some(body) = self.new_data(now, h) {
                 return Some(body);
