@@ -203,28 +203,6 @@ fn check_connection(ps: &[Packet], server: (IpAddr, u16), client_sent: usize, se
     assert!((7..=40).contains(&ps.len()), "{} packets: {what}", ps.len());
 }
 
-/// Runs Mermaid's own parser on `file` when it is installed.
-fn mermaid_parses(file: &Path) {
-    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/mermaid-check");
-    if checker.join("node_modules").is_dir() {
-        let st = Command::new("node")
-            .arg(checker.join("check.mjs"))
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}: {}",
-            file.display(),
-            String::from_utf8_lossy(&st.stderr)
-        );
-    } else if std::env::var("OXCAT_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("Mermaid's parser is not installed (tools/mermaid-check/install.sh)");
-    } else {
-        eprintln!("SKIPPED the Mermaid parse: tools/mermaid-check is not installed");
-    }
-}
-
 #[test]
 fn client_to_ncat_over_loopback_v4_and_v6() {
     if !root_or_skip("client_to_ncat_over_loopback_v4_and_v6") {
@@ -311,7 +289,7 @@ echo "oxcat refused: $?"
         assert!(mmd.contains("5000 bytes)"), "{mmd}");
         assert!(mmd.contains("3000 bytes)"), "{mmd}");
         assert!(mmd.contains("C->>S: FIN-ACK"), "{mmd}");
-        mermaid_parses(&d.join(file));
+        common::mermaid_parses(&d.join(file));
     }
 }
 
@@ -371,7 +349,7 @@ echo "oxcat -lk: $?"
         "the first client's connection: {mmd}"
     );
     assert!(mmd.contains("'first-client-v4.'"), "{mmd}");
-    mermaid_parses(&d.join("k.mmd"));
+    common::mermaid_parses(&d.join("k.mmd"));
 }
 
 #[test]

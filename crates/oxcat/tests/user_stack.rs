@@ -222,23 +222,7 @@ true
         mmd.contains("Note over C,S: 3 Way Handshaking done"),
         "{mmd}"
     );
-    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/mermaid-check");
-    if checker.join("node_modules").is_dir() {
-        let st = Command::new("node")
-            .arg(checker.join("check.mjs"))
-            .arg(d.join("run.mmd"))
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-    } else if std::env::var("OXCAT_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("Mermaid's parser is not installed (tools/mermaid-check/install.sh)");
-    } else {
-        eprintln!("SKIPPED the Mermaid parse: tools/mermaid-check is not installed");
-    }
+    common::mermaid_parses(&d.join("run.mmd"));
 }
 
 #[test]

@@ -232,3 +232,27 @@ pub fn xorshift_bytes(n: usize, seed: u64) -> Vec<u8> {
 pub fn read_in(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_default()
 }
+
+/// Runs Mermaid's own parser on `file` when it is installed (required under
+/// OXCAT_REQUIRE_TOOLS=1, as in CI); the test fails if the file does not parse.
+pub fn mermaid_parses(file: &std::path::Path) {
+    let checker =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/mermaid-check");
+    if checker.join("node_modules").is_dir() {
+        let st = Command::new("node")
+            .arg(checker.join("check.mjs"))
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&st.stderr)
+        );
+    } else if std::env::var("OXCAT_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("Mermaid's parser is not installed (tools/mermaid-check/install.sh)");
+    } else {
+        eprintln!("SKIPPED the Mermaid parse: tools/mermaid-check is not installed");
+    }
+}
