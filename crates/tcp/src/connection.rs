@@ -1064,9 +1064,11 @@ impl Connection {
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
-        self.sacked.retain(|&(_, r)| r > ack);
-        for b in self.sacked.iter_mut() {
-            b.0 = b.0.max(ack);
+        if !self.sacked.is_empty() {
+            self.sacked.retain(|&(_, r)| r > ack);
+            for b in self.sacked.iter_mut() {
+                b.0 = b.0.max(ack);
+            }
         }
         self.retries = 0;
         self.dup_acks = 0;
@@ -1639,6 +1641,7 @@ impl Connection {
         h
     }
 
+    #[inline]
     fn arm_retransmit(&mut self, now: Instant) {
         if self.retransmit_deadline.is_none() {
             self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
@@ -1863,8 +1866,12 @@ impl Connection {
         self.snd_mss.saturating_sub(options).max(1)
     }
 
+    #[inline]
     fn in_flight(&self) -> usize {
         let outstanding = self.snd_nxt - self.snd_una;
+        if self.sacked.is_empty() {
+            return outstanding;
+        }
         outstanding.saturating_sub(self.sacked_bytes())
     }
 
@@ -1881,8 +1888,13 @@ impl Connection {
             return None;
         }
         let end = self.data_end();
+        if self.snd_nxt >= end && !self.fin_queued {
+            // Nothing to send (an ACK's usual case): what follows would
+            // find no length, no FIN and nothing to probe.
+            return None;
+        }
         // Skip what the peer already holds (after an RTO the scoreboard is empty).
-        while self.snd_nxt < end && self.is_sacked(self.snd_nxt) {
+        while self.snd_nxt < end && !self.sacked.is_empty() && self.is_sacked(self.snd_nxt) {
             self.snd_nxt = self.next_hole(self.snd_nxt);
         }
         let unsent = if self.snd_nxt < end {
@@ -1917,8 +1929,10 @@ impl Connection {
             // MSS-sized segments would go, and the rest when room opens.
             len = len / max_payload * max_payload;
         }
-        if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > self.snd_nxt) {
-            len = len.min(l - self.snd_nxt);
+        if !self.sacked.is_empty() {
+            if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > self.snd_nxt) {
+                len = len.min(l - self.snd_nxt);
+            }
         }
         if self.fin_acked() {
             return None;
