@@ -195,23 +195,9 @@ impl Cubic {
     fn segments(&self) -> f64 {
         self.cwnd as f64 / self.mss as f64
     }
-}
 
-impl Controller for Cubic {
-    fn window(&self) -> usize {
-        self.cwnd
-    }
-    fn ssthresh(&self) -> usize {
-        self.ssthresh
-    }
-    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>) {
-        if let Some(r) = rtt {
-            self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
-        }
-        if self.cwnd < self.ssthresh {
-            self.cwnd += acked.min(ABC_LIMIT * self.mss);
-            return;
-        }
+    /// Congestion avoidance (§4.2-§4.5): `on_ack` outside slow start.
+    fn avoid_congestion(&mut self, now: Instant, acked: usize) {
         // §4.2: a new epoch starts with the first ACK of congestion avoidance.
         let epoch = *self.epoch_start.get_or_insert(now);
         if self.w_max <= 0.0 {
@@ -251,6 +237,26 @@ impl Controller for Cubic {
         } else {
             self.acked_in_ca = 0;
         }
+    }
+}
+
+impl Controller for Cubic {
+    fn window(&self) -> usize {
+        self.cwnd
+    }
+    fn ssthresh(&self) -> usize {
+        self.ssthresh
+    }
+    #[inline]
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>) {
+        if let Some(r) = rtt {
+            self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
+        }
+        if self.cwnd < self.ssthresh {
+            self.cwnd += acked.min(ABC_LIMIT * self.mss);
+            return;
+        }
+        self.avoid_congestion(now, acked);
     }
     fn on_congestion_event(&mut self, now: Instant, _in_flight: usize) {
         let cwnd_seg = self.segments();

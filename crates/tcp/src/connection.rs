@@ -1251,7 +1251,7 @@ impl Connection {
 
     /// RCV.NXT moved `advanced` bytes: the application may read, and the
     /// ACK is owed now or delayed.
-    #[inline]
+    #[inline(always)]
     fn on_text_in_order(&mut self, now: Instant, advanced: usize, had_holes: bool) {
         self.rcv_nxt += advanced;
         self.autotune(now);
@@ -1287,11 +1287,17 @@ impl Connection {
     /// per RTT, if the peer sent more than half the buffer in that RTT, the
     /// buffer grows to twice what arrived, up to the configured cap, so the
     /// window keeps up with bandwidth·RTT.
+    #[inline]
     fn autotune(&mut self, now: Instant) {
-        let cap = self.recv_buf.capacity();
-        if !self.autotune_enabled || cap >= self.config.recv_buffer {
-            return;
+        if self.autotune_enabled && self.recv_buf.capacity() < self.config.recv_buffer {
+            self.autotune_measure(now);
         }
+    }
+
+    /// `autotune` while the buffer may still grow.
+    #[inline(never)]
+    fn autotune_measure(&mut self, now: Instant) {
+        let cap = self.recv_buf.capacity();
         let Some((since, from)) = self.autotune_from else {
             self.autotune_from = Some((now, self.rcv_nxt));
             return;

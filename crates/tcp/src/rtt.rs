@@ -37,6 +37,7 @@ impl RttEstimator {
     }
 
     /// A new RTT measurement R (RFC 6298 §2.2, §2.3).
+    #[inline]
     pub fn sample(&mut self, r: Duration) {
         let r = nanos(r);
         let srtt = match self.srtt {
