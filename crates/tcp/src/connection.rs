@@ -698,6 +698,7 @@ impl Connection {
         }
     }
 
+    #[inline(never)]
     fn on_segment_syn_sent(&mut self, now: Instant, h: &Header) {
         // §3.10.7.3 first: check the ACK.
         if h.flags.ack() && (h.ack <= self.iss || h.ack > self.snd_max) {
@@ -821,6 +822,7 @@ impl Connection {
         }
     }
 
+    #[inline(never)]
     fn on_segment_synchronized(&mut self, now: Instant, h: &Header, payload: &[u8]) {
         // SYN-RECEIVED reached through a retransmitted SYN of the same peer: answer again.
         if self.state == State::SynReceived && h.flags.syn() && !h.flags.ack() && h.seq == self.irs
