@@ -24,6 +24,7 @@ impl Checksum {
         Self { sum: 0, odd: false }
     }
 
+    #[inline]
     fn add_u64_word(&mut self, v: u64) {
         // End-around carry: 2^64 ≡ 1 (mod 2^16 − 1).
         let (sum, carry) = self.sum.overflowing_add(v);
@@ -31,7 +32,26 @@ impl Checksum {
     }
 
     /// Add bytes to the sum, continuing where the previous call stopped.
-    pub fn add_bytes(&mut self, mut data: &[u8]) -> &mut Self {
+    #[inline]
+    pub fn add_bytes(&mut self, data: &[u8]) -> &mut Self {
+        if !self.odd && data.len() < 64 {
+            // Headers and pseudo-headers (the common case, inlined where
+            // the size is known): a few words, summed as they are.
+            let mut words = data.chunks_exact(4);
+            for w in &mut words {
+                self.add_u64_word(u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])));
+            }
+            let tail = words.remainder();
+            if tail.is_empty() {
+                return self;
+            }
+            return self.add_tail(tail);
+        }
+        self.add_bytes_any(data)
+    }
+
+    /// `add_bytes` for any length and position.
+    fn add_bytes_any(&mut self, mut data: &[u8]) -> &mut Self {
         if self.odd {
             if let Some((&low, rest)) = data.split_first() {
                 self.add_u64_word(u64::from(low));
