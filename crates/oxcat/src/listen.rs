@@ -666,6 +666,13 @@ fn serve_datagrams(
         || crate::user_stack::real_addr(&peer).is_some();
     if has_address {
         sys::connect_start(&sock, &peer).map_err(|e| Failure::io("connect", &e))?;
+        if let (Some(us), Some(p)) = (
+            crate::user_stack::get(),
+            crate::user_stack::real_addr(&peer),
+        ) {
+            // Our stack's UDP socket is connected too, for the peer's ICMP errors.
+            let _ = us.connect_udp_listener(&sock, p);
+        }
     }
     if let Some(command) = &cfg.exec {
         let ends = endpoints(cfg, &sock, &peer);

@@ -43,6 +43,22 @@ use crate::error::Failure;
 /// process that is its own stack has to stay for it).
 const LINGER: Duration = Duration::from_secs(30);
 
+/// A UDP socket of ours that the CLI listens on.
+struct UdpListener {
+    udp: Arc<UdpSocket>,
+    /// The CLI socket new senders' datagrams go to.
+    newest: Mutex<SockAddr>,
+}
+
+/// The Unix socket that stands for one remote sender on a UDP listener.
+struct Sender {
+    sock: Arc<Socket>,
+    /// Set before `sock` is shut down: its thread stops.
+    cut: Arc<AtomicBool>,
+    /// The CLI socket its datagrams go to.
+    to: SockAddr,
+}
+
 pub struct UserStack {
     rt: Runtime,
     id: StackId,
@@ -51,9 +67,9 @@ pub struct UserStack {
     outbound: Mutex<Vec<JoinHandle<()>>>,
     /// Listeners the CLI closed (by their Unix name): their accept thread stops.
     closed_listeners: Mutex<HashMap<Vec<u8>, Arc<AtomicBool>>>,
-    /// UDP sockets of ours (by the Unix name of a CLI socket on them): where
-    /// their new senders' datagrams go.
-    udp_listeners: Mutex<HashMap<Vec<u8>, Arc<Mutex<SockAddr>>>>,
+    /// UDP sockets of ours the CLI listens on, by the Unix name of the
+    /// newest CLI socket on each.
+    udp_listeners: Mutex<HashMap<Vec<u8>, Arc<UdpListener>>>,
     trace_pump: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
     /// Events kept for --mermaid.
@@ -471,20 +487,43 @@ impl UserStack {
     pub fn bind_udp(&self, addr: SocketAddr) -> io::Result<Socket> {
         let udp = Arc::new(UdpSocket::bind(&self.rt, self.id, addr)?);
         let (unix, name) = self.udp_cli_socket(udp.local_addr()?)?;
-        let listener = Arc::new(Mutex::new(name.clone()));
+        let listener = Arc::new(UdpListener {
+            udp: udp.clone(),
+            newest: Mutex::new(name.clone()),
+        });
         lock(&self.udp_listeners).insert(name_bytes(&name), listener.clone());
         std::thread::Builder::new()
             .name("oxcat-udp-listen".into())
             .spawn(move || {
                 let Some(us) = get() else { return };
-                // Each sender's socket, and the CLI socket its datagrams go to.
-                let mut senders: HashMap<SocketAddr, (Arc<Socket>, SockAddr)> = HashMap::new();
+                let mut senders: HashMap<SocketAddr, Sender> = HashMap::new();
                 let mut buf = vec![0u8; 65536];
-                while let Ok((n, from)) = udp.recv_from(&mut buf) {
-                    let (peer, to) = match senders.entry(from) {
+                loop {
+                    let (n, from) = match udp.recv_from(&mut buf) {
+                        Ok(got) => got,
+                        // The peer the CLI connected to (connect_udp_listener)
+                        // answered with ICMP port unreachable: its socket goes, so
+                        // that the CLI's next send there is refused, as on the
+                        // kernel's sockets.
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            if let Some(gone) =
+                                udp.peer_addr().ok().and_then(|p| senders.remove(&p))
+                            {
+                                gone.cut.store(true, Ordering::Relaxed);
+                                let _ = gone.sock.shutdown(std::net::Shutdown::Both);
+                            }
+                            continue;
+                        }
+                        Err(_) => return,
+                    };
+                    let Sender { sock: peer, to, .. } = match senders.entry(from) {
                         Entry::Occupied(known) => known.into_mut(),
                         Entry::Vacant(new) => match us.sender_socket(&udp, from) {
-                            Ok(p) => new.insert((p, lock(&listener).clone())),
+                            Ok((sock, cut)) => new.insert(Sender {
+                                sock,
+                                cut,
+                                to: lock(&listener.newest).clone(),
+                            }),
                             Err(_) => continue,
                         },
                     };
@@ -497,7 +536,7 @@ impl UserStack {
                                 Some(libc::ECONNREFUSED | libc::EPERM | libc::ENOENT)
                             ) =>
                         {
-                            let current = lock(&listener).clone();
+                            let current = lock(&listener.newest).clone();
                             if name_bytes(&current) != name_bytes(to) {
                                 *to = current;
                                 let _ = peer.send_to(&buf[..n], to);
@@ -524,8 +563,21 @@ impl UserStack {
         let local = real_addr(&old_name).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let (unix, name) = self.udp_cli_socket(local)?;
         all.insert(name_bytes(&name), listener.clone());
-        *lock(&listener) = name;
+        *lock(&listener.newest) = name;
         Ok(unix)
+    }
+
+    /// The CLI connected `cli` (its socket from [`UserStack::bind_udp`]) to
+    /// `peer`: so is our UDP socket, as the kernel's is, so that the peer's
+    /// ICMP port unreachable reaches it (RFC 1122 §4.1.3.3: UDP passes ICMP
+    /// errors up) and other senders' datagrams are dropped.
+    pub fn connect_udp_listener(&self, cli: &Socket, peer: SocketAddr) -> io::Result<()> {
+        let name = cli.local_addr()?;
+        let listener = lock(&self.udp_listeners)
+            .get(&name_bytes(&name))
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        listener.udp.connect(peer)
     }
 
     /// A CLI socket (and its name) on the UDP socket of ours bound at `local`.
@@ -539,20 +591,32 @@ impl UserStack {
 
     /// The Unix socket that stands for remote sender `from`, and the thread
     /// that carries what the CLI sends it back to `from` over UDP.
-    fn sender_socket(&self, udp: &Arc<UdpSocket>, from: SocketAddr) -> io::Result<Arc<Socket>> {
+    fn sender_socket(
+        &self,
+        udp: &Arc<UdpSocket>,
+        from: SocketAddr,
+    ) -> io::Result<(Arc<Socket>, Arc<AtomicBool>)> {
         let s = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
         s.bind(&self.name_for(from, udp.local_addr().ok())?)?;
         let s = Arc::new(s);
-        let (back, udp) = (s.clone(), udp.clone());
+        let cut = Arc::new(AtomicBool::new(false));
+        let (back, udp, stop) = (s.clone(), udp.clone(), cut.clone());
         std::thread::Builder::new()
             .name("oxcat-udp-peer".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
-                while let Ok(n) = (&*back).read(&mut buf) {
-                    let _ = udp.send_to(&buf[..n], from);
+                loop {
+                    match (&*back).read(&mut buf) {
+                        // A shut-down socket reads 0 (else it is an empty datagram).
+                        Ok(0) if stop.load(Ordering::Relaxed) => return,
+                        Ok(n) => {
+                            let _ = udp.send_to(&buf[..n], from);
+                        }
+                        Err(_) => return,
+                    }
                 }
             })?;
-        Ok(s)
+        Ok((s, cut))
     }
 }
 

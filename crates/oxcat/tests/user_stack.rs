@@ -143,6 +143,36 @@ true
     );
 }
 
+/// A UDP listener on our stack whose peer's port has closed: the ICMP port
+/// unreachable the kernel answers with ends the session as it does on the
+/// kernel's sockets ("Connection refused", exit 1; ours at the next send,
+/// the kernel's already at the next receive).
+#[test]
+fn udp_listener_sees_port_unreachable() {
+    if !root_or_skip("udp_listener_sees_port_unreachable") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = in_namespace(
+        d,
+        r#"
+(sleep 1.5; echo reply; sleep 1; echo again; sleep 1) | timeout 20 $OXCAT --stack user -u -l 1239 > $D/ox.out 2> $D/ox.err &
+OX=$!
+for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
+sleep 0.3
+# One datagram from port 42002, then that port is closed.
+echo hi | timeout 5 $NCAT -u -p 42002 198.18.0.2 1239
+wait $OX; echo "oxcat listener: $?"
+"#,
+        Duration::from_secs(60),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    assert_eq!(s("ox.out"), "hi\n");
+    assert!(out.contains("oxcat listener: 1"), "{out}\n{}", s("ox.err"));
+    assert_eq!(s("ox.err"), "oxcat: Connection refused.\n");
+}
+
 #[test]
 fn exec_keep_open_trace_pcap_and_mermaid() {
     if !root_or_skip("exec_keep_open_trace_pcap_and_mermaid") {
