@@ -176,7 +176,14 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
     let local = user_local.or_else(|| sock.local_addr().ok().and_then(|a| a.as_socket()));
     let mut stream = match &tls {
         // The handshake is done (and reported, "SSL connection to ...") first, as in ncat.
-        Some(t) => t.handshake(sock, &addr, cfg.wait)?,
+        Some(t) => {
+            // Through a proxy, ncat names the target as given, not the proxy.
+            let target = match &cfg.proxy {
+                Some(_) => format!("{host}:{}", cfg.port),
+                None => crate::msg::show_socket(&addr),
+            };
+            t.handshake(sock, &target, cfg.wait)?
+        }
         None => {
             if cfg.proxy.is_none() {
                 verbose!(1, "Connected to {}.", crate::msg::show_socket(&addr));

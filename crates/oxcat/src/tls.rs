@@ -22,7 +22,6 @@
 //! every TLS 1.2/1.3 client accepts it.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -912,14 +911,13 @@ impl Client {
     }
 
     /// Runs the handshake on a connected socket (bounded by `-w`, else
-    /// 10 s) and reports it as ncat does.
+    /// 10 s) and reports it as ncat does, naming the server `target`.
     pub fn handshake(
         &self,
         sock: Socket,
-        addr: &SocketAddr,
+        target: &str,
         wait: Option<Duration>,
     ) -> Result<Stream, Failure> {
-        let target = crate::msg::show_socket(addr);
         let client = rustls::ClientConnection::new(self.config.clone(), self.server_name.clone())
             .map_err(|e| Failure::network(format!("TLS: {e}")))?;
         let mut tls = Connection::from(client);

@@ -691,6 +691,32 @@ fn https_proxy_serves_curl_as_ncat_does() {
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
 }
 
+/// `--ssl` through a proxy: TLS with the target over the tunnel, and `-v`
+/// names the target as given (not the proxy), as ncat does.
+#[test]
+fn tls_through_a_proxy_names_the_target_as_ncat_does() {
+    let (proxy, _p) = ncat_http_proxy(&[]);
+    let proxy = format!("127.0.0.1:{proxy}");
+    for bin in [ncat(), oxcat()] {
+        let port = free_tcp_port();
+        let p = port.to_string();
+        let _server = listen(&ncat(), &["--ssl", "-l", "127.0.0.1", &p], port);
+        let o = run(
+            &bin,
+            &["-v", "--ssl", "--proxy", &proxy, "localhost", &p],
+            b"over TLS through a proxy\n",
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let want = format!("SSL connection to localhost:{port}.");
+        assert!(
+            stderr(&o).contains(&want),
+            "{}: {}",
+            bin.display(),
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn oxcat_http_proxy_answers_as_ncat_does() {
     // The same raw requests to both proxies: the same status lines.
