@@ -233,6 +233,28 @@ pub struct Timestamps {
     pub tsecr: u32,
 }
 
+/// NOP, NOP, then the timestamps option's kind and length: how an
+/// established connection's options start when they hold only timestamps.
+const ALIGNED_TIMESTAMPS: [u8; 4] = [
+    option_kind::NOP,
+    option_kind::NOP,
+    option_kind::TIMESTAMPS,
+    10,
+];
+
+/// The timestamps when `options` is exactly NOP, NOP, TS (12 bytes).
+#[inline]
+fn aligned_timestamps(options: &[u8]) -> Option<Timestamps> {
+    let o: &[u8; 12] = options.try_into().ok()?;
+    if o[..4] != ALIGNED_TIMESTAMPS {
+        return None;
+    }
+    Some(Timestamps {
+        tsval: u32::from_be_bytes([o[4], o[5], o[6], o[7]]),
+        tsecr: u32::from_be_bytes([o[8], o[9], o[10], o[11]]),
+    })
+}
+
 /// One TCP option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TcpOption<'a> {
@@ -658,7 +680,17 @@ impl TcpRepr {
             payload_len: packet.payload().len(),
             ..Self::new(0, 0, TcpFlags::empty())
         };
-        for option in packet.options_iter() {
+        let options = packet.options();
+        // Nearly every segment of an established connection carries only
+        // the timestamps, laid out as Linux and we send them: NOP, NOP,
+        // kind 8, length 10 (RFC 7323 Appendix A). Read that layout at
+        // once, as Linux's tcp_parse_aligned_timestamp does; anything else
+        // goes through the general walk.
+        if let Some(ts) = aligned_timestamps(options) {
+            repr.timestamps = Some(ts);
+            return Ok(repr);
+        }
+        for option in TcpOptions::new(options) {
             match option? {
                 TcpOption::EndOfList | TcpOption::NoOp | TcpOption::Unknown { .. } => {}
                 TcpOption::Mss(mss) => repr.mss = Some(mss),
@@ -807,6 +839,20 @@ impl TcpRepr {
 
     /// Write the options into `out`, which is `options_len()` bytes.
     fn emit_options(&self, out: &mut [u8]) {
+        // The established connection's usual case, timestamps alone: the
+        // 12 bytes in three stores (the same layout as the general path).
+        if let (12, None, None, false, Some(ts)) = (
+            out.len(),
+            self.mss,
+            self.window_scale,
+            self.sack_permitted,
+            self.timestamps,
+        ) {
+            out[..4].copy_from_slice(&ALIGNED_TIMESTAMPS);
+            out[4..8].copy_from_slice(&ts.tsval.to_be_bytes());
+            out[8..12].copy_from_slice(&ts.tsecr.to_be_bytes());
+            return;
+        }
         let mut at = 0;
         let mut put = |bytes: &[u8]| {
             field::copy_to(out, at, bytes);
@@ -1153,5 +1199,80 @@ mod tests {
         f.set(TcpFlags::ACK, true);
         f.set(TcpFlags::RST, false);
         assert_eq!(f, TcpFlags::ACK);
+    }
+}
+
+#[cfg(test)]
+mod aligned_timestamps_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the general option walk reads from `options`: the reference the
+    /// NOP-NOP-TS shortcut must agree with.
+    fn walked(options: &[u8]) -> Result<(Option<Timestamps>, Option<u16>, bool, usize)> {
+        let (mut ts, mut mss, mut sack_ok, mut blocks) = (None, None, false, 0);
+        for option in TcpOptions::new(options) {
+            match option? {
+                TcpOption::Timestamps(t) => ts = Some(t),
+                TcpOption::Mss(m) => mss = Some(m),
+                TcpOption::SackPermitted => sack_ok = true,
+                TcpOption::Sack(b) => blocks = b.len(),
+                _ => {}
+            }
+        }
+        Ok((ts, mss, sack_ok, blocks))
+    }
+
+    fn segment_with(options: &[u8; 12]) -> Vec<u8> {
+        let mut r = TcpRepr::new(1, 2, TcpFlags::ACK);
+        r.timestamps = Some(Timestamps { tsval: 0, tsecr: 0 });
+        let mut buf = vec![0u8; 32];
+        r.emit_parts(&mut buf, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, &[], &[])
+            .unwrap();
+        buf[20..32].copy_from_slice(options);
+        buf
+    }
+
+    use std::net::Ipv4Addr;
+
+    proptest! {
+        /// Any 12 option bytes, often starting as the shortcut's layout
+        /// does: the parse gives what the walk gives (or both fail).
+        #[test]
+        fn shortcut_agrees_with_the_walk(
+            head in prop_oneof![Just([1u8, 1, 8, 10]), any::<[u8; 4]>(), Just([1u8, 1, 8, 9]), Just([8u8, 10, 0, 0])],
+            rest in any::<[u8; 8]>(),
+        ) {
+            let mut options = [0u8; 12];
+            options[..4].copy_from_slice(&head);
+            options[4..].copy_from_slice(&rest);
+            let buf = segment_with(&options);
+            let packet = TcpPacket::new_checked(&buf[..]).unwrap();
+            match (TcpRepr::parse_unverified(&packet), walked(&options)) {
+                (Ok(r), Ok((ts, mss, sack_ok, blocks))) => {
+                    prop_assert_eq!(r.timestamps, ts);
+                    prop_assert_eq!(r.mss, mss);
+                    prop_assert_eq!(r.sack_permitted, sack_ok);
+                    prop_assert_eq!(r.sack_blocks.len(), blocks);
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "parse {:?} but walk {:?}", a.map(|r| r.timestamps), b),
+            }
+        }
+
+        /// The emit shortcut writes the bytes the general layout writes
+        /// (NOP, NOP, TS): checked byte by byte and read back by the walk.
+        #[test]
+        fn timestamps_alone_are_laid_out_as_linux_does(tsval in any::<u32>(), tsecr in any::<u32>()) {
+            let mut r = TcpRepr::new(1, 2, TcpFlags::ACK);
+            r.timestamps = Some(Timestamps { tsval, tsecr });
+            let mut buf = vec![0u8; 32];
+            r.emit_parts(&mut buf, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, &[], &[]).unwrap();
+            let mut expected = vec![1u8, 1, 8, 10];
+            expected.extend_from_slice(&tsval.to_be_bytes());
+            expected.extend_from_slice(&tsecr.to_be_bytes());
+            prop_assert_eq!(&buf[20..32], &expected[..]);
+            prop_assert_eq!(walked(&buf[20..32]).unwrap().0, Some(Timestamps { tsval, tsecr }));
+        }
     }
 }
