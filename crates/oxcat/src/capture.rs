@@ -50,6 +50,9 @@ use crate::sys;
 /// The most of one packet kept (and the file's snap length): loopback's
 /// GSO packets reach 64 KiB, a GRO'd one somewhat more.
 const SNAPLEN: usize = 256 * 1024;
+/// At the end, most packets taken from the closed socket's queue (its
+/// buffer holds far fewer): a bound, should the kernel keep queueing.
+const MAX_LEFT: u64 = 1 << 22;
 /// Packets waiting for their connection's local end to be known.
 const MAX_HELD: usize = 4096;
 /// At the end: stop once the socket has been quiet this long...
@@ -218,13 +221,22 @@ struct Capture {
     /// Bumped after every change of `watch`.
     generation: AtomicU64,
     /// The interfaces and the BPF ports now set on the socket.
-    setup: Mutex<(Interfaces, Option<Vec<u16>>)>,
+    setup: Mutex<Setup>,
     flag: &'static str,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 static CAPTURE: OnceLock<Capture> = OnceLock::new();
+
+/// What the packet socket is set to.
+struct Setup {
+    interfaces: Interfaces,
+    /// The ports the filter passes.
+    ports: Option<Vec<u16>>,
+    /// At the end: the filter passes nothing, for good.
+    closed: bool,
+}
 
 /// Opens the packet socket and the files and starts the capture thread.
 /// Without CAP_NET_RAW: one line saying so, exit 2.
@@ -282,7 +294,11 @@ pub fn start(cfg: &CaptureConfig) -> Result<(), Failure> {
         socket,
         watch: Mutex::new(Watch::default()),
         generation: AtomicU64::new(0),
-        setup: Mutex::new((Interfaces::None, None)),
+        setup: Mutex::new(Setup {
+            interfaces: Interfaces::None,
+            ports: None,
+            closed: false,
+        }),
         flag,
         stop: AtomicBool::new(false),
         thread: Mutex::new(None),
@@ -303,6 +319,8 @@ pub fn start(cfg: &CaptureConfig) -> Result<(), Failure> {
         generation: u64::MAX,
         held: Vec::new(),
         recent: VecDeque::new(),
+        fragmented: VecDeque::new(),
+        not_held: 0,
     };
     let thread = std::thread::Builder::new()
         .name("oxcat-capture".into())
@@ -393,20 +411,20 @@ impl Capture {
         f(&mut watch);
         let ports = watch.ports();
         let mut setup = lock(&self.setup);
-        if setup.1.as_ref() != Some(&ports) {
+        if setup.ports.as_ref() != Some(&ports) && !setup.closed {
             if let Err(e) = attach_filter(&self.socket, &ports) {
                 self.warn(&format!("setting the packet filter: {}", describe(&e)));
             }
-            setup.1 = Some(ports);
+            setup.ports = Some(ports);
         }
-        if interfaces > setup.0 {
+        if interfaces > setup.interfaces && !setup.closed {
             if let Err(e) = bind_interfaces(&self.socket, interfaces) {
                 self.warn(&format!(
                     "listening on the interfaces: {}; the capture misses packets",
                     describe(&e)
                 ));
             }
-            setup.0 = interfaces;
+            setup.interfaces = interfaces;
         }
         drop(setup);
         drop(watch);
@@ -517,7 +535,16 @@ struct Recorder {
     /// (interface, digest) of the last packets kept: a packet that crosses
     /// two interfaces (a bridge and its port) is kept once.
     recent: VecDeque<(i32, u64)>,
+    /// Datagrams whose first fragment was kept: their later fragments
+    /// (which carry no ports) are kept too.
+    fragmented: VecDeque<(FragmentKey, Flow, bool)>,
+    /// Packets of the run that could not wait for their connection's local
+    /// end (more than MAX_HELD waiting).
+    not_held: u64,
 }
+
+/// Recent fragmented datagrams remembered.
+const MAX_FRAGMENTED: usize = 64;
 
 fn capture_loop(c: &'static Capture, mut rec: Recorder) {
     let mut buf = vec![0u8; SNAPLEN];
@@ -549,6 +576,27 @@ fn capture_loop(c: &'static Capture, mut rec: Recorder) {
             if (ready == 0 && got == 0) || since.elapsed() >= DRAIN_LIMIT {
                 break;
             }
+        }
+    }
+    // Close the gate, then take everything still queued: a thread that
+    // fell behind a fast transfer writes all it was given, and the loop
+    // ends because nothing new enters the queue.
+    {
+        let mut setup = lock(&c.setup);
+        setup.closed = true;
+        if let Err(e) = attach_filter(&c.socket, &[]) {
+            c.warn(&format!("setting the packet filter: {}", describe(&e)));
+        }
+    }
+    let mut left = 0u64;
+    while let Ok(Some(meta)) = receive(c.socket.as_fd(), &mut buf) {
+        rec.take(c, meta, &buf[..meta.len]);
+        left += 1;
+        if left > MAX_LEFT {
+            c.warn(
+                "packets kept arriving after the filter closed; the file may miss the last ones",
+            );
+            break;
         }
     }
     rec.refresh(c);
@@ -586,6 +634,7 @@ impl Recorder {
             return;
         }
         let Some((flow, _)) = decode(data) else {
+            self.take_later_fragment(&meta, data);
             return;
         };
         self.refresh(c);
@@ -600,7 +649,22 @@ impl Recorder {
                 data: data.to_vec(),
                 flow,
             }),
-            Verdict::Undecided | Verdict::NotOurs => {}
+            Verdict::Undecided => self.not_held += 1,
+            Verdict::NotOurs => {}
+        }
+    }
+
+    /// A fragment past the first one: kept when its datagram's first
+    /// fragment was (fragments leave in order, the first one first).
+    fn take_later_fragment(&mut self, meta: &Received, data: &[u8]) {
+        let Some((key, false)) = fragment_of(data) else {
+            return;
+        };
+        let Some(&(_, flow, outgoing)) = self.fragmented.iter().find(|(k, _, _)| *k == key) else {
+            return;
+        };
+        if !self.seen_elsewhere(meta, data) {
+            self.record(meta, data, &flow, outgoing);
         }
     }
 
@@ -628,6 +692,12 @@ impl Recorder {
 
     fn record(&mut self, meta: &Received, data: &[u8], flow: &Flow, outgoing: bool) {
         let stamp = meta.stamp.unwrap_or_else(wall_now);
+        if let Some((key, true)) = fragment_of(data) {
+            if self.fragmented.len() == MAX_FRAGMENTED {
+                self.fragmented.pop_front();
+            }
+            self.fragmented.push_back((key, *flow, outgoing));
+        }
         if let Some((path, writer)) = self.pcap.as_mut() {
             if !self.write_failed {
                 let packet = PcapPacket::new(stamp, meta.orig_len.max(data.len()) as u32, data);
@@ -692,9 +762,17 @@ impl Recorder {
                 ));
             }
         }
+        // As tcpdump ends: "N packets dropped by kernel", here only when
+        // there were some, and also without -v: the file has a gap.
         if let Some(drops) = dropped(&c.socket).filter(|&d| d > 0) {
             c.warn(&format!(
-                "the kernel dropped {drops} packets the capture could not keep up with; the file misses them"
+                "{drops} packets dropped by kernel (the capture fell behind the transfer); the file misses them"
+            ));
+        }
+        if self.not_held > 0 {
+            c.warn(&format!(
+                "{} packets not kept (too many waiting for their connection's local port); the file misses them",
+                self.not_held
             ));
         }
     }
@@ -747,9 +825,10 @@ impl DiagramKeeper {
 }
 
 /// The flow of an IPv4 or IPv6 packet carrying TCP or UDP, and its
-/// transport bytes; None for anything else, however malformed.
+/// transport bytes (in a first fragment, the start of them); None for
+/// anything else, however malformed, and for a later fragment.
 fn decode(packet: &[u8]) -> Option<(Flow, &[u8])> {
-    let (src, dst, proto, transport) = match packet.first()? >> 4 {
+    let (src, dst, proto, transport, fragment) = match packet.first()? >> 4 {
         4 => {
             let ip = Ipv4Packet::new_checked(packet).ok()?;
             // Later fragments carry no transport header.
@@ -762,6 +841,7 @@ fn decode(packet: &[u8]) -> Option<(Flow, &[u8])> {
                 IpAddr::V4(ip.dst_addr()),
                 ip.protocol(),
                 body,
+                ip.more_frags(),
             )
         }
         6 => {
@@ -776,10 +856,27 @@ fn decode(packet: &[u8]) -> Option<(Flow, &[u8])> {
                 IpAddr::V6(ip.dst_addr()),
                 upper.protocol,
                 payload.get(upper.offset..)?,
+                upper.fragment.is_some(),
             )
         }
         _ => return None,
     };
+    if fragment {
+        // The first fragment: the header's length fields cover the whole
+        // datagram, so only the ports are read.
+        let proto = match proto {
+            IpProtocol::TCP => Proto::Tcp,
+            IpProtocol::UDP => Proto::Udp,
+            _ => return None,
+        };
+        let ports = transport.first_chunk::<4>()?;
+        let flow = Flow {
+            proto,
+            src: SocketAddr::new(src, u16::from_be_bytes([ports[0], ports[1]])),
+            dst: SocketAddr::new(dst, u16::from_be_bytes([ports[2], ports[3]])),
+        };
+        return Some((flow, transport));
+    }
     let (proto, sport, dport) = match proto {
         IpProtocol::TCP => {
             let t = TcpPacket::new_checked(transport).ok()?;
@@ -797,6 +894,56 @@ fn decode(packet: &[u8]) -> Option<(Flow, &[u8])> {
         dst: SocketAddr::new(dst, dport),
     };
     Some((flow, transport))
+}
+
+/// What identifies the fragments of one datagram: source, destination,
+/// protocol and identification (RFC 791 §3.2); for IPv6 the fragment
+/// header's identification (RFC 8200 §4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FragmentKey {
+    src: IpAddr,
+    dst: IpAddr,
+    /// IPv4's protocol; 0 for IPv6.
+    proto: u8,
+    ident: u32,
+}
+
+/// The datagram a fragment belongs to, and whether this is its first
+/// fragment; None for a whole packet.
+fn fragment_of(packet: &[u8]) -> Option<(FragmentKey, bool)> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if !ip.more_frags() && ip.frag_offset() == 0 {
+                return None;
+            }
+            let key = FragmentKey {
+                src: IpAddr::V4(ip.src_addr()),
+                dst: IpAddr::V4(ip.dst_addr()),
+                proto: ip.protocol().0,
+                ident: u32::from(ip.ident()),
+            };
+            Some((key, ip.frag_offset() == 0))
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if matches!(ip.next_header(), IpProtocol::TCP | IpProtocol::UDP) {
+                return None;
+            }
+            let payload = packet.get(40..40 + usize::from(ip.payload_len()))?;
+            let fragment = walk_extension_headers(ip.next_header(), payload)
+                .ok()?
+                .fragment?;
+            let key = FragmentKey {
+                src: IpAddr::V6(ip.src_addr()),
+                dst: IpAddr::V6(ip.dst_addr()),
+                proto: 0,
+                ident: fragment.ident,
+            };
+            Some((key, fragment.offset == 0))
+        }
+        _ => None,
+    }
 }
 
 /// A TCP packet as the trace's segment event (None for UDP).
@@ -856,13 +1003,27 @@ fn options_text(options: &[u8]) -> String {
 
 /// Classic BPF (linux/filter.h): IPv4/IPv6 TCP and UDP to or from one of
 /// `ports`, on loopback only the copy leaving; no ports: nothing.
+///
+/// IPv6 extension headers (hop-by-hop, routing, destination options,
+/// fragment) are walked, unrolled, up to [`V6_HEADERS`] deep; a longer
+/// chain passes to the thread, which walks it exactly. Later fragments
+/// (IPv4 and IPv6) carry no ports: they pass, and the thread keeps those
+/// of a datagram whose first fragment it kept.
 mod bpf {
     pub const LD_W_ABS: u16 = 0x20;
     pub const LD_H_ABS: u16 = 0x28;
     pub const LD_B_ABS: u16 = 0x30;
     pub const LD_H_IND: u16 = 0x48;
+    pub const LD_B_IND: u16 = 0x50;
+    pub const LD_MEM: u16 = 0x60;
     pub const LDX_B_MSH: u16 = 0xb1;
     pub const LDX_IMM: u16 = 0x01;
+    pub const ST: u16 = 0x02;
+    pub const ADD_K: u16 = 0x04;
+    pub const ADD_X: u16 = 0x0c;
+    pub const LSH_K: u16 = 0x64;
+    pub const TAX: u16 = 0x07;
+    pub const TXA: u16 = 0x87;
     pub const JA: u16 = 0x05;
     pub const JEQ_K: u16 = 0x15;
     pub const JSET_K: u16 = 0x45;
@@ -874,16 +1035,22 @@ mod bpf {
     pub const AD_HATYPE: u32 = AD + 28;
     /// More ports than this are not filtered in the kernel (8-bit jump
     /// offsets); the capture thread still checks every packet.
-    const MAX_PORTS: usize = 48;
+    pub const MAX_PORTS: usize = 48;
+    /// IPv6 extension headers the program walks before passing the packet
+    /// on undecided.
+    pub const V6_HEADERS: usize = 4;
 
-    /// Where a jump goes.
+    /// Where a jump goes: the next instruction with this label (every
+    /// jump in classic BPF goes forward, so labels may repeat).
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum To {
         Next,
         Ip,
-        V4Transport,
         V6,
-        V6Transport,
+        Step,
+        ExtHeader,
+        Fragment,
+        Transport,
         Ports,
         Accept,
         Drop,
@@ -940,20 +1107,60 @@ mod bpf {
             at(To::Ip, op(LD_W_ABS, AD_PROTOCOL)),
             jump(JEQ_K, super::ETH_P_IPV6.into(), To::V6, To::Next),
             jump(JEQ_K, super::ETH_P_IP.into(), To::Next, To::Drop),
-            // IPv4: TCP or UDP, not a later fragment; X = the header's length.
+            // IPv4: TCP or UDP; X = the header's length. A later fragment
+            // passes (the thread knows whose datagram it belongs to).
             op(LD_B_ABS, 9),
-            jump(JEQ_K, 6, To::V4Transport, To::Next),
+            jump(JEQ_K, 6, To::Transport, To::Next),
             jump(JEQ_K, 17, To::Next, To::Drop),
-            at(To::V4Transport, op(LD_H_ABS, 6)),
-            jump(JSET_K, 0x1fff, To::Drop, To::Next),
+            at(To::Transport, op(LD_H_ABS, 6)),
+            jump(JSET_K, 0x1fff, To::Accept, To::Next),
             op(LDX_B_MSH, 0),
             jump(JA, 0, To::Ports, To::Ports),
-            // IPv6: TCP or UDP right after the fixed header.
+            at(To::Drop, op(RET_K, 0)),
+            at(To::Accept, op(RET_K, snaplen)),
+            // IPv6: A = the next header's type, X = where it starts.
             at(To::V6, op(LD_B_ABS, 6)),
-            jump(JEQ_K, 6, To::V6Transport, To::Next),
-            jump(JEQ_K, 17, To::Next, To::Drop),
-            at(To::V6Transport, op(LDX_IMM, 40)),
+            op(LDX_IMM, 40),
         ];
+        for step in 0..=V6_HEADERS {
+            let first = ops.len();
+            ops.extend([
+                jump(JEQ_K, 6, To::Transport, To::Next),
+                jump(JEQ_K, 17, To::Transport, To::Next),
+                jump(JEQ_K, 44, To::Fragment, To::Next),
+                // RFC 8200 §4.3-4.6: hop-by-hop (0), routing (43),
+                // destination options (60); length in 8-octet units past the first 8.
+                jump(JEQ_K, 0, To::ExtHeader, To::Next),
+                jump(JEQ_K, 43, To::ExtHeader, To::Next),
+                jump(JEQ_K, 60, To::ExtHeader, To::Drop),
+                at(To::Transport, jump(JA, 0, To::Ports, To::Ports)),
+                at(To::Drop, op(RET_K, 0)),
+                at(To::Accept, op(RET_K, snaplen)),
+                at(To::ExtHeader, op(LD_B_IND, 0)),
+                op(ST, 0),
+                op(LD_B_IND, 1),
+                op(ADD_K, 1),
+                op(LSH_K, 3),
+                op(ADD_X, 0),
+                op(TAX, 0),
+                op(LD_MEM, 0),
+                jump(JA, 0, To::Step, To::Step),
+                // RFC 8200 §4.5: 8 bytes; a nonzero offset is a later fragment.
+                at(To::Fragment, op(LD_H_IND, 2)),
+                jump(JSET_K, 0xfff8, To::Accept, To::Next),
+                op(LD_B_IND, 0),
+                op(ST, 0),
+                op(TXA, 0),
+                op(ADD_K, 8),
+                op(TAX, 0),
+                op(LD_MEM, 0),
+            ]);
+            if step > 0 {
+                ops[first].label = Some(To::Step);
+            }
+        }
+        // Still an extension header: the thread walks the rest.
+        ops.push(at(To::Step, op(RET_K, snaplen)));
         if ports.len() > MAX_PORTS {
             ops.push(at(To::Ports, op(RET_K, snaplen)));
         } else {
@@ -975,15 +1182,16 @@ mod bpf {
         assemble(&ops)
     }
 
-    /// Resolves the labels into the offsets from the next instruction.
+    /// Resolves the labels into the offsets from the next instruction: a
+    /// jump goes to the first instruction after it with the label.
     fn assemble(ops: &[Op]) -> Vec<(u16, u8, u8, u32)> {
         let rel = |from: usize, to: To| -> u32 {
             match to {
                 To::Next => 0,
-                label => ops
+                label => ops[from + 1..]
                     .iter()
                     .position(|o| o.label == Some(label))
-                    .map_or(0, |t| t.saturating_sub(from + 1) as u32),
+                    .map_or(u32::MAX, |t| t as u32),
             }
         };
         ops.iter()
@@ -992,7 +1200,8 @@ mod bpf {
                 if o.code == JA {
                     (o.code, 0, 0, rel(i, o.jt))
                 } else {
-                    // Labels lie within MAX_PORTS * 2 + 20 instructions: offsets fit.
+                    // Every label is within MAX_PORTS * 2 + 30 instructions
+                    // of its jumps (checked by the tests): offsets fit.
                     let jt = u8::try_from(rel(i, o.jt)).unwrap_or(u8::MAX);
                     let jf = u8::try_from(rel(i, o.jf)).unwrap_or(u8::MAX);
                     (o.code, jt, jf, o.k)
@@ -1208,7 +1417,7 @@ mod tests {
     fn run_bpf(prog: &[(u16, u8, u8, u32)], pkt: &[u8], m: Meta) -> u32 {
         let byte = |at: u32| pkt.get(at as usize).map(|&b| u32::from(b));
         let half = |at: u32| Some(byte(at)? << 8 | byte(at + 1)?);
-        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let (mut a, mut x, mut pc, mut mem) = (0u32, 0u32, 0usize, [0u32; 16]);
         for _ in 0..prog.len() {
             let (code, jt, jf, k) = prog[pc];
             pc += 1;
@@ -1219,6 +1428,20 @@ mod tests {
                 bpf::LD_H_ABS => half(k),
                 bpf::LD_B_ABS => byte(k),
                 bpf::LD_H_IND => half(x + k),
+                bpf::LD_B_IND => byte(x + k),
+                bpf::LD_MEM => Some(mem[k as usize]),
+                bpf::ST => {
+                    mem[k as usize] = a;
+                    None
+                }
+                bpf::ADD_K => Some(a.wrapping_add(k)),
+                bpf::ADD_X => Some(a.wrapping_add(x)),
+                bpf::LSH_K => Some(a << k),
+                bpf::TAX => {
+                    x = a;
+                    None
+                }
+                bpf::TXA => Some(x),
                 bpf::LDX_B_MSH => {
                     x = 4 * (byte(k).unwrap_or(0) & 0xf);
                     None
@@ -1244,7 +1467,16 @@ mod tests {
             };
             if matches!(
                 code,
-                bpf::LD_W_ABS | bpf::LD_H_ABS | bpf::LD_B_ABS | bpf::LD_H_IND
+                bpf::LD_W_ABS
+                    | bpf::LD_H_ABS
+                    | bpf::LD_B_ABS
+                    | bpf::LD_H_IND
+                    | bpf::LD_B_IND
+                    | bpf::LD_MEM
+                    | bpf::ADD_K
+                    | bpf::ADD_X
+                    | bpf::LSH_K
+                    | bpf::TXA
             ) {
                 // A load past the end ends the program: drop (as the kernel does).
                 match loaded {
@@ -1289,7 +1521,7 @@ mod tests {
         };
         assert_eq!(run_bpf(&prog, &to, lo(PACKET_OUTGOING)), keep);
         assert_eq!(run_bpf(&prog, &to, lo(0)), 0);
-        // Not IP, ICMP, a later fragment: dropped.
+        // Not IP, ICMP: dropped.
         let arp = Meta {
             protocol: 0x0806,
             ..ETHER_IN
@@ -1302,9 +1534,10 @@ mod tests {
             &tcp(40000, 5555, 0, &[], b""),
         );
         assert_eq!(run_bpf(&prog, &icmp, ETHER_IN), 0);
-        let mut fragment = to.clone();
+        // A later fragment has no ports: it passes, the thread decides.
+        let mut fragment = other.clone();
         fragment[6..8].copy_from_slice(&[0, 10]);
-        assert_eq!(run_bpf(&prog, &fragment, ETHER_IN), 0);
+        assert_eq!(run_bpf(&prog, &fragment, ETHER_IN), keep);
         // IPv4 options move the ports: the header length is read.
         let mut with_options = to.clone();
         with_options[0] = 0x46;
@@ -1340,6 +1573,123 @@ mod tests {
         let mut last = other.clone();
         last[22..24].copy_from_slice(&5547u16.to_be_bytes());
         assert_eq!(run_bpf(&bpf::program(&most), &last, ETHER_IN), keep);
+    }
+
+    /// An IPv6 packet whose extension headers are `chain`, each (type,
+    /// length in bytes, a multiple of 8); a fragment header (44) says
+    /// "first fragment, more follow".
+    fn v6_ext(chain: &[(u8, usize)], proto: u8, transport: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (i, &(kind, len)) in chain.iter().enumerate() {
+            let mut h = vec![0u8; len];
+            h[0] = chain.get(i + 1).map_or(proto, |h| h.0);
+            h[1] = (len / 8 - 1) as u8;
+            if kind == 44 {
+                h[3] = 1;
+                h[4..8].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+            }
+            body.extend(h);
+        }
+        body.extend(transport);
+        v6(chain.first().map_or(proto, |h| h.0), 1, 2, &body)
+    }
+
+    #[test]
+    fn bpf_walks_ipv6_extension_headers() {
+        let prog = bpf::program(&[5555, 7000]);
+        let keep = SNAPLEN as u32;
+        let six = Meta {
+            protocol: ETH_P_IPV6,
+            ..ETHER_IN
+        };
+        let to = |port, proto| {
+            if proto == 6 {
+                tcp(40000, port, 0x02, &[], b"")
+            } else {
+                udp(40000, port, b"datagram")
+            }
+        };
+        let (ours, theirs) = (tcp(40000, 5555, 0x02, &[], b""), to(80, 6));
+        let (hop, route, dest, frag) = ((0, 8), (43, 24), (60, 16), (44, 8));
+        for chain in [
+            &[hop][..],
+            &[dest],
+            &[route, dest],
+            &[frag],
+            &[hop, dest, route, frag],
+        ] {
+            for proto in [6, 17] {
+                let p = v6_ext(chain, proto, &to(5555, proto));
+                assert_eq!(run_bpf(&prog, &p, six), keep, "{chain:?} {proto}");
+                // The thread reads the same flow.
+                let (flow, _) = decode(&p).unwrap();
+                assert_eq!(flow.dst, sa("[fd00::2]:5555"), "{chain:?} {proto}");
+                let p = v6_ext(chain, proto, &to(80, proto));
+                assert_eq!(run_bpf(&prog, &p, six), 0, "{chain:?} {proto}");
+            }
+        }
+        // Longer chains than the program walks pass to the thread.
+        let deep = v6_ext(&[hop, dest, route, dest, frag], 6, &theirs);
+        assert_eq!(run_bpf(&prog, &deep, six), keep);
+        // No next header, ICMPv6, ESP behind the headers: dropped.
+        for proto in [59, 58, 50] {
+            assert_eq!(run_bpf(&prog, &v6_ext(&[hop], proto, &ours), six), 0);
+        }
+        // A truncated header: dropped, not misread.
+        let cut = v6_ext(&[route], 6, &ours);
+        assert_eq!(run_bpf(&prog, &cut[..50], six), 0);
+        // A later fragment: no ports to read, it passes; the thread keeps it
+        // when it kept the first.
+        let first = v6_ext(&[frag], 17, &udp(40000, 5555, &[7; 32]));
+        let mut later = first.clone();
+        later[40 + 2..40 + 4].copy_from_slice(&(185u16 << 3).to_be_bytes());
+        later.truncate(48 + 16);
+        later[4..6].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(run_bpf(&prog, &later, six), keep);
+        assert!(decode(&later).is_none());
+        let (key, is_first) = fragment_of(&first).unwrap();
+        assert!(is_first);
+        assert_eq!(fragment_of(&later), Some((key, false)));
+        assert_eq!(key.ident, 0xdead_beef);
+        assert_eq!(fragment_of(&v6(17, 1, 2, &udp(1, 2, b"x"))), None);
+        // IPv4 alike: the first fragment's ports, then a later one by its ident.
+        let mut first4 = v4(
+            17,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            &udp(40000, 5555, &[1; 64]),
+        );
+        first4[4..6].copy_from_slice(&77u16.to_be_bytes());
+        first4[6] |= 0x20; // More Fragments
+        first4.truncate(20 + 16);
+        first4[2..4].copy_from_slice(&36u16.to_be_bytes());
+        let (flow, _) = decode(&first4).unwrap();
+        assert_eq!(flow.dst, sa("10.0.0.2:5555"));
+        let mut later4 = first4.clone();
+        later4[6..8].copy_from_slice(&2u16.to_be_bytes());
+        assert!(decode(&later4).is_none());
+        let (key4, true) = fragment_of(&first4).unwrap() else {
+            panic!("not a first fragment")
+        };
+        assert_eq!(fragment_of(&later4), Some((key4, false)));
+    }
+
+    #[test]
+    fn every_jump_of_the_program_lands_inside_it() {
+        for n in [1, 2, bpf::MAX_PORTS, bpf::MAX_PORTS + 1] {
+            let ports: Vec<u16> = (1..=n as u16).collect();
+            let prog = bpf::program(&ports);
+            assert!(prog.len() < 4096);
+            for (i, &(code, jt, jf, k)) in prog.iter().enumerate() {
+                let left = prog.len() - i - 1;
+                if code == bpf::JA {
+                    assert!((k as usize) < left, "{n} ports: JA at {i}");
+                } else if code & 0x07 == 0x05 {
+                    assert!(usize::from(jt.max(jf)) < left.min(255), "{n} ports: {i}");
+                }
+            }
+            assert_eq!(prog.last().map(|i| i.0), Some(bpf::RET_K));
+        }
     }
 
     fn sa(s: &str) -> SocketAddr {
