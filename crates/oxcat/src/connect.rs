@@ -200,7 +200,8 @@ pub fn run(cfg: &Config, log: &mut Option<SessionLog>) -> Result<i32, Failure> {
             remote: Some(addr),
             proto: if cfg.udp { "UDP" } else { "TCP" },
         };
-        return exec::run(command, OwnedFd::from(into_socket(stream)?), ends);
+        let conn = OwnedFd::from(into_socket(stream)?);
+        return exec::run(command, conn, ends, exec::Relaying::new(cfg), log);
     }
     let mut opts = relay_options(cfg, cfg.udp);
     // UDP has no EOF to wait for: ncat quits when stdin ends.
@@ -339,7 +340,13 @@ fn serve_addressless(
             remote: None,
             proto: if cfg.udp { "UDP" } else { "TCP" },
         };
-        return exec::run(command, OwnedFd::from(sock), ends);
+        return exec::run(
+            command,
+            OwnedFd::from(sock),
+            ends,
+            exec::Relaying::new(cfg),
+            log,
+        );
     }
     let mut opts = relay_options(cfg, cfg.udp);
     // A datagram socket has no EOF to wait for: quit when stdin ends, as ncat does.

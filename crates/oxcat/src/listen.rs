@@ -5,7 +5,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
@@ -301,7 +300,13 @@ fn serve_one(
     };
     if let Some(command) = &cfg.exec {
         let conn = crate::connect::into_socket(conn)?;
-        return exec::run(command, OwnedFd::from(conn), ends);
+        return exec::run(
+            command,
+            OwnedFd::from(conn),
+            ends,
+            exec::Relaying::new(cfg),
+            log,
+        );
     }
     relay::relay_stream(&mut conn, &relay_options(cfg, false), log)?;
     conn.close();
@@ -436,14 +441,14 @@ fn serve_many(
     let stdin = rustix::stdio::stdin();
     let stdout = rustix::stdio::stdout();
     let mut clients: Vec<Client> = Vec::new();
-    let mut children: Vec<Child> = Vec::new();
+    let mut children: Vec<exec::Session> = Vec::new();
     let mut stdin_open = !cfg.recv_only && cfg.exec.is_none();
     let mut buf = vec![0u8; 256 * 1024];
     let mut crlf_last_cr = false;
     let mut last_activity = Instant::now();
 
     loop {
-        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        children.retain(|c| !c.finished());
 
         let mut fds = Vec::with_capacity(listeners.len() + clients.len() + 1);
         for l in &listeners {
@@ -592,8 +597,9 @@ fn serve_many(
                     continue;
                 };
                 if let Some(command) = &cfg.exec {
-                    match exec::spawn(command, OwnedFd::from(conn), ends) {
-                        Ok(child) => children.push(child),
+                    let how = exec::Relaying::new(cfg);
+                    match exec::start(command, OwnedFd::from(conn), ends, how) {
+                        Ok(session) => children.push(session),
                         Err(e) => crate::msg::say(&e.to_string()),
                     }
                     continue;
@@ -628,16 +634,27 @@ fn serve_datagrams(
         }
     }
     let mut buf = vec![0u8; 65536];
+    // With a program, the first datagram is only peeked at, as ncat does:
+    // it stays queued for the program.
+    let peek = cfg.exec.is_some();
     let (idx, peer, n) = 'first: loop {
         for i in wait_listeners(&listeners)? {
-            match listeners[i].sock.recv_from(as_uninit(&mut buf)) {
+            let sock = &listeners[i].sock;
+            let r = match peek {
+                true => sock.peek_from(as_uninit(&mut buf)),
+                false => sock.recv_from(as_uninit(&mut buf)),
+            };
+            match r {
                 Ok((n, peer)) => {
                     sys::record(
-                        || format!("recvfrom({})", listeners[i].sock.as_raw_fd()),
+                        || format!("recvfrom({})", sock.as_raw_fd()),
                         || Some(format!("{n} from {}", sys::show_addr(&peer))),
                     );
                     if !is_admitted(cfg, &peer) {
                         deny_message("not allowed");
+                        if peek {
+                            let _ = sock.recv(as_uninit(&mut buf)); // drop it
+                        }
                         continue;
                     }
                     break 'first (i, peer, n);
@@ -647,7 +664,7 @@ fn serve_datagrams(
             }
         }
     };
-    if !cfg.send_only {
+    if !cfg.send_only && !peek {
         if let Some(l) = log.as_mut() {
             l.record(Direction::Received, &buf[..n]);
         }
@@ -676,7 +693,13 @@ fn serve_datagrams(
     }
     if let Some(command) = &cfg.exec {
         let ends = endpoints(cfg, &sock, &peer);
-        return exec::run(command, OwnedFd::from(sock), ends);
+        return exec::run(
+            command,
+            OwnedFd::from(sock),
+            ends,
+            exec::Relaying::new(cfg),
+            log,
+        );
     }
     let mut opts = relay_options(cfg, true);
     if !has_address {
@@ -704,10 +727,10 @@ fn serve_datagram_programs(
     mut listeners: Vec<Listener>,
     command: &crate::cli::ExecCommand,
 ) -> Result<i32, Failure> {
-    let mut children: Vec<Child> = Vec::new();
+    let mut children: Vec<exec::Session> = Vec::new();
     let mut peek = [0u8; 1];
     loop {
-        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        children.retain(|c| !c.finished());
         let mut fds: Vec<_> = listeners
             .iter()
             .map(|l| sys::pollfd(&l.sock, PollFlags::IN))
@@ -761,8 +784,9 @@ fn serve_datagram_programs(
             let conn = std::mem::replace(&mut listeners[i].sock, next);
             sys::connect_start(&conn, &peer).map_err(|e| Failure::io("connect", &e))?;
             let ends = endpoints(cfg, &conn, &peer);
-            match exec::spawn(command, OwnedFd::from(conn), ends) {
-                Ok(child) => children.push(child),
+            let how = exec::Relaying::new(cfg);
+            match exec::start(command, OwnedFd::from(conn), ends, how) {
+                Ok(session) => children.push(session),
                 Err(e) => crate::msg::say(&e.to_string()),
             }
         }

@@ -124,12 +124,12 @@ enum Engine {
 
 /// Carries `-C`: a LF not preceded by CR becomes CRLF, across chunk borders.
 #[derive(Default)]
-struct CrlfState {
+pub(crate) struct CrlfState {
     last_was_cr: bool,
 }
 
 impl CrlfState {
-    fn convert(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn convert(&mut self, input: &[u8], out: &mut Vec<u8>) {
         for &b in input {
             if b == b'\n' && !self.last_was_cr {
                 out.push(b'\r');
