@@ -143,6 +143,40 @@ true
     );
 }
 
+/// `-c` over UDP on our stack: the program runs on pipes, so one that reads
+/// a line at a time gets every datagram (on the socket itself each read
+/// took a whole datagram and kept one byte), with `-u -l -k` and in connect
+/// mode, as with ncat on the kernel's sockets.
+#[test]
+fn udp_exec_line_reader_gets_every_datagram() {
+    if !root_or_skip("udp_exec_line_reader_gets_every_datagram") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    in_namespace(
+        d,
+        r#"
+timeout 30 $OXCAT --stack user -u -l -k 1241 -c 'while read l; do echo "got:$l"; done' 2> $D/ox.err &
+OX=$!
+for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
+sleep 0.3
+(echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 1) | timeout 5 $NCAT -u 198.18.0.2 1241 > $D/lk
+kill $OX; wait $OX
+# Our stack connects and speaks first; the kernel's ncat answers line by line.
+(sleep 1.5; echo x; sleep 0.3; echo y; sleep 2) | timeout 6 $NCAT -6 -u -l 5557 > $D/nc_got &
+sleep 0.3
+timeout 4 $OXCAT --stack user -u fd00::1 5557 -c 'echo hello; while read l; do echo "got:$l"; done' 2> $D/ox2.err
+wait
+true
+"#,
+        Duration::from_secs(60),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    assert_eq!(s("lk"), "got:a\ngot:b\ngot:c\ngot:d\n", "{}", s("ox.err"));
+    assert_eq!(s("nc_got"), "hello\ngot:x\ngot:y\n", "{}", s("ox2.err"));
+}
+
 /// A UDP listener on our stack whose peer's port has closed: the ICMP port
 /// unreachable the kernel answers with ends the session as it does on the
 /// kernel's sockets ("Connection refused", exit 1; ours at the next send,
