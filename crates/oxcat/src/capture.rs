@@ -37,8 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use oxcat_trace::mermaid::{connection_diagram, DiagramOptions};
 use oxcat_trace::{Direction, Event, Segment, Stamped};
 use oxcat_wire::{
-    walk_extension_headers, IpProtocol, Ipv4Packet, Ipv6Packet, TcpOption, TcpOptions, TcpPacket,
-    UdpPacket,
+    walk_extension_headers, IpProtocol, Ipv4Packet, Ipv6Packet, TcpFlags, TcpOption, TcpOptions,
+    TcpPacket, UdpPacket,
 };
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
@@ -55,9 +55,11 @@ const SNAPLEN: usize = 256 * 1024;
 const MAX_LEFT: u64 = 1 << 22;
 /// Packets waiting for their connection's local end to be known.
 const MAX_HELD: usize = 4096;
-/// At the end: stop once the socket has been quiet this long...
+/// At the end: stop once every TCP connection seen has closed (or was
+/// reset) and the socket has been quiet this long...
 const DRAIN_QUIET: Duration = Duration::from_millis(30);
-/// ...or after this long in any case.
+/// ...or after this long in any case (the kernel sends what a closed
+/// socket still holds, and its FIN, after oxcat is done with it).
 const DRAIN_LIMIT: Duration = Duration::from_millis(500);
 /// Segments of the diagram's connection kept from its start and its end.
 const DIAGRAM_HEAD: usize = 1000;
@@ -321,6 +323,7 @@ pub fn start(cfg: &CaptureConfig) -> Result<(), Failure> {
         recent: VecDeque::new(),
         fragmented: VecDeque::new(),
         not_held: 0,
+        endings: Endings::default(),
     };
     let thread = std::thread::Builder::new()
         .name("oxcat-capture".into())
@@ -541,6 +544,8 @@ struct Recorder {
     /// Packets of the run that could not wait for their connection's local
     /// end (more than MAX_HELD waiting).
     not_held: u64,
+    /// The TCP connections seen, and whether they have ended.
+    endings: Endings,
 }
 
 /// Recent fragmented datagrams remembered.
@@ -573,7 +578,8 @@ fn capture_loop(c: &'static Capture, mut rec: Recorder) {
             }
         }
         if let Some(since) = stopping_since {
-            if (ready == 0 && got == 0) || since.elapsed() >= DRAIN_LIMIT {
+            let quiet = ready == 0 && got == 0;
+            if (quiet && !rec.endings.any_open()) || since.elapsed() >= DRAIN_LIMIT {
                 break;
             }
         }
@@ -713,6 +719,9 @@ impl Recorder {
                 }
             }
         }
+        if flow.proto == Proto::Tcp {
+            self.endings.see(data, flow);
+        }
         let tracing = sys::tracing();
         if !tracing && self.diagram.is_none() {
             return;
@@ -775,6 +784,86 @@ impl Recorder {
                 self.not_held
             ));
         }
+    }
+}
+
+/// Whether the TCP connections seen have ended: both FINs acknowledged,
+/// or a reset. A socket oxcat closed may still hold data the kernel sends
+/// afterwards, then the FIN; the capture waits for them.
+#[derive(Default)]
+struct Endings {
+    conns: Vec<Ending>,
+}
+
+#[derive(Debug)]
+struct Ending {
+    ends: [SocketAddr; 2],
+    /// For each end: the sequence number just past its FIN, once sent.
+    fin_end: [Option<u32>; 2],
+    /// For each end: whether the other end acknowledged its FIN.
+    fin_acked: [bool; 2],
+    reset: bool,
+}
+
+impl Ending {
+    fn done(&self) -> bool {
+        self.reset || self.fin_acked == [true, true]
+    }
+}
+
+/// Connections remembered; beyond, the ended ones are forgotten.
+const MAX_ENDINGS: usize = 4096;
+
+impl Endings {
+    fn see(&mut self, packet: &[u8], flow: &Flow) {
+        let Some(t) = decode(packet).and_then(|(_, tr)| TcpPacket::new_checked(tr).ok()) else {
+            return;
+        };
+        let found = self.conns.iter().position(|c| {
+            (c.ends[0] == flow.src && c.ends[1] == flow.dst)
+                || (c.ends[1] == flow.src && c.ends[0] == flow.dst)
+        });
+        let at = match found {
+            Some(at) => at,
+            None => {
+                if self.conns.len() >= MAX_ENDINGS {
+                    self.conns.retain(|c| !c.done());
+                    if self.conns.len() >= MAX_ENDINGS {
+                        return;
+                    }
+                }
+                self.conns.push(Ending {
+                    ends: [flow.src, flow.dst],
+                    fin_end: [None; 2],
+                    fin_acked: [false; 2],
+                    reset: false,
+                });
+                self.conns.len() - 1
+            }
+        };
+        let c = &mut self.conns[at];
+        let from = usize::from(c.ends[0] != flow.src);
+        let flags = t.flags();
+        if flags.contains(TcpFlags::RST) {
+            c.reset = true;
+        }
+        if flags.contains(TcpFlags::FIN) {
+            // RFC 9293 §3.4: the FIN takes the sequence number after the data.
+            let len = t.payload().len() as u32;
+            c.fin_end[from] = Some(t.seq_number().wrapping_add(len).wrapping_add(1));
+        }
+        if flags.contains(TcpFlags::ACK) {
+            if let Some(end) = c.fin_end[1 - from] {
+                // At or past the FIN, in sequence space (RFC 9293 §3.4).
+                if (t.ack_number().wrapping_sub(end) as i32) >= 0 {
+                    c.fin_acked[1 - from] = true;
+                }
+            }
+        }
+    }
+
+    fn any_open(&self) -> bool {
+        self.conns.iter().any(|c| !c.done())
     }
 }
 
@@ -1896,6 +1985,46 @@ mod tests {
             d.contains(&format!("... {} more segments not drawn", n + 1 - 40)),
             "{d}"
         );
+    }
+
+    #[test]
+    fn a_connection_ends_with_both_fins_acknowledged_or_a_reset() {
+        let (c, s) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let seg = |from_client: bool, flags: u8, seq: u32, ack: u32, payload: &[u8]| {
+            let (src, dst, sp, dp) = if from_client {
+                (c, s, 4000, 80)
+            } else {
+                (s, c, 80, 4000)
+            };
+            let mut t = tcp(sp, dp, flags, &[], payload);
+            t[4..8].copy_from_slice(&seq.to_be_bytes());
+            t[8..12].copy_from_slice(&ack.to_be_bytes());
+            v4(6, src, dst, &t)
+        };
+        let mut e = Endings::default();
+        let see = |e: &mut Endings, p: Vec<u8>| {
+            let flow = decode(&p).unwrap().0;
+            e.see(&p, &flow);
+        };
+        assert!(!e.any_open());
+        see(&mut e, seg(true, 0x02, 100, 0, b""));
+        assert!(e.any_open());
+        // The client's data and FIN (seq 101..106, FIN 106), acknowledged.
+        see(&mut e, seg(true, 0x19, 101, 500, b"hello"));
+        see(&mut e, seg(false, 0x10, 500, 106, b""));
+        assert!(e.any_open(), "the server's FIN is still to come");
+        // The server's FIN (seq 500, wrapping nothing) before its ACK: open.
+        see(&mut e, seg(false, 0x11, 500, 107, b""));
+        assert!(e.any_open());
+        see(&mut e, seg(true, 0x10, 107, 501, b""));
+        assert!(!e.any_open());
+        // Another connection, reset: ended too; sequence numbers that wrap.
+        let mut r = Endings::default();
+        see(&mut r, seg(true, 0x11, u32::MAX, 7, b""));
+        see(&mut r, seg(false, 0x10, 7, 0, b""));
+        assert!(r.any_open());
+        see(&mut r, seg(false, 0x14, 7, 0, b""));
+        assert!(!r.any_open());
     }
 
     #[test]
