@@ -146,6 +146,15 @@ fn spawn(exec: &ExecCommand, ends: Endpoints) -> Result<Program, Failure> {
         ExecCommand::Shell(l) | ExecCommand::Direct(l) => l.clone(),
         ExecCommand::Lua(p) => p.display().to_string(),
     };
+    if crate::msg::verbosity() >= 2 {
+        // ncat's -vv line, word for word (no final period).
+        let how = match exec {
+            ExecCommand::Shell(_) => "Executing with shell",
+            ExecCommand::Lua(_) => "Executing as lua script",
+            ExecCommand::Direct(_) => "Executing",
+        };
+        crate::msg::say_raw(&format!("DEBUG: {how}: {name}"));
+    }
     let mut child = cmd.spawn().map_err(|e| {
         Failure::network(format!(
             "Unable to execute \"{name}\": {}",
@@ -461,5 +470,79 @@ fn relay(
     if !how.datagram {
         // Anything still unsent is gone; the FIN tells the peer.
         let _ = sys::shutdown_write(conn.as_fd());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Socket, Type};
+
+    fn datagrams_until(sock: &Socket, len: usize) -> Vec<Vec<u8>> {
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.iter().map(Vec::len).sum::<usize>() < len {
+            let n = std::io::Read::read(&mut &*sock, &mut buf).expect("a datagram in time");
+            got.push(buf[..n].to_vec());
+        }
+        got
+    }
+
+    /// Each datagram is one write to the program's stdin, so a shell's
+    /// byte-at-a-time `read` sees every line; each read of its output is
+    /// one datagram; its exit status is not ours.
+    #[test]
+    fn datagrams_reach_a_line_reader_whole() {
+        let (ours, theirs) = Socket::pair(Domain::UNIX, Type::DGRAM, None).unwrap();
+        let exec = ExecCommand::Shell(
+            r#"while read l; do echo "got:$l"; [ "$l" = end ] && exit 3; done"#.into(),
+        );
+        let ends = Endpoints {
+            local: None,
+            remote: None,
+            proto: "UDP",
+        };
+        let how = Relaying {
+            datagram: true,
+            ..Relaying::default()
+        };
+        let session =
+            std::thread::spawn(move || run(&exec, OwnedFd::from(ours), ends, how, &mut None));
+        for d in [&b"a\n"[..], b"b\nc\n", b"en", b"d\n"] {
+            theirs.send(d).unwrap();
+        }
+        let want = b"got:a\ngot:b\ngot:c\ngot:end\n";
+        let got = datagrams_until(&theirs, want.len());
+        assert_eq!(got.concat(), want);
+        assert!(got.iter().all(|d| d.ends_with(b"\n")), "{got:?}");
+        assert_eq!(session.join().unwrap().unwrap(), 0);
+    }
+
+    /// Output larger than a chunk leaves in datagrams of at most 8 KiB.
+    #[test]
+    fn output_leaves_in_8k_datagrams() {
+        let (ours, theirs) = Socket::pair(Domain::UNIX, Type::DGRAM, None).unwrap();
+        let exec = ExecCommand::Shell("dd if=/dev/zero bs=20000 count=1 2>/dev/null".into());
+        let ends = Endpoints {
+            local: None,
+            remote: None,
+            proto: "UDP",
+        };
+        let how = Relaying {
+            datagram: true,
+            ..Relaying::default()
+        };
+        let session =
+            std::thread::spawn(move || run(&exec, OwnedFd::from(ours), ends, how, &mut None));
+        let got = datagrams_until(&theirs, 20000);
+        assert_eq!(got.concat(), vec![0u8; 20000]);
+        assert!(
+            got.iter().all(|d| d.len() <= DATAGRAM_CHUNK),
+            "{:?}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(session.join().unwrap().unwrap(), 0);
     }
 }
