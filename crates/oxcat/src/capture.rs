@@ -15,13 +15,23 @@
 //!   handshake included.
 //!
 //! A classic BPF program on the socket passes only IPv4/IPv6 TCP and UDP
-//! with one of the run's ports, so a busy host does not flood the thread;
-//! the thread then checks each packet exactly. On loopback the kernel shows
-//! every packet twice (leaving, then arriving); the copy that leaves is kept.
+//! with one of the run's ports (behind IPv6 extension headers too), so a
+//! busy host does not flood the thread; the thread then checks each packet
+//! exactly. Later fragments of a datagram carry no ports: the filter passes
+//! them and the thread keeps those whose first fragment it kept. On
+//! loopback the kernel shows every packet twice (leaving, then arriving);
+//! the copy that leaves is kept.
 //!
-//! At the end of the run (or on SIGINT/SIGTERM) the thread takes what the
-//! kernel still holds for it, waits briefly for the last ACKs, writes the
-//! Mermaid diagram and flushes the file.
+//! The packets are whole (snap length 256 KiB, as tcpdump's), so the file
+//! opens in Wireshark with the payload. The kernel queues them for the
+//! thread in a 64 MiB socket buffer; should the thread still fall behind,
+//! the kernel drops and oxcat says how many at the end, as tcpdump does.
+//!
+//! At the end of the run (or on SIGINT/SIGTERM) the thread waits for the
+//! last packets of each TCP connection (what the kernel sends after
+//! `close()`, the FINs and their ACKs; at most [`DRAIN_LIMIT`]), then
+//! closes the filter and takes everything still queued, writes the Mermaid
+//! diagram and flushes the file.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -260,8 +270,12 @@ pub fn start(cfg: &CaptureConfig) -> Result<(), Failure> {
     attach_filter(&socket, &[]).map_err(|e| setup_err("setting the packet filter", e))?;
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
         .map_err(|e| setup_err("kernel timestamps", e))?;
-    // A deep queue: a fast transfer must not outrun the thread. Beyond
-    // rmem_max needs CAP_NET_ADMIN; without it, what the host allows.
+    // A deep queue: a fast transfer must not outrun the thread. 32 MiB
+    // (the kernel doubles it for its own accounting): with the default
+    // 208 KiB a 256 MiB loopback transfer lost half its packets; with this,
+    // none in a release build on a busy 2-CPU machine (libpcap's default
+    // 2 MiB ring lost 5%, 64 MiB none). Beyond rmem_max needs
+    // CAP_NET_ADMIN; without it, what the host allows.
     if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 32 << 20).is_err() {
         let _ = socket.set_recv_buffer_size(32 << 20);
     }
@@ -1094,7 +1108,7 @@ fn options_text(options: &[u8]) -> String {
 /// `ports`, on loopback only the copy leaving; no ports: nothing.
 ///
 /// IPv6 extension headers (hop-by-hop, routing, destination options,
-/// fragment) are walked, unrolled, up to [`V6_HEADERS`] deep; a longer
+/// fragment) are walked, unrolled, up to `V6_HEADERS` deep; a longer
 /// chain passes to the thread, which walks it exactly. Later fragments
 /// (IPv4 and IPv6) carry no ports: they pass, and the thread keeps those
 /// of a datagram whose first fragment it kept.
