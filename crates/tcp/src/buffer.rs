@@ -4,46 +4,207 @@
 //! wait for a hole to fill (RFC 9293 §3.10.7.4 "segment text").
 
 use std::collections::VecDeque;
+use std::fmt;
+
+use bytes::Bytes;
 
 use crate::seq::SeqNum;
 
+/// The largest block `SendBuffer::push` copies bytes into: no segment is
+/// longer (an IP packet holds at most 64 KiB), so a segment of copied
+/// bytes lies in at most two blocks and is lent as one or two slices.
+const BLOCK: usize = 64 * 1024;
+
 /// Bytes from SND.UNA onwards: sent-unacknowledged, then unsent.
-#[derive(Debug, Default)]
+///
+/// A queue of chunks, each either a block the buffer copied bytes into
+/// (`push`, up to [`BLOCK`] bytes) or a [`Bytes`] the application handed
+/// over (`push_bytes`, kept as it is: no copy). A chunk goes (its memory
+/// with it) once all of it is acknowledged; one emptied block is kept for
+/// the next bytes while the buffer holds any, none once it is empty.
+///
+/// Segments are lent as at most two slices (`Payload`), so the layout
+/// keeps every chunk but the first and the last at least `full_segment`
+/// bytes long (see `push_bytes`): then a segment no longer than that
+/// spans at most two chunks. `lendable` says how much of a longer run
+/// two slices reach (the caller cuts the segment there).
+#[derive(Default)]
 pub struct SendBuffer {
-    bytes: VecDeque<u8>,
+    chunks: VecDeque<Chunk>,
+    /// Stream position (bytes since the buffer was made) of SND.UNA's byte.
+    front: u64,
+    /// Stream position one past the last byte queued.
+    end: u64,
     capacity: usize,
+    /// The chunk the last lookup found, and the stream positions it
+    /// spans, `[hint_start, hint_end)` (empty when there is none):
+    /// segments go out in order, so the next lookup is usually in it.
+    hint: usize,
+    hint_start: u64,
+    hint_end: u64,
+    /// An emptied block, kept for reuse while bytes flow.
+    spare: Option<Vec<u8>>,
+}
+
+/// A run of queued bytes ending at stream position `end`.
+struct Chunk {
+    end: u64,
+    data: ChunkData,
+}
+
+enum ChunkData {
+    /// Bytes `push` copied; the last block grows until it holds `BLOCK`.
+    Copied(Vec<u8>),
+    /// The application's buffer, lent out as it is.
+    Owned(Bytes),
+}
+
+impl Chunk {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            ChunkData::Copied(v) => v,
+            ChunkData::Owned(b) => b,
+        }
+    }
+
+    /// Stream position of the chunk's first byte (acknowledged or not).
+    #[inline]
+    fn start(&self) -> u64 {
+        self.end - self.bytes().len() as u64
+    }
+}
+
+impl fmt::Debug for SendBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let owned = self
+            .chunks
+            .iter()
+            .filter(|c| matches!(c.data, ChunkData::Owned(_)))
+            .count();
+        f.debug_struct("SendBuffer")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("chunks", &self.chunks.len())
+            .field("owned_chunks", &owned)
+            .finish()
+    }
 }
 
 impl SendBuffer {
     pub fn new(capacity: usize) -> Self {
         SendBuffer {
-            bytes: VecDeque::new(),
             capacity,
+            ..SendBuffer::default()
         }
     }
 
-    /// Appends as much of `data` as fits; returns how much.
+    /// Appends as much of `data` as fits, copying it; returns how much.
     pub fn push(&mut self, data: &[u8]) -> usize {
-        let n = data
-            .len()
-            .min(self.capacity.saturating_sub(self.bytes.len()));
-        self.bytes.extend(&data[..n]);
+        let n = data.len().min(self.free());
+        self.copy_in(&data[..n]);
         n
+    }
+
+    /// Takes as much of `data` as fits from its front without copying
+    /// (`data` keeps the rest); returns how much.
+    ///
+    /// `full_segment` is the longest segment the connection sends. A piece
+    /// shorter than that is copied (a tiny chunk must not make a tiny
+    /// segment, and two slices must reach a full segment): so is the start
+    /// of a piece that follows a short copied block, filling that block up
+    /// to `full_segment` first. Every chunk but the first and the last
+    /// thus holds at least `full_segment` bytes.
+    pub fn push_bytes(&mut self, data: &mut Bytes, full_segment: usize) -> usize {
+        let n = data.len().min(self.free());
+        if n == 0 {
+            return 0;
+        }
+        let mut piece = data.split_to(n);
+        if self.chunks.len() > 1 {
+            if let Some(Chunk {
+                data: ChunkData::Copied(block),
+                ..
+            }) = self.chunks.back()
+            {
+                let short = full_segment.saturating_sub(block.len());
+                if short > 0 {
+                    let top_up = piece.split_to(short.min(piece.len()));
+                    self.copy_in(&top_up);
+                }
+            }
+        }
+        if piece.len() < full_segment {
+            self.copy_in(&piece);
+        } else if !piece.is_empty() {
+            self.end += piece.len() as u64;
+            self.chunks.push_back(Chunk {
+                end: self.end,
+                data: ChunkData::Owned(piece),
+            });
+        }
+        n
+    }
+
+    /// Copies `data` (which fits) to the end: into the last block while it
+    /// has room, then into new ones.
+    fn copy_in(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let last = self.chunks.len().wrapping_sub(1);
+            if let Some(Chunk {
+                end,
+                data: ChunkData::Copied(block),
+            }) = self.chunks.back_mut()
+            {
+                if block.len() < BLOCK {
+                    let k = data.len().min(BLOCK - block.len());
+                    if block.capacity() - block.len() < k {
+                        // Grow by doubling, never past a block.
+                        let want = (block.capacity() * 2).max(block.len() + k).min(BLOCK);
+                        block.reserve_exact(want - block.len());
+                    }
+                    block.extend_from_slice(&data[..k]);
+                    if self.hint_end == *end && self.hint == last {
+                        // The remembered chunk is this one: it grew.
+                        self.hint_end += k as u64;
+                    }
+                    *end += k as u64;
+                    self.end += k as u64;
+                    data = &data[k..];
+                    continue;
+                }
+            }
+            let block = match self.spare.take() {
+                Some(block) => block,
+                // Bytes already flowing: a whole block (as large as the
+                // buffer may hold); else as much as these bytes need, grown
+                // when more follow (a connection sending a line holds a
+                // line, not a block).
+                None if self.end > self.front => {
+                    Vec::with_capacity(self.capacity.max(data.len()).min(BLOCK).next_power_of_two())
+                }
+                None => Vec::with_capacity(data.len().min(BLOCK)),
+            };
+            self.chunks.push_back(Chunk {
+                end: self.end,
+                data: ChunkData::Copied(block),
+            });
+        }
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        (self.end - self.front) as usize
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.end == self.front
     }
 
     #[inline]
     pub fn free(&self) -> usize {
-        self.capacity.saturating_sub(self.bytes.len())
+        self.capacity.saturating_sub(self.len())
     }
 
     /// Changes the limit; bytes already queued stay.
@@ -51,38 +212,157 @@ impl SendBuffer {
         self.capacity = capacity;
     }
 
+    /// Heap bytes the buffer holds (its chunks' allocations, shared owned
+    /// chunks counted whole, and the spare block).
+    pub fn heap_bytes(&self) -> usize {
+        let chunks: usize = self
+            .chunks
+            .iter()
+            .map(|c| match &c.data {
+                ChunkData::Copied(v) => v.capacity(),
+                ChunkData::Owned(b) => b.len(),
+            })
+            .sum();
+        chunks
+            + self.spare.as_ref().map_or(0, Vec::capacity)
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+    }
+
+    /// How many chunks hold the queued bytes (for tests of the layout).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Copies `len` bytes starting `offset` bytes after SND.UNA.
-    pub fn copy_out(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
-        let (a, b) = self.slices(offset, len);
-        out.extend_from_slice(a);
-        out.extend_from_slice(b);
+    pub fn copy_out(&mut self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        let mut at = offset;
+        let end = (offset + len).min(self.len());
+        while at < end {
+            let (a, b) = self.slices(at, end - at);
+            out.extend_from_slice(a);
+            out.extend_from_slice(b);
+            at += a.len() + b.len();
+        }
+    }
+
+    /// The index of the chunk holding stream position `pos` (which is queued).
+    #[inline(always)]
+    fn locate(&mut self, pos: u64) -> usize {
+        if pos >= self.hint_start && pos < self.hint_end {
+            return self.hint;
+        }
+        self.locate_slow(pos)
+    }
+
+    /// `locate` past the remembered chunk: the next one, or a search.
+    #[inline(never)]
+    fn locate_slow(&mut self, pos: u64) -> usize {
+        let next = self.hint + 1;
+        let i = match self.chunks.get(next) {
+            Some(c) if pos >= self.hint_end && pos < c.end && self.hint_end > self.front => next,
+            _ => self.chunks.partition_point(|c| c.end <= pos),
+        };
+        self.hint = i;
+        let c = &self.chunks[i];
+        self.hint_start = c.start();
+        self.hint_end = c.end;
+        i
+    }
+
+    /// Of the `len` bytes starting `offset` bytes after SND.UNA, how many
+    /// two slices reach (all of them unless they span three chunks or
+    /// more, which the layout keeps for runs longer than a full segment).
+    #[inline(always)]
+    pub fn lendable(&mut self, offset: usize, len: usize) -> usize {
+        let pos = self.front + offset as u64;
+        if pos >= self.hint_start && pos + len as u64 <= self.hint_end {
+            return len;
+        }
+        self.lendable_across(pos, len)
+    }
+
+    /// `lendable` for bytes not all in the remembered chunk.
+    #[inline(never)]
+    fn lendable_across(&mut self, pos: u64, len: usize) -> usize {
+        if len == 0 || pos >= self.end {
+            return 0;
+        }
+        let i = self.locate(pos);
+        let mut reach = self.chunks[i].end - pos;
+        if let Some(next) = self.chunks.get(i + 1) {
+            reach = next.end - pos;
+        }
+        len.min(reach as usize)
     }
 
     /// The `len` bytes starting `offset` bytes after SND.UNA, where they lie:
-    /// one slice, or two when they wrap around the ring (the second then
-    /// follows the first). Fewer when the buffer holds fewer.
+    /// one slice, or two when they span two chunks (the second then
+    /// follows the first). Fewer when the buffer holds fewer, or when they
+    /// span more than two chunks (see `lendable`).
     #[inline]
-    pub fn slices(&self, offset: usize, len: usize) -> (&[u8], &[u8]) {
-        let end = (offset + len).min(self.bytes.len());
-        if offset >= end {
+    pub fn slices(&mut self, offset: usize, len: usize) -> (&[u8], &[u8]) {
+        let pos = self.front + offset as u64;
+        let stop = (pos + len as u64).min(self.end);
+        if pos >= stop {
             return (&[], &[]);
         }
-        let (a, b) = self.bytes.as_slices();
-        if offset < a.len() {
-            if end <= a.len() {
-                (&a[offset..end], &[])
-            } else {
-                (&a[offset..], &b[..end - a.len()])
+        let i = self.locate(pos);
+        let c = &self.chunks[i];
+        let base = c.start();
+        let head = &c.bytes()[(pos - base) as usize..(stop.min(c.end) - base) as usize];
+        if stop <= c.end {
+            return (head, &[]);
+        }
+        match self.chunks.get(i + 1) {
+            Some(next) => {
+                let bytes = next.bytes();
+                (head, &bytes[..((stop - c.end) as usize).min(bytes.len())])
             }
-        } else {
-            (&b[offset - a.len()..end - a.len()], &[])
+            None => (head, &[]),
         }
     }
 
-    /// Forgets the first `n` bytes (acknowledged).
+    /// Forgets the first `n` bytes (acknowledged): chunks acknowledged
+    /// whole go, and their memory with them.
+    #[inline]
     pub fn drop_front(&mut self, n: usize) {
-        let n = n.min(self.bytes.len());
-        self.bytes.drain(..n);
+        let n = n.min(self.len());
+        self.front += n as u64;
+        if self.chunks.front().is_some_and(|c| c.end <= self.front) {
+            self.drop_acknowledged_chunks();
+        }
+    }
+
+    #[inline(never)]
+    fn drop_acknowledged_chunks(&mut self) {
+        while let Some(c) = self.chunks.front() {
+            if c.end > self.front {
+                break;
+            }
+            if let Some(Chunk {
+                data: ChunkData::Copied(mut block),
+                ..
+            }) = self.chunks.pop_front()
+            {
+                if block.capacity() == BLOCK && self.spare.is_none() {
+                    block.clear();
+                    self.spare = Some(block);
+                }
+            }
+            match self.hint.checked_sub(1) {
+                Some(h) => self.hint = h,
+                // The remembered chunk went.
+                None => self.hint_end = 0,
+            }
+        }
+        if self.is_empty() {
+            // Nothing queued: give back the spare block and the queue.
+            self.spare = None;
+            self.chunks = VecDeque::new();
+            self.hint = 0;
+            self.hint_start = 0;
+            self.hint_end = 0;
+        }
     }
 }
 
@@ -295,11 +575,111 @@ mod tests {
     fn send_buffer_wraps_and_copies() {
         let mut b = SendBuffer::new(8);
         assert_eq!(b.push(b"abcdef"), 6);
+        assert_eq!(b.len(), 6);
         b.drop_front(4);
         assert_eq!(b.push(b"ghijklmn"), 6, "only the free room is taken");
         let mut out = Vec::new();
         b.copy_out(1, 5, &mut out);
         assert_eq!(out, b"fghij");
+    }
+
+    /// Every byte of `b` in order, read through `slices` a segment at a time.
+    fn contents(b: &mut SendBuffer, segment: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < b.len() {
+            let len = b.lendable(out.len(), segment);
+            assert!(len > 0);
+            let (x, y) = b.slices(out.len(), len);
+            assert_eq!(
+                x.len() + y.len(),
+                len,
+                "two slices reach what lendable said"
+            );
+            out.extend_from_slice(x);
+            out.extend_from_slice(y);
+        }
+        out
+    }
+
+    #[test]
+    fn owned_and_copied_bytes_keep_their_order() {
+        let mut b = SendBuffer::new(1 << 20);
+        let mut want = Vec::new();
+        let source = Bytes::from((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let mut at = 0;
+        for (i, size) in [5usize, 3000, 1, 70_000, 10, 1500, 20_000, 2, 4000]
+            .into_iter()
+            .enumerate()
+        {
+            if i % 2 == 0 {
+                assert_eq!(b.push(&source[at..at + size]), size);
+            } else {
+                let mut chunk = source.slice(at..at + size);
+                assert_eq!(b.push_bytes(&mut chunk, 1448), size);
+                assert!(chunk.is_empty());
+            }
+            want.extend_from_slice(&source[at..at + size]);
+            at += size;
+        }
+        assert_eq!(contents(&mut b, 1448), want);
+        // Acknowledged a piece at a time, from anywhere in a chunk.
+        let mut acked = 0;
+        while !b.is_empty() {
+            let n = 777.min(b.len());
+            b.drop_front(n);
+            acked += n;
+            assert_eq!(contents(&mut b, 1448), want[acked..]);
+        }
+    }
+
+    #[test]
+    fn short_owned_pieces_are_copied_and_long_ones_kept() {
+        let mut b = SendBuffer::new(1 << 20);
+        let mut first = Bytes::from(vec![1u8; 5000]);
+        b.push_bytes(&mut first, 1448);
+        assert_eq!(b.chunk_count(), 1);
+        for _ in 0..100 {
+            let mut tiny = Bytes::from_static(b"0123456789");
+            b.push_bytes(&mut tiny, 1448);
+        }
+        assert_eq!(b.chunk_count(), 2, "tiny pieces coalesce in one block");
+        let mut big = Bytes::from(vec![2u8; 5000]);
+        b.push_bytes(&mut big, 1448);
+        // The block held 1000 bytes: 448 of the big piece topped it up to a
+        // full segment, the rest is kept as it is.
+        assert_eq!(b.chunk_count(), 3);
+        let (x, y) = b.slices(5000, 1448);
+        assert_eq!(
+            (x.len(), y.len()),
+            (1448, 0),
+            "one full segment in the block"
+        );
+        let mut big = Bytes::from(vec![3u8; 5000]);
+        b.push_bytes(&mut big, 1448);
+        assert_eq!(b.chunk_count(), 4, "after an owned chunk: kept as it is");
+        // A segment starting anywhere spans at most two chunks.
+        for at in 0..b.len() {
+            let len = 1448.min(b.len() - at);
+            assert_eq!(b.lendable(at, len), len, "at {at}");
+        }
+    }
+
+    #[test]
+    fn acknowledged_memory_is_given_back() {
+        let mut b = SendBuffer::new(1 << 20);
+        let data = vec![3u8; 300_000];
+        assert_eq!(b.push(&data), 300_000);
+        let held = b.heap_bytes();
+        assert!(held >= 300_000);
+        b.drop_front(200_000);
+        assert!(
+            b.heap_bytes() < held - 100_000,
+            "acknowledged blocks go (one may be kept for reuse): {} of {held}",
+            b.heap_bytes()
+        );
+        b.drop_front(100_000);
+        assert!(b.is_empty());
+        assert_eq!(b.heap_bytes(), 0, "nothing kept once all is acknowledged");
     }
 
     #[test]

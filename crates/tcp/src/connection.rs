@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::buffer::{RecvBuffer, SendBuffer};
 use crate::config::Config;
 use crate::congestion::{CongestionControl, Controller};
@@ -20,6 +22,11 @@ use crate::state::State;
 
 /// RFC 9293 §3.7.1: without an MSS option, assume 536 (IPv4).
 const DEFAULT_SEND_MSS: usize = 536;
+/// `send_bytes` copies pieces shorter than a full segment, but no longer
+/// ones than this: with TSO (64 KiB segments) a piece of 16 KiB or more
+/// is kept as it is, and a segment spanning more than two pieces is cut
+/// where two end (still 16 KiB or more, in whole MSS-sized pieces).
+const COPY_BELOW_MAX: usize = 16 * 1024;
 /// RFC 5681 §3.2: three duplicate ACKs signal a loss.
 const DUPACK_THRESHOLD: u32 = 3;
 /// The least time between ACKs answering unacceptable empty segments.
@@ -393,6 +400,50 @@ impl Connection {
     /// Queues bytes to send; returns how many fit (possibly fewer than given:
     /// the notes' partial send). Sending may start before the handshake ends.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, SendError> {
+        self.may_queue()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.send_buf.push(data);
+        self.queued(n)
+    }
+
+    /// Queues the application's buffer without copying it: takes as much
+    /// of `data` as the send buffer has room for, from its front, and
+    /// leaves the rest in `data` (so a refused or partly taken buffer stays
+    /// the caller's, as `send` leaves the bytes it did not take). Returns
+    /// how many bytes were taken; `WouldBlock` (nothing taken) when the
+    /// buffer is full. May be mixed with `send` in any order: the bytes go
+    /// out in the order they were queued.
+    ///
+    /// The engine keeps what it took (a reference to the same memory)
+    /// and lends slices of it to `poll_transmit_into`/`poll_transmit_ref`
+    /// and to retransmissions, and drops it once the peer acknowledged
+    /// all of it. The caller must not expect its bytes back before then
+    /// (`Bytes` is immutable, so they cannot change under the engine).
+    ///
+    /// Segment boundaries stay the engine's (Nagle, the MSS, TSO), not the
+    /// buffers': a piece shorter than a full segment (the MSS, or with TSO
+    /// the TSO size, at most 16 KiB) is copied and coalesced with its
+    /// neighbours, as is the start of a piece that follows such a short
+    /// copy, until that copy holds a full segment. Longer pieces are not
+    /// copied.
+    pub fn send_bytes(&mut self, data: &mut Bytes) -> Result<usize, SendError> {
+        self.may_queue()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let full_segment = self
+            .snd_mss
+            .max(self.config.tso_max_payload)
+            .min(COPY_BELOW_MAX);
+        let n = self.send_buf.push_bytes(data, full_segment);
+        self.queued(n)
+    }
+
+    /// Whether `send` may queue bytes now; the error it returns if not.
+    #[inline]
+    fn may_queue(&self) -> Result<(), SendError> {
         if let Some(r) = self.close_reason {
             if r != CloseReason::Normal {
                 return Err(SendError::Closed(r));
@@ -402,14 +453,15 @@ impl Connection {
             return Err(SendError::Shutdown);
         }
         match self.state {
-            State::Established | State::CloseWait | State::SynSent | State::SynReceived => {}
-            State::Closed | State::Listen => return Err(SendError::NotConnected),
-            _ => return Err(SendError::Shutdown),
+            State::Established | State::CloseWait | State::SynSent | State::SynReceived => Ok(()),
+            State::Closed | State::Listen => Err(SendError::NotConnected),
+            _ => Err(SendError::Shutdown),
         }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let n = self.send_buf.push(data);
+    }
+
+    /// `send`'s answer once `n` bytes of a non-empty write were queued.
+    #[inline]
+    fn queued(&mut self, n: usize) -> Result<usize, SendError> {
         if n == 0 {
             self.writable_owed = true;
             return Err(SendError::WouldBlock);
@@ -1827,6 +1879,9 @@ impl Connection {
         if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > at) {
             len = len.min(l - at);
         }
+        if len > 0 {
+            len = self.lendable_len(at - self.snd_una, len);
+        }
         let with_fin = self.fin_seq == Some(at + len);
         if len == 0 && !with_fin {
             self.rtx_next = None;
@@ -1856,6 +1911,30 @@ impl Connection {
         }
         self.arm_retransmit(now);
         Some(body)
+    }
+
+    /// Of `len` bytes at `offset` in the send buffer, how many one segment
+    /// can lend (two slices); when fewer, whole MSS-sized pieces of them
+    /// (a TSO segment's pieces stay full). Only runs longer than a full
+    /// segment over pieces `send_bytes` took can be cut.
+    #[inline(always)]
+    fn lendable_len(&mut self, offset: usize, len: usize) -> usize {
+        let lent = self.send_buf.lendable(offset, len);
+        if lent == len {
+            return len;
+        }
+        self.whole_pieces(lent)
+    }
+
+    /// A cut segment's length: whole MSS-sized pieces when longer than one.
+    #[cold]
+    fn whole_pieces(&self, lent: usize) -> usize {
+        let max_payload = self.max_payload();
+        if lent > max_payload {
+            lent / max_payload * max_payload
+        } else {
+            lent
+        }
     }
 
     /// Payload that fits in one segment: the MSS less the options every
@@ -1947,7 +2026,7 @@ impl Connection {
         }
         // The FIN goes once all data is out (SND.NXT then passes it), and again
         // after a timeout sent SND.NXT back.
-        let fin_owed = self.fin_queued && self.snd_nxt + len == end;
+        let mut fin_owed = self.fin_queued && self.snd_nxt + len == end;
 
         if len == 0 && !fin_owed {
             if unsent > 0
@@ -1981,6 +2060,14 @@ impl Connection {
             }
         }
         self.sws_override = false;
+        if len > 0 {
+            let cut = self.lendable_len(self.snd_nxt - self.snd_una, len);
+            if cut < len {
+                // The rest follows at once: not a Nagle matter.
+                len = cut;
+                fin_owed = false;
+            }
+        }
         let body = Body::buffered(self.snd_nxt - self.snd_una, len);
         let mut flags = Flags::ACK;
         if len > 0 && len == unsent {

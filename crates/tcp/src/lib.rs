@@ -18,6 +18,7 @@ pub mod segment;
 pub mod seq;
 pub mod state;
 
+pub use bytes::Bytes;
 pub use config::Config;
 pub use connection::{Connection, RecvError, SendError};
 pub use event::{CloseReason, Event, TimerKind, TraceEvent};

@@ -5,7 +5,9 @@
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use oxcat_tcp::{Config, Connection, Header, IsnGenerator, Listener, RecvError, SeqNum, State};
+use oxcat_tcp::{
+    Bytes, Config, Connection, Header, IsnGenerator, Listener, RecvError, SendError, SeqNum, State,
+};
 use proptest::prelude::*;
 
 /// xorshift64*: deterministic, seeded, good enough for fault injection.
@@ -69,6 +71,7 @@ struct Link {
     faults: Faults,
     order: u64,
     sent: u64,
+    lost: u64,
     verbose: bool,
     t0: Instant,
 }
@@ -86,6 +89,7 @@ impl Link {
             );
         }
         if self.rng.chance(self.faults.loss) {
+            self.lost += 1;
             return;
         }
         let copies = if self.rng.chance(self.faults.dup) {
@@ -118,7 +122,95 @@ struct Outcome {
     reasons: String,
     server_recv_buffer: usize,
     segments: u64,
+    lost: u64,
     elapsed: Duration,
+}
+
+/// How an application hands its bytes to the engine.
+#[derive(Clone, Copy, Debug)]
+enum Writes {
+    /// `send(&[u8])` of everything not yet taken.
+    Copied,
+    /// Chunks of random sizes (a few bytes to more than a buffer), each a
+    /// `Bytes` slice of the data given to `send_bytes`, or now and then
+    /// copied with `send`: the two mixed on one connection.
+    Owned { seed: u64 },
+}
+
+/// One side's application writing its data.
+struct Writer {
+    data: Bytes,
+    /// Bytes cut into chunks so far.
+    next: usize,
+    /// What is left of the current chunk (the engine took the rest).
+    chunk: Bytes,
+    copy_chunk: bool,
+    rng: Option<Rng>,
+}
+
+impl Writer {
+    fn new(data: &[u8], writes: Writes) -> Writer {
+        Writer {
+            data: Bytes::copy_from_slice(data),
+            next: 0,
+            chunk: Bytes::new(),
+            copy_chunk: false,
+            rng: match writes {
+                Writes::Copied => None,
+                Writes::Owned { seed } => Some(Rng(seed | 1)),
+            },
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.next == self.data.len() && self.chunk.is_empty()
+    }
+
+    /// Hands over what the connection takes.
+    fn write(&mut self, conn: &mut Connection) {
+        let Some(rng) = self.rng.as_mut() else {
+            if let Ok(n) = conn.send(&self.data[self.next..]) {
+                self.next += n;
+            }
+            return;
+        };
+        loop {
+            if self.chunk.is_empty() {
+                if self.next == self.data.len() {
+                    return;
+                }
+                let size = 1 + match rng.below(4) {
+                    0 => rng.below(40),
+                    1 => rng.below(1600),
+                    2 => rng.below(6000),
+                    _ => rng.below(30_000),
+                } as usize;
+                let size = size.min(self.data.len() - self.next);
+                self.chunk = self.data.slice(self.next..self.next + size);
+                self.next += size;
+                self.copy_chunk = rng.chance(0.25);
+            }
+            let before = self.chunk.clone();
+            let taken = if self.copy_chunk {
+                conn.send(&self.chunk).inspect(|&n| {
+                    let _ = self.chunk.split_to(n);
+                })
+            } else {
+                conn.send_bytes(&mut self.chunk)
+            };
+            match taken {
+                Ok(n) => assert_eq!(before.len() - self.chunk.len(), n, "taken from the front"),
+                Err(e) => {
+                    assert!(
+                        self.chunk == before && self.chunk.as_ptr() == before.as_ptr(),
+                        "a refused chunk is the caller's again, unchanged"
+                    );
+                    assert_eq!(e, SendError::WouldBlock);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -127,6 +219,20 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Outcome {
+    run_with(seed, faults, c_len, s_len, cfg, Writes::Copied, None)
+}
+
+/// `run` with the applications writing as `writes` says, and the client's
+/// ISS given (else one made from the seed).
+fn run_with(
+    seed: u64,
+    faults: Faults,
+    c_len: usize,
+    s_len: usize,
+    cfg: Config,
+    writes: Writes,
+    iss: Option<SeqNum>,
+) -> Outcome {
     let t0 = Instant::now();
     let mut now = t0;
     let mut link = Link {
@@ -137,14 +243,20 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
         sent: 0,
         verbose: std::env::var_os("SIM_TRACE").is_some(),
         t0,
+        lost: 0,
     };
     let c_data = pattern(c_len, seed ^ 0xc1);
     let s_data = pattern(s_len, seed ^ 0x5e);
-    let iss = SeqNum((seed as u32).wrapping_mul(2654435761));
+    let server_writes = match writes {
+        Writes::Owned { seed } => Writes::Owned { seed: !seed },
+        w => w,
+    };
+    let mut c_writer = Writer::new(&c_data, writes);
+    let mut s_writer = Writer::new(&s_data, server_writes);
+    let iss = iss.unwrap_or(SeqNum((seed as u32).wrapping_mul(2654435761)));
     let mut client = Connection::connect(cfg.clone(), now, iss);
     let mut listener: Listener<u8> = Listener::new(cfg.clone(), 4, IsnGenerator::new(seed, t0), t0);
     let mut server: Option<Connection> = None;
-    let (mut c_sent, mut s_sent) = (0usize, 0usize);
     let (mut c_shut, mut s_shut) = (false, false);
     let (mut client_got, mut server_got) = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; 65536];
@@ -153,13 +265,9 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
 
     for _step in 0..2_000_000 {
         // Applications: write what fits, read what is there, shut down when done.
-        if c_sent < c_data.len() {
-            if let Ok(n) = client.send(&c_data[c_sent..]) {
-                c_sent += n;
-            }
-        } else if !c_shut && client.state() == State::Established
-            || (!c_shut && c_sent == c_data.len() && client.state() == State::CloseWait)
-        {
+        if !c_writer.done() {
+            c_writer.write(&mut client);
+        } else if !c_shut && matches!(client.state(), State::Established | State::CloseWait) {
             client.shutdown_write(now);
             c_shut = true;
         }
@@ -167,10 +275,8 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
             client_got.extend_from_slice(&buf[..n]);
         }
         if let Some(s) = server.as_mut() {
-            if s_sent < s_data.len() {
-                if let Ok(n) = s.send(&s_data[s_sent..]) {
-                    s_sent += n;
-                }
+            if !s_writer.done() {
+                s_writer.write(s);
             } else if !s_shut && matches!(s.state(), State::Established | State::CloseWait) {
                 s.shutdown_write(now);
                 s_shut = true;
@@ -283,12 +389,15 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
         server_state: server.as_ref().map(|s| s.state()),
         server_recv_buffer: server.as_ref().map_or(0, |s| s.recv_buffer_size()),
         reasons: format!(
-            "client {:?} {:?}, server {:?}, sent c {c_sent} s {s_sent}",
+            "client {:?} {:?}, server {:?}, chunked c {} s {}",
             client.state(),
             client.close_reason(),
-            server.as_ref().map(|s| (s.state(), s.close_reason()))
+            server.as_ref().map(|s| (s.state(), s.close_reason())),
+            c_writer.next,
+            s_writer.next,
         ),
         segments: link.sent,
+        lost: link.lost,
         elapsed: now - t0,
     }
 }
@@ -408,6 +517,7 @@ proptest! {
         sack in any::<bool>(),
         timestamps in any::<bool>(),
         small_buffers in any::<bool>(),
+        owned_writes in any::<bool>(),
     ) {
         let faults = Faults { loss, dup, reorder, delay_ms, jitter_ms };
         // Up to 30% loss: with Linux's retry counts a handshake can legitimately time
@@ -420,9 +530,68 @@ proptest! {
             cfg.send_buffer = 4096;
             cfg.mss = 536;
         }
-        let o = run(seed, faults, c_len, s_len, cfg);
+        // Half the cases write with `send_bytes` (chunks of random sizes, some copied).
+        let writes = if owned_writes { Writes::Owned { seed: seed ^ 0x0b } } else { Writes::Copied };
+        let o = run_with(seed, faults, c_len, s_len, cfg, writes, None);
         check(&o, c_len, s_len, seed);
     }
+}
+
+/// Lossy, duplicating, reordering link; `send_bytes` of random-sized chunks
+/// mixed with `send`, both ways; the client's ISS `iss`.
+fn owned_writes_through_faults(seed: u64, cfg: Config, iss: Option<SeqNum>) -> Outcome {
+    let f = Faults {
+        loss: 0.1,
+        dup: 0.05,
+        reorder: 0.2,
+        delay_ms: 20,
+        jitter_ms: 5,
+    };
+    let (c_len, s_len) = (300_000, 200_000);
+    let o = run_with(seed, f, c_len, s_len, cfg, Writes::Owned { seed }, iss);
+    check(&o, c_len, s_len, seed);
+    assert!(
+        o.lost > 20,
+        "segments were lost (and so resent): {}",
+        o.lost
+    );
+    o
+}
+
+/// Retransmissions (SACK-based, RFC 6675, and by timeout) resend bytes
+/// lent from the application's chunks: every byte arrives once, in order.
+#[test]
+fn owned_chunks_survive_loss_with_sack() {
+    owned_writes_through_faults(21, Config::default(), None);
+}
+
+/// The same without SACK (NewReno's one segment per partial ACK) and
+/// without timestamps.
+#[test]
+fn owned_chunks_survive_loss_with_newreno() {
+    let cfg = Config {
+        sack: false,
+        timestamps: false,
+        congestion: oxcat_tcp::congestion::Algorithm::NewReno,
+        ..Config::default()
+    };
+    owned_writes_through_faults(22, cfg, None);
+}
+
+/// Chunks up to 30 KB through a 4 KB send buffer (taken a part at a
+/// time), MSS 536, the client's sequence numbers wrapping past 2^32 early.
+#[test]
+fn owned_chunks_larger_than_the_buffer_across_the_sequence_wrap() {
+    let cfg = Config {
+        recv_buffer: 4096,
+        recv_buffer_initial: 4096,
+        send_buffer: 4096,
+        mss: 536,
+        syn_retries: 20,
+        data_retries: 40,
+        ..Config::default()
+    };
+    owned_writes_through_faults(23, cfg, Some(SeqNum(u32::MAX - 50_000)));
 }
 
 #[test]
