@@ -274,7 +274,7 @@ pub fn start(cfg: &CaptureConfig) -> Result<(), Failure> {
     // (the kernel doubles it for its own accounting): with the default
     // 208 KiB a 256 MiB loopback transfer lost half its packets; with this,
     // none in a release build on a busy 2-CPU machine (libpcap's default
-    // 2 MiB ring lost 5%, 64 MiB none). Beyond rmem_max needs
+    // 2 MiB ring lost 5% to 44%, 64 MiB none). Beyond rmem_max needs
     // CAP_NET_ADMIN; without it, what the host allows.
     if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 32 << 20).is_err() {
         let _ = socket.set_recv_buffer_size(32 << 20);
