@@ -1,9 +1,9 @@
 //! `--lua-exec FILE`: like `-e`, but the program is a Lua script run by an
 //! interpreter built into oxcat (Lua 5.4), as ncat embeds one. The script
-//! runs in a process of its own whose standard input and output are the
-//! connection, with the same `NCAT_*` variables `-e` sets: `io.read` reads
-//! from the peer, `io.write` writes to it, `os.getenv("NCAT_REMOTE_ADDR")`
-//! says who it is.
+//! runs in a process of its own whose standard input and output are pipes
+//! that oxcat relays to and from the connection, as for `-e` (see `exec`),
+//! with the same `NCAT_*` variables: `io.read` reads what the peer sent,
+//! `io.write` sends to it, `os.getenv("NCAT_REMOTE_ADDR")` says who it is.
 
 use std::path::Path;
 

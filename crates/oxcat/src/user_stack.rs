@@ -2,8 +2,8 @@
 //! device whose other side is the kernel.
 //!
 //! The stack runs on its own thread (`oxcat_stack::Runtime`). The CLI's
-//! modes are written against file descriptors (poll, splice, exec'ing a
-//! program on the socket), so each connection of our stack is bridged to a
+//! modes are written against file descriptors (poll, splice, a program's
+//! relay), so each connection of our stack is bridged to a
 //! Unix socket that the CLI uses exactly as it uses a kernel socket:
 //!
 //! - a connection: a Unix stream pair; two pump threads move bytes between
