@@ -154,7 +154,7 @@ fn udp_exec_line_reader_gets_every_datagram() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    in_namespace(
+    let out = in_namespace(
         d,
         r#"
 timeout 30 $OXCAT --stack user -u -l -k 1241 -c 'while read l; do echo "got:$l"; done' 2> $D/ox.err &
@@ -163,6 +163,13 @@ for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && 
 sleep 0.3
 (echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 1) | timeout 5 $NCAT -u 198.18.0.2 1241 > $D/lk
 kill $OX; wait $OX
+# One sender (-u -l): its first datagram is left queued for the program; the
+# program's exit ends the run, exit 0 whatever its status.
+timeout 30 $OXCAT --stack user -u -l 1242 -c 'while read l; do echo "got:$l"; [ "$l" = d ] && exit 3; done' 2> $D/ox1.err &
+OX=$!
+sleep 0.3
+(echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 1) | timeout 5 $NCAT -u 198.18.0.2 1242 > $D/single
+wait $OX; echo "single listener: $?"
 # Our stack connects and speaks first; the kernel's ncat answers line by line.
 (sleep 1.5; echo x; sleep 0.3; echo y; sleep 2) | timeout 6 $NCAT -6 -u -l 5557 > $D/nc_got &
 sleep 0.3
@@ -174,6 +181,17 @@ true
     );
     let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
     assert_eq!(s("lk"), "got:a\ngot:b\ngot:c\ngot:d\n", "{}", s("ox.err"));
+    assert_eq!(
+        s("single"),
+        "got:a\ngot:b\ngot:c\ngot:d\n",
+        "{}",
+        s("ox1.err")
+    );
+    assert!(
+        out.contains("single listener: 0"),
+        "{out}\n{}",
+        s("ox1.err")
+    );
     assert_eq!(s("nc_got"), "hello\ngot:x\ngot:y\n", "{}", s("ox2.err"));
 }
 
