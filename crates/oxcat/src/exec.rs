@@ -28,8 +28,9 @@
 //! One difference, kept on purpose: when a TCP peer half-closes, ncat drops
 //! the session at once, and what the program would still answer is lost.
 //! oxcat closes the program's stdin instead (it sees EOF, as it did when
-//! oxcat handed it the socket) and sends what it writes until its stdout
-//! ends.
+//! oxcat handed it the socket) and sends what it writes until it exits.
+//! And a datagram larger than 8 KiB reaches the program whole (ncat's gets
+//! its first 8192 bytes).
 
 use std::io;
 use std::net::SocketAddr;
