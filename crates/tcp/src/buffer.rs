@@ -44,6 +44,10 @@ pub struct SendBuffer {
     hint_end: u64,
     /// An emptied block, kept for reuse while bytes flow.
     spare: Option<Vec<u8>>,
+    /// How many chunks are the application's (`push_bytes`). With none,
+    /// every block but the last holds `BLOCK` bytes, more than a segment:
+    /// two slices always reach a whole segment.
+    owned_chunks: usize,
 }
 
 /// A run of queued bytes ending at stream position `end`.
@@ -138,6 +142,7 @@ impl SendBuffer {
             self.copy_in(&piece);
         } else if !piece.is_empty() {
             self.end += piece.len() as u64;
+            self.owned_chunks += 1;
             self.chunks.push_back(Chunk {
                 end: self.end,
                 data: ChunkData::Owned(piece),
@@ -270,10 +275,16 @@ impl SendBuffer {
     }
 
     /// Of the `len` bytes starting `offset` bytes after SND.UNA, how many
-    /// two slices reach (all of them unless they span three chunks or
-    /// more, which the layout keeps for runs longer than a full segment).
+    /// two slices reach: all of them unless they span three chunks or more
+    /// (then up to where the second ends). As the buffer lays its chunks
+    /// out that only happens to runs longer than a full segment over
+    /// `push_bytes`'s chunks: while none is queued, every block but the
+    /// last holds more than any segment.
     #[inline(always)]
     pub fn lendable(&mut self, offset: usize, len: usize) -> usize {
+        if self.owned_chunks == 0 {
+            return len;
+        }
         let pos = self.front + offset as u64;
         if pos >= self.hint_start && pos + len as u64 <= self.hint_end {
             return len;
@@ -288,11 +299,11 @@ impl SendBuffer {
             return 0;
         }
         let i = self.locate(pos);
-        let mut reach = self.chunks[i].end - pos;
-        if let Some(next) = self.chunks.get(i + 1) {
-            reach = next.end - pos;
-        }
-        len.min(reach as usize)
+        let reach = match self.chunks.get(i + 1) {
+            Some(next) => next.end,
+            None => self.chunks[i].end,
+        };
+        len.min((reach - pos) as usize)
     }
 
     /// The `len` bytes starting `offset` bytes after SND.UNA, where they lie:
@@ -339,15 +350,15 @@ impl SendBuffer {
             if c.end > self.front {
                 break;
             }
-            if let Some(Chunk {
-                data: ChunkData::Copied(mut block),
-                ..
-            }) = self.chunks.pop_front()
-            {
-                if block.capacity() == BLOCK && self.spare.is_none() {
+            match self.chunks.pop_front().map(|c| c.data) {
+                Some(ChunkData::Copied(mut block))
+                    if block.capacity() == BLOCK && self.spare.is_none() =>
+                {
                     block.clear();
                     self.spare = Some(block);
                 }
+                Some(ChunkData::Owned(_)) => self.owned_chunks -= 1,
+                Some(ChunkData::Copied(_)) | None => {}
             }
             match self.hint.checked_sub(1) {
                 Some(h) => self.hint = h,
@@ -359,6 +370,7 @@ impl SendBuffer {
             // Nothing queued: give back the spare block and the queue.
             self.spare = None;
             self.chunks = VecDeque::new();
+            self.owned_chunks = 0;
             self.hint = 0;
             self.hint_start = 0;
             self.hint_end = 0;
@@ -587,7 +599,7 @@ mod tests {
     fn contents(b: &mut SendBuffer, segment: usize) -> Vec<u8> {
         let mut out = Vec::new();
         while out.len() < b.len() {
-            let len = b.lendable(out.len(), segment);
+            let len = b.lendable(out.len(), segment.min(b.len() - out.len()));
             assert!(len > 0);
             let (x, y) = b.slices(out.len(), len);
             assert_eq!(

@@ -1879,9 +1879,8 @@ impl Connection {
         if let Some(&(l, _)) = self.sacked.iter().find(|&&(l, _)| l > at) {
             len = len.min(l - at);
         }
-        if len > 0 {
-            len = self.lendable_len(at - self.snd_una, len);
-        }
+        // What two slices lend (see `SendBuffer::lendable`).
+        len = self.send_buf.lendable(at - self.snd_una, len);
         let with_fin = self.fin_seq == Some(at + len);
         if len == 0 && !with_fin {
             self.rtx_next = None;
@@ -1911,30 +1910,6 @@ impl Connection {
         }
         self.arm_retransmit(now);
         Some(body)
-    }
-
-    /// Of `len` bytes at `offset` in the send buffer, how many one segment
-    /// can lend (two slices); when fewer, whole MSS-sized pieces of them
-    /// (a TSO segment's pieces stay full). Only runs longer than a full
-    /// segment over pieces `send_bytes` took can be cut.
-    #[inline(always)]
-    fn lendable_len(&mut self, offset: usize, len: usize) -> usize {
-        let lent = self.send_buf.lendable(offset, len);
-        if lent == len {
-            return len;
-        }
-        self.whole_pieces(lent)
-    }
-
-    /// A cut segment's length: whole MSS-sized pieces when longer than one.
-    #[cold]
-    fn whole_pieces(&self, lent: usize) -> usize {
-        let max_payload = self.max_payload();
-        if lent > max_payload {
-            lent / max_payload * max_payload
-        } else {
-            lent
-        }
     }
 
     /// Payload that fits in one segment: the MSS less the options every
@@ -2010,7 +1985,12 @@ impl Connection {
         } else {
             max_payload
         };
-        let mut len = unsent.min(usable).min(largest);
+        let wanted = unsent.min(usable).min(largest);
+        // What two slices of the send buffer reach: a run over more of
+        // `send_bytes`'s chunks is cut where two end (at least a full
+        // segment, as the buffer lays them out).
+        let mut len = self.send_buf.lendable(self.snd_nxt - self.snd_una, wanted);
+        let cut_by_lending = len < wanted;
         if len > max_payload && len < unsent {
             // A window that ends mid-piece: send the whole pieces now, as
             // MSS-sized segments would go, and the rest when room opens.
@@ -2026,7 +2006,7 @@ impl Connection {
         }
         // The FIN goes once all data is out (SND.NXT then passes it), and again
         // after a timeout sent SND.NXT back.
-        let mut fin_owed = self.fin_queued && self.snd_nxt + len == end;
+        let fin_owed = self.fin_queued && self.snd_nxt + len == end;
 
         if len == 0 && !fin_owed {
             if unsent > 0
@@ -2046,7 +2026,9 @@ impl Connection {
             let all_of_it = len == unsent;
             let big_enough = len >= self.max_snd_wnd / 2 && self.max_snd_wnd > 0;
             let nagle_ok = self.nodelay || !outstanding;
-            if !(big_enough || (all_of_it && nagle_ok) || self.sws_override) {
+            // Cut short only by where the buffer's chunks lie: more follows
+            // at once, so it is not a small segment to hold back.
+            if !(big_enough || (all_of_it && nagle_ok) || cut_by_lending || self.sws_override) {
                 // Held back with nothing that would wake us (no segment in
                 // flight to be acknowledged, no retransmission timer): the
                 // persist timer is the override timeout (§3.8.6.2.1).
@@ -2060,14 +2042,6 @@ impl Connection {
             }
         }
         self.sws_override = false;
-        if len > 0 {
-            let cut = self.lendable_len(self.snd_nxt - self.snd_una, len);
-            if cut < len {
-                // The rest follows at once: not a Nagle matter.
-                len = cut;
-                fin_owed = false;
-            }
-        }
         let body = Body::buffered(self.snd_nxt - self.snd_una, len);
         let mut flags = Flags::ACK;
         if len > 0 && len == unsent {

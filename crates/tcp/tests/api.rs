@@ -551,3 +551,38 @@ fn tso_segments_over_owned_chunks_are_whole_pieces() {
         "no segment spans three chunks: {lens:?}"
     );
 }
+
+/// Chunks queued before the handshake are laid out for the MSS assumed
+/// then (536); once the peer's 1460 is known a segment may span three of
+/// them and is cut where two end, shorter than the MSS. Such a segment is
+/// not small in Nagle's sense (more follows at once): everything goes out
+/// without waiting for a timer.
+#[test]
+fn segments_cut_where_chunks_end_are_not_held_by_nagle() {
+    let t0 = Instant::now();
+    let mut client = Connection::connect(Config::default(), t0, SeqNum(77));
+    let mut listener: Listener<u8> =
+        Listener::new(Config::default(), 4, IsnGenerator::new(9, t0), t0);
+    let data = numbered(30_000, 7);
+    let source = Bytes::from(data.clone());
+    for at in (0..data.len()).step_by(600) {
+        let mut chunk = source.slice(at..at + 600);
+        assert_eq!(client.send_bytes(&mut chunk), Ok(600));
+    }
+    let syn = client.poll_transmit(t0).expect("SYN");
+    listener.handle_segment(t0, 1, &syn.header, &syn.payload);
+    let (_, sa) = listener.poll_transmit(t0).expect("SYN-ACK");
+    client.handle_segment(t0, &sa.header, &sa.payload);
+    let ack = client.poll_transmit(t0).expect("ACK");
+    listener.handle_segment(t0, 1, &ack.header, &ack.payload);
+    let (_, mut server) = listener.accept().expect("accepted");
+    let lens = exchange(t0, &mut client, &mut server);
+    assert!(
+        lens.iter().any(|&l| l < client.send_mss() - 12),
+        "segments were cut where chunks end: {lens:?}"
+    );
+    assert!(
+        read_all(&mut server) == data,
+        "all of it at once, no timer: {lens:?}"
+    );
+}
