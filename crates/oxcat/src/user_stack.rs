@@ -50,6 +50,15 @@ struct UdpListener {
     newest: Mutex<SockAddr>,
 }
 
+/// A sender's thread (see [`UserStack::sender_socket`]), kept for `finish`.
+/// Its socket is not kept alive by this: a sender whose port closed has
+/// its socket closed, so that the CLI's next send there is refused.
+struct SenderThread {
+    sock: std::sync::Weak<Socket>,
+    cut: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
 /// The Unix socket that stands for one remote sender on a UDP listener.
 struct Sender {
     sock: Arc<Socket>,
@@ -65,6 +74,11 @@ pub struct UserStack {
     start: Instant,
     /// Threads that carry the CLI's bytes into our stack: joined before exit.
     outbound: Mutex<Vec<JoinHandle<()>>>,
+    /// The threads that carry what the CLI sends a UDP listener's senders,
+    /// with their socket and stop flag: drained and joined before exit, so
+    /// that a datagram written just before the run ends (a program's last
+    /// answer under `-u -l -e`) still goes out.
+    udp_senders: Mutex<Vec<SenderThread>>,
     /// Listeners the CLI closed (by their Unix name): their accept thread stops.
     closed_listeners: Mutex<HashMap<Vec<u8>, Arc<AtomicBool>>>,
     /// UDP sockets of ours the CLI listens on, by the Unix name of the
@@ -179,6 +193,7 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
         id: StackId(0),
         start,
         outbound: Mutex::new(Vec::new()),
+        udp_senders: Mutex::new(Vec::new()),
         closed_listeners: Mutex::new(HashMap::new()),
         udp_listeners: Mutex::new(HashMap::new()),
         trace_pump: Mutex::new(None),
@@ -241,6 +256,20 @@ pub fn finish() {
     for t in threads {
         let _ = t.join();
     }
+    let senders = std::mem::take(&mut *lock(&us.udp_senders));
+    let udp = !senders.is_empty();
+    for s in senders {
+        // Shut down for reading, its thread still takes what is queued, then
+        // reads 0 and stops.
+        s.cut.store(true, Ordering::Relaxed);
+        if let Some(sock) = s.sock.upgrade() {
+            let _ = sock.shutdown(std::net::Shutdown::Read);
+        }
+        let _ = s.thread.join();
+    }
+    if udp {
+        us.settle();
+    }
     write_records(us);
 }
 
@@ -285,6 +314,21 @@ fn write_records(us: &UserStack) {
 }
 
 impl UserStack {
+    /// Datagrams handed to our stack wait in its queue for the stack
+    /// thread's next poll: before exit, give it the moment it needs (until
+    /// nothing has gone out for 20 ms, at most a second).
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut last = self.rt.with_stack(self.id, |s| s.stats().packets_out);
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.rt.with_stack(self.id, |s| s.stats().packets_out);
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+        }
+    }
+
     fn forward_trace(&self, keep: bool) {
         let events = self.rt.with_stack(self.id, |s| s.take_trace());
         for (at, e) in events {
@@ -601,7 +645,7 @@ impl UserStack {
         let s = Arc::new(s);
         let cut = Arc::new(AtomicBool::new(false));
         let (back, udp, stop) = (s.clone(), udp.clone(), cut.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("oxcat-udp-peer".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
@@ -616,6 +660,13 @@ impl UserStack {
                     }
                 }
             })?;
+        let mut kept = lock(&self.udp_senders);
+        kept.retain(|t| !t.thread.is_finished());
+        kept.push(SenderThread {
+            sock: Arc::downgrade(&s),
+            cut: cut.clone(),
+            thread,
+        });
         Ok((s, cut))
     }
 }

@@ -167,12 +167,13 @@ kill $OX; wait $OX
 # program's exit ends the run, exit 0 whatever its status.
 timeout 30 $OXCAT --stack user -u -l 1242 -c 'while read l; do echo "got:$l"; [ "$l" = d ] && exit 3; done' 2> $D/ox1.err &
 OX=$!
+for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
 sleep 0.3
 (echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 1) | timeout 5 $NCAT -u 198.18.0.2 1242 > $D/single
 wait $OX; echo "single listener: $?"
 # Our stack connects and speaks first; the kernel's ncat answers line by line.
 (sleep 1.5; echo x; sleep 0.3; echo y; sleep 2) | timeout 6 $NCAT -6 -u -l 5557 > $D/nc_got &
-sleep 0.3
+for i in $(seq 100); do grep -q ':15B5 ' /proc/net/udp6 && break; sleep 0.05; done
 timeout 4 $OXCAT --stack user -u fd00::1 5557 -c 'echo hello; while read l; do echo "got:$l"; done' 2> $D/ox2.err
 wait
 true
