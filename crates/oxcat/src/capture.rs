@@ -33,7 +33,7 @@
 //! closes the filter and takes everything still queued, writes the Mermaid
 //! diagram and flushes the file.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -806,13 +806,16 @@ impl Recorder {
 /// afterwards, then the FIN; the capture waits for them.
 #[derive(Default)]
 struct Endings {
-    conns: Vec<Ending>,
+    /// By the connection's ends, the lower address first.
+    conns: HashMap<(SocketAddr, SocketAddr), Ending>,
+    /// How many of them have not ended.
+    open: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Ending {
-    ends: [SocketAddr; 2],
-    /// For each end: the sequence number just past its FIN, once sent.
+    /// For each end (the lower address first): the sequence number just
+    /// past its FIN, once sent.
     fin_end: [Option<u32>; 2],
     /// For each end: whether the other end acknowledged its FIN.
     fin_acked: [bool; 2],
@@ -833,30 +836,26 @@ impl Endings {
         let Some(t) = decode(packet).and_then(|(_, tr)| TcpPacket::new_checked(tr).ok()) else {
             return;
         };
-        let found = self.conns.iter().position(|c| {
-            (c.ends[0] == flow.src && c.ends[1] == flow.dst)
-                || (c.ends[1] == flow.src && c.ends[0] == flow.dst)
-        });
-        let at = match found {
-            Some(at) => at,
-            None => {
-                if self.conns.len() >= MAX_ENDINGS {
-                    self.conns.retain(|c| !c.done());
-                    if self.conns.len() >= MAX_ENDINGS {
-                        return;
-                    }
-                }
-                self.conns.push(Ending {
-                    ends: [flow.src, flow.dst],
-                    fin_end: [None; 2],
-                    fin_acked: [false; 2],
-                    reset: false,
-                });
-                self.conns.len() - 1
-            }
+        let from = usize::from(flow.src > flow.dst);
+        let key = if from == 0 {
+            (flow.src, flow.dst)
+        } else {
+            (flow.dst, flow.src)
         };
-        let c = &mut self.conns[at];
-        let from = usize::from(c.ends[0] != flow.src);
+        if !self.conns.contains_key(&key) {
+            if self.conns.len() >= MAX_ENDINGS {
+                self.conns.retain(|_, c| !c.done());
+                if self.conns.len() >= MAX_ENDINGS {
+                    return;
+                }
+            }
+            self.conns.insert(key, Ending::default());
+            self.open += 1;
+        }
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let was_done = c.done();
         let flags = t.flags();
         if flags.contains(TcpFlags::RST) {
             c.reset = true;
@@ -874,10 +873,13 @@ impl Endings {
                 }
             }
         }
+        if c.done() && !was_done {
+            self.open -= 1;
+        }
     }
 
     fn any_open(&self) -> bool {
-        self.conns.iter().any(|c| !c.done())
+        self.open > 0
     }
 }
 

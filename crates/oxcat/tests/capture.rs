@@ -646,7 +646,12 @@ exit 0
     ] {
         let path = d.join(file);
         let malformed = tshark(&path, &["-Y", "_ws.malformed"]);
-        assert_eq!(malformed.trim(), "", "{file}: malformed packets");
+        assert_eq!(
+            malformed.trim(),
+            "",
+            "{file}: malformed packets; the file:\n{}",
+            tshark(&path, &["-V"])
+        );
         let rows = fields(&path, &[ident, offset, more, "udp.dstport", "udp.length"]);
         // 3008 bytes of UDP in fragments of at most 1280 bytes: three.
         assert_eq!(rows.len(), 3, "{file}: {rows:?}");
