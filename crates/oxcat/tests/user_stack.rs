@@ -116,11 +116,13 @@ OX=$!
 for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
 sleep 0.3
 for n in 1 2 3; do
-  (echo "sender $n"; sleep 1) | timeout 5 $NCAT -u -p 4000$n 198.18.0.2 1237 > $D/client$n
+  # Each sender listens 3 s for its answers (its program runs 2 s): time
+  # enough on a loaded machine, where 1 s was sometimes not.
+  (echo "sender $n"; sleep 3) | timeout 6 $NCAT -u -p 4000$n 198.18.0.2 1237 > $D/client$n
 done
 # Once the first sender's program has ended, it is a new sender.
 for i in $(seq 200); do grep -qx 40001 $D/ended 2>/dev/null && break; sleep 0.05; done
-(echo "sender 1 again"; sleep 1) | timeout 5 $NCAT -u -p 40001 198.18.0.2 1237 > $D/client1again
+(echo "sender 1 again"; sleep 3) | timeout 6 $NCAT -u -p 40001 198.18.0.2 1237 > $D/client1again
 kill $OX; wait $OX
 true
 "#,
