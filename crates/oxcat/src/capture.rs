@@ -1110,10 +1110,11 @@ fn options_text(options: &[u8]) -> String {
 /// `ports`, on loopback only the copy leaving; no ports: nothing.
 ///
 /// IPv6 extension headers (hop-by-hop, routing, destination options,
-/// fragment) are walked, unrolled, up to `V6_HEADERS` deep; a longer
-/// chain passes to the thread, which walks it exactly. Later fragments
-/// (IPv4 and IPv6) carry no ports: they pass, and the thread keeps those
-/// of a datagram whose first fragment it kept.
+/// fragment, authentication) are walked, unrolled, up to `V6_HEADERS`
+/// deep; a longer chain passes to the thread, which walks it exactly (ESP
+/// hides the ports: dropped). Later fragments (IPv4 and IPv6) carry no
+/// ports: they pass, and the thread keeps those of a datagram whose first
+/// fragment it kept.
 mod bpf {
     pub const LD_W_ABS: u16 = 0x20;
     pub const LD_H_ABS: u16 = 0x28;
@@ -1154,6 +1155,7 @@ mod bpf {
         V6,
         Step,
         ExtHeader,
+        AuthHeader,
         Fragment,
         Transport,
         Ports,
@@ -1237,7 +1239,8 @@ mod bpf {
                 // destination options (60); length in 8-octet units past the first 8.
                 jump(JEQ_K, 0, To::ExtHeader, To::Next),
                 jump(JEQ_K, 43, To::ExtHeader, To::Next),
-                jump(JEQ_K, 60, To::ExtHeader, To::Drop),
+                jump(JEQ_K, 60, To::ExtHeader, To::Next),
+                jump(JEQ_K, 51, To::AuthHeader, To::Drop),
                 at(To::Transport, jump(JA, 0, To::Ports, To::Ports)),
                 at(To::Drop, op(RET_K, 0)),
                 at(To::Accept, op(RET_K, snaplen)),
@@ -1246,6 +1249,16 @@ mod bpf {
                 op(LD_B_IND, 1),
                 op(ADD_K, 1),
                 op(LSH_K, 3),
+                op(ADD_X, 0),
+                op(TAX, 0),
+                op(LD_MEM, 0),
+                jump(JA, 0, To::Step, To::Step),
+                // RFC 4302 §2.2: AH's length counts 4-octet units, minus 2.
+                at(To::AuthHeader, op(LD_B_IND, 0)),
+                op(ST, 0),
+                op(LD_B_IND, 1),
+                op(ADD_K, 2),
+                op(LSH_K, 2),
                 op(ADD_X, 0),
                 op(TAX, 0),
                 op(LD_MEM, 0),
@@ -1688,7 +1701,11 @@ mod tests {
         for (i, &(kind, len)) in chain.iter().enumerate() {
             let mut h = vec![0u8; len];
             h[0] = chain.get(i + 1).map_or(proto, |h| h.0);
-            h[1] = (len / 8 - 1) as u8;
+            h[1] = if kind == 51 {
+                (len / 4 - 2) as u8
+            } else {
+                (len / 8 - 1) as u8
+            };
             if kind == 44 {
                 h[3] = 1;
                 h[4..8].copy_from_slice(&0xdead_beefu32.to_be_bytes());
@@ -1715,12 +1732,14 @@ mod tests {
             }
         };
         let (ours, theirs) = (tcp(40000, 5555, 0x02, &[], b""), to(80, 6));
-        let (hop, route, dest, frag) = ((0, 8), (43, 24), (60, 16), (44, 8));
+        let (hop, route, dest, frag, auth) = ((0, 8), (43, 24), (60, 16), (44, 8), (51, 24));
         for chain in [
             &[hop][..],
             &[dest],
             &[route, dest],
             &[frag],
+            &[auth],
+            &[hop, auth, dest],
             &[hop, dest, route, frag],
         ] {
             for proto in [6, 17] {
