@@ -19,9 +19,12 @@ const BLOCK: usize = 64 * 1024;
 ///
 /// A queue of chunks, each either a block the buffer copied bytes into
 /// (`push`, up to [`BLOCK`] bytes) or a [`Bytes`] the application handed
-/// over (`push_bytes`, kept as it is: no copy). A chunk goes (its memory
-/// with it) once all of it is acknowledged; one emptied block is kept for
-/// the next bytes while the buffer holds any, none once it is empty.
+/// over (`push_bytes`, kept as it is: no copy). A chunk goes once all of
+/// it is acknowledged: the application's is dropped at once; emptied
+/// blocks are kept for the next bytes while the buffer holds any (at most
+/// a buffer's worth: a bulk transfer reuses the same memory, as a ring
+/// would, where freeing and allocating blocks measured ~10% more L2
+/// misses in the copies), and all of them go once it is empty.
 ///
 /// Segments are lent as at most two slices (`Payload`), so the layout
 /// keeps every chunk but the first and the last at least `full_segment`
@@ -42,8 +45,8 @@ pub struct SendBuffer {
     hint: usize,
     hint_start: u64,
     hint_end: u64,
-    /// An emptied block, kept for reuse while bytes flow.
-    spare: Option<Vec<u8>>,
+    /// Emptied blocks, kept for reuse while bytes flow.
+    spare: Vec<Vec<u8>>,
     /// How many chunks are the application's (`push_bytes`). With none,
     /// every block but the last holds `BLOCK` bytes, more than a segment:
     /// two slices always reach a whole segment.
@@ -179,7 +182,7 @@ impl SendBuffer {
                     continue;
                 }
             }
-            let block = match self.spare.take() {
+            let block = match self.spare.pop() {
                 Some(block) => block,
                 // Bytes already flowing: a whole block (as large as the
                 // buffer may hold); else as much as these bytes need, grown
@@ -218,7 +221,7 @@ impl SendBuffer {
     }
 
     /// Heap bytes the buffer holds (its chunks' allocations, shared owned
-    /// chunks counted whole, and the spare block).
+    /// chunks counted whole, and the spare blocks).
     pub fn heap_bytes(&self) -> usize {
         let chunks: usize = self
             .chunks
@@ -229,7 +232,7 @@ impl SendBuffer {
             })
             .sum();
         chunks
-            + self.spare.as_ref().map_or(0, Vec::capacity)
+            + self.spare.iter().map(Vec::capacity).sum::<usize>()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
     }
 
@@ -352,10 +355,11 @@ impl SendBuffer {
             }
             match self.chunks.pop_front().map(|c| c.data) {
                 Some(ChunkData::Copied(mut block))
-                    if block.capacity() == BLOCK && self.spare.is_none() =>
+                    if block.capacity() == BLOCK
+                        && self.spare.len() * BLOCK < self.capacity.max(BLOCK) =>
                 {
                     block.clear();
-                    self.spare = Some(block);
+                    self.spare.push(block);
                 }
                 Some(ChunkData::Owned(_)) => self.owned_chunks -= 1,
                 Some(ChunkData::Copied(_)) | None => {}
@@ -367,8 +371,8 @@ impl SendBuffer {
             }
         }
         if self.is_empty() {
-            // Nothing queued: give back the spare block and the queue.
-            self.spare = None;
+            // Nothing queued: give back the spare blocks and the queue.
+            self.spare = Vec::new();
             self.chunks = VecDeque::new();
             self.owned_chunks = 0;
             self.hint = 0;
@@ -677,19 +681,22 @@ mod tests {
     }
 
     #[test]
-    fn acknowledged_memory_is_given_back() {
-        let mut b = SendBuffer::new(1 << 20);
+    fn acknowledged_memory_is_reused_then_given_back() {
+        let mut b = SendBuffer::new(200_000);
         let data = vec![3u8; 300_000];
-        assert_eq!(b.push(&data), 300_000);
-        let held = b.heap_bytes();
-        assert!(held >= 300_000);
-        b.drop_front(200_000);
+        let mut most = 0;
+        for _ in 0..50 {
+            b.push(&data);
+            most = most.max(b.heap_bytes());
+            b.drop_front(b.len() - 1000);
+        }
         assert!(
-            b.heap_bytes() < held - 100_000,
-            "acknowledged blocks go (one may be kept for reuse): {} of {held}",
-            b.heap_bytes()
+            most <= 200_000 + 3 * BLOCK,
+            "blocks are reused, a buffer's worth at most: {most}"
         );
-        b.drop_front(100_000);
+        let mut owned = Bytes::from(vec![4u8; 50_000]);
+        b.push_bytes(&mut owned, 1448);
+        b.drop_front(b.len());
         assert!(b.is_empty());
         assert_eq!(b.heap_bytes(), 0, "nothing kept once all is acknowledged");
     }
