@@ -127,8 +127,13 @@ pub struct Connection {
     keepalive: Option<(Duration, Duration, u32)>,
     /// Cleared when the application sets the receive buffer (as SO_RCVBUF does in Linux).
     autotune_enabled: bool,
-    /// Receive autotuning: when the current measurement began, and RCV.NXT then.
+    /// Receive autotuning: when the current measurement ends (its start
+    /// plus the RTT it was measured against, so the per-segment test is one
+    /// comparison), and RCV.NXT when it began.
     autotune_from: Option<(Instant, SeqNum)>,
+    /// The RTT (ns) `autotune_from`'s end was computed with (0: the end
+    /// is the start itself, the sum having overflowed).
+    autotune_rtt: u64,
 
     // Options, as negotiated.
     snd_mss: usize,
@@ -253,6 +258,7 @@ impl Connection {
             keepalive: config.keepalive,
             autotune_enabled: true,
             autotune_from: None,
+            autotune_rtt: 0,
             snd_mss: DEFAULT_SEND_MSS,
             ws_enabled: false,
             snd_wscale: 0,
@@ -1344,7 +1350,36 @@ impl Connection {
     #[inline]
     fn autotune(&mut self, now: Instant) {
         if self.autotune_enabled && self.recv_buf.capacity() < self.config.recv_buffer {
+            // Within the RTT being measured (and that RTT unchanged): nothing
+            // to do, without the clock arithmetic.
+            if let Some((end, _)) = self.autotune_from {
+                if now < end && self.autotune_rtt == self.autotune_rtt_ns() {
+                    return;
+                }
+            }
             self.autotune_measure(now);
+        }
+    }
+
+    /// The RTT a measurement lasts, in ns (the smoothed RTT, 100 ms before
+    /// there is one, at least 50 µs).
+    #[inline]
+    fn autotune_rtt_ns(&self) -> u64 {
+        self.rtt.srtt_ns().unwrap_or(100_000_000).max(50_000)
+    }
+
+    /// Starts a measurement at `since` with RCV.NXT at `from`.
+    fn autotune_start(&mut self, since: Instant, from: SeqNum) {
+        let rtt = self.autotune_rtt_ns();
+        match since.checked_add(Duration::from_nanos(rtt)) {
+            Some(end) => {
+                self.autotune_from = Some((end, from));
+                self.autotune_rtt = rtt;
+            }
+            None => {
+                self.autotune_from = Some((since, from));
+                self.autotune_rtt = 0;
+            }
         }
     }
 
@@ -1352,16 +1387,16 @@ impl Connection {
     #[inline(never)]
     fn autotune_measure(&mut self, now: Instant) {
         let cap = self.recv_buf.capacity();
-        let Some((since, from)) = self.autotune_from else {
-            self.autotune_from = Some((now, self.rcv_nxt));
+        let Some((end, from)) = self.autotune_from else {
+            self.autotune_start(now, self.rcv_nxt);
             return;
         };
-        let rtt = self
-            .rtt
-            .srtt()
-            .unwrap_or(Duration::from_millis(100))
-            .max(Duration::from_micros(50));
+        // (Exact: the end is the start plus `autotune_rtt`.)
+        let since = end - Duration::from_nanos(self.autotune_rtt);
+        let rtt = Duration::from_nanos(self.autotune_rtt_ns());
         if now.saturating_duration_since(since) < rtt {
+            // The RTT changed since the end was computed: recompute it.
+            self.autotune_start(since, from);
             return;
         }
         let arrived = self.rcv_nxt - from;
@@ -1371,7 +1406,7 @@ impl Connection {
             // The larger window is announced with the next ACK.
             self.ack_now = true;
         }
-        self.autotune_from = Some((now, self.rcv_nxt));
+        self.autotune_start(now, self.rcv_nxt);
     }
 
     /// Path MTU discovery (RFC 1191 §6.4, RFC 8201): the path carries at most

@@ -77,6 +77,11 @@ impl RttEstimator {
     }
 
     #[inline]
+    pub fn srtt_ns(&self) -> Option<u64> {
+        self.srtt
+    }
+
+    #[inline]
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt.map(Duration::from_nanos)
     }
