@@ -1765,7 +1765,11 @@ impl Connection {
 
     /// The next segment to send, if any, with its payload copied out.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Segment> {
-        self.poll_transmit_ref(now).map(|t| t.to_segment())
+        // (The header written where the segment is built: no `Transmit`
+        // moved in between.)
+        let mut header = Header::default();
+        let payload = self.poll_transmit_into(now, &mut header)?.to_vec();
+        Some(Segment { header, payload })
     }
 
     /// The next segment to send, if any, its payload borrowed from the

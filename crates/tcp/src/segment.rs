@@ -249,6 +249,10 @@ impl<'a> Payload<'a> {
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
+        // (An ACK's empty payload: no allocation and no copy calls.)
+        if self.head.is_empty() {
+            return Vec::new();
+        }
         let mut v = Vec::with_capacity(self.len());
         v.extend_from_slice(self.head);
         v.extend_from_slice(self.tail);
