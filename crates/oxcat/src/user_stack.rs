@@ -20,7 +20,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -154,8 +154,46 @@ fn open_tun(cfg: &UserStackConfig) -> Result<(Tun, bool), Failure> {
             ip_cmd(&a)?;
         }
         ip_cmd(&["link".into(), "set".into(), cfg.tun.clone(), "up".into()])?;
+        let v6: Vec<Ipv6Addr> = cfg
+            .kernel_addrs
+            .iter()
+            .filter_map(|(ip, _)| match ip {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        wait_ipv6_usable(&cfg.tun, &v6);
     }
     Ok((tun, !existed))
+}
+
+/// Waits (at most 2 s) until the kernel's IPv6 addresses on `dev` are no
+/// longer tentative. Even with `nodad`, the kernel finishes bringing an
+/// address up in a work item after `ip link set up` returns; a packet to
+/// it before then is dropped (our first datagram was, now and then).
+fn wait_ipv6_usable(dev: &str, addrs: &[Ipv6Addr]) {
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    if addrs.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+        let usable = |a: &Ipv6Addr| {
+            let hex: String = a.octets().iter().map(|b| format!("{b:02x}")).collect();
+            table.lines().any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                f.len() >= 6
+                    && f[0] == hex
+                    && f[5] == dev
+                    && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & IFA_F_TENTATIVE == 0)
+            })
+        };
+        if addrs.iter().all(usable) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Starts our stack on the TUN device. `trace`: send its events to the

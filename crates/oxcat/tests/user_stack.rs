@@ -110,11 +110,10 @@ fn udp_keep_open_exec_per_sender() {
     in_namespace(
         d,
         r#"
-timeout 30 $OXCAT --stack user -u -l -k 1237 \
+timeout 60 $OXCAT --stack user -v -u -l -k 1237 \
     -c 'echo "$NCAT_REMOTE_ADDR:$NCAT_REMOTE_PORT"; timeout 2 cat; echo $NCAT_REMOTE_PORT >> $D/ended' 2> $D/ox.err &
 OX=$!
-for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
-sleep 0.3
+for i in $(seq 300); do grep -q 'Listening on 0.0.0.0' $D/ox.err 2>/dev/null && break; sleep 0.05; done
 for n in 1 2 3; do
   # Each sender listens 3 s for its answers (its program runs 2 s): time
   # enough on a loaded machine, where 1 s was sometimes not.
@@ -159,28 +158,33 @@ fn udp_exec_line_reader_gets_every_datagram() {
     let out = in_namespace(
         d,
         r#"
-timeout 30 $OXCAT --stack user -u -l -k 1241 -c 'while read l; do echo "got:$l"; done' 2> $D/ox.err &
+# Each step waits for what it needs (oxcat's "Listening" line, ncat's
+# socket, the first datagram) and leaves 2 s for the last answers: the
+# debug build under a loaded CI machine is slow to start and to answer.
+timeout 30 $OXCAT --stack user -v -u -l -k 1241 -c 'while read l; do echo "got:$l"; done' 2> $D/ox.err &
 OX=$!
-for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
-sleep 0.3
-(echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 1) | timeout 5 $NCAT -u 198.18.0.2 1241 > $D/lk
+for i in $(seq 300); do grep -q 'Listening on 0.0.0.0' $D/ox.err 2>/dev/null && break; sleep 0.05; done
+(echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 2) | timeout 10 $NCAT -u 198.18.0.2 1241 > $D/lk
 kill $OX; wait $OX
 # One sender (-u -l): its first datagram is left queued for the program; the
 # program's exit ends the run, exit 0 whatever its status.
-timeout 30 $OXCAT --stack user -u -l 1242 -c 'while read l; do echo "got:$l"; [ "$l" = d ] && exit 3; done' 2> $D/ox1.err &
+timeout 30 $OXCAT --stack user -v -u -l 1242 -c 'while read l; do echo "got:$l"; [ "$l" = d ] && exit 3; done' 2> $D/ox1.err &
 OX=$!
-for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
-sleep 0.3
-(echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 1) | timeout 5 $NCAT -u 198.18.0.2 1242 > $D/single
+for i in $(seq 300); do grep -q 'Listening on 0.0.0.0' $D/ox1.err 2>/dev/null && break; sleep 0.05; done
+(echo a; sleep 0.3; printf 'b\nc\n'; sleep 0.3; echo d; sleep 2) | timeout 10 $NCAT -u 198.18.0.2 1242 > $D/single
 wait $OX; echo "single listener: $?"
-# Our stack connects and speaks first; the kernel's ncat answers line by line.
-(sleep 1.5; echo x; sleep 0.3; echo y; sleep 2) | timeout 6 $NCAT -6 -u -l 5557 > $D/nc_got &
+# Our stack connects and speaks first; the kernel's ncat answers line by
+# line once the first datagram ("hello") has come.
+(for i in $(seq 300); do [ -s $D/nc_got ] && break; sleep 0.05; done; echo x; sleep 0.3; echo y; sleep 2) | timeout 20 $NCAT -6 -u -l 5557 > $D/nc_got &
 for i in $(seq 100); do grep -q ':15B5 ' /proc/net/udp6 && break; sleep 0.05; done
-timeout 4 $OXCAT --stack user -u fd00::1 5557 -c 'echo hello; while read l; do echo "got:$l"; done' 2> $D/ox2.err
+timeout 20 $OXCAT --stack user -u fd00::1 5557 -c 'echo hello; while read l; do echo "got:$l"; done' 2> $D/ox2.err &
+OX=$!
+for i in $(seq 400); do grep -q 'got:y' $D/nc_got 2>/dev/null && break; sleep 0.05; done
+kill $OX 2>/dev/null
 wait
 true
 "#,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
     );
     let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
     assert_eq!(s("lk"), "got:a\ngot:b\ngot:c\ngot:d\n", "{}", s("ox.err"));
