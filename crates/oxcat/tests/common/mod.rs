@@ -29,12 +29,44 @@ pub fn ncat() -> PathBuf {
     peer("ncat")
 }
 
-/// A TCP port that was free a moment ago on both 127.0.0.1 and ::1.
+/// The next port to try, below the kernel's ephemeral range: a port handed
+/// out here is never a client's local port in a test running alongside
+/// (a port taken with bind(0) was: another test's client could get it as
+/// its ephemeral port between our check and our server's bind, and a
+/// connection from it counted as one of ours). Each test process starts at
+/// its own offset; a port is handed out once per process.
+fn next_candidate() -> Option<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // 10 000 ports below the ephemeral range, from 1024 at least.
+    let base = low.saturating_sub(10_000).max(1024);
+    let span = low.saturating_sub(base);
+    if span < 1000 {
+        return None;
+    }
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Some((base + (offset + n) % span) as u16)
+}
+
+/// A TCP port that was free a moment ago on both 127.0.0.1 and ::1 (for
+/// UDP on 127.0.0.1 too), outside the ephemeral range where it can.
 pub fn free_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().unwrap().port();
-        if TcpListener::bind(("::1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    for _ in 0..200 {
+        let port = match next_candidate() {
+            Some(p) => p,
+            None => {
+                let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+                l.local_addr().unwrap().port()
+            }
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("::1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
         {
             return port;
         }
@@ -42,12 +74,20 @@ pub fn free_tcp_port() -> u16 {
     panic!("no free port found");
 }
 
-/// A UDP port that was free a moment ago.
+/// A UDP port that was free a moment ago (for TCP too), outside the
+/// ephemeral range where it can.
 pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = s.local_addr().unwrap().port();
-        if UdpSocket::bind(("::1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    for _ in 0..200 {
+        let port = match next_candidate() {
+            Some(p) => p,
+            None => {
+                let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+                s.local_addr().unwrap().port()
+            }
+        };
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
         {
             return port;
         }
