@@ -494,12 +494,11 @@ mod tests {
     /// Each datagram is one write to the program's stdin, so a shell's
     /// byte-at-a-time `read` sees every line; each read of its output is
     /// one datagram; its exit status is not ours.
-    #[test]
-    fn datagrams_reach_a_line_reader_whole() {
+    /// `command` run on a datagram socket pair as a UDP session: the
+    /// session's thread and the peer's end.
+    fn udp_session(command: &str) -> (std::thread::JoinHandle<Result<i32, Failure>>, Socket) {
         let (ours, theirs) = Socket::pair(Domain::UNIX, Type::DGRAM, None).unwrap();
-        let exec = ExecCommand::Shell(
-            r#"while read l; do echo "got:$l"; [ "$l" = end ] && exit 3; done"#.into(),
-        );
+        let exec = ExecCommand::Shell(command.into());
         let ends = Endpoints {
             local: None,
             remote: None,
@@ -511,6 +510,13 @@ mod tests {
         };
         let session =
             std::thread::spawn(move || run(&exec, OwnedFd::from(ours), ends, how, &mut None));
+        (session, theirs)
+    }
+
+    #[test]
+    fn datagrams_reach_a_line_reader_whole() {
+        let (session, theirs) =
+            udp_session(r#"while read l; do echo "got:$l"; [ "$l" = end ] && exit 3; done"#);
         for d in [&b"a\n"[..], b"b\nc\n", b"en", b"d\n"] {
             theirs.send(d).unwrap();
         }
@@ -524,19 +530,7 @@ mod tests {
     /// Output larger than a chunk leaves in datagrams of at most 8 KiB.
     #[test]
     fn output_leaves_in_8k_datagrams() {
-        let (ours, theirs) = Socket::pair(Domain::UNIX, Type::DGRAM, None).unwrap();
-        let exec = ExecCommand::Shell("dd if=/dev/zero bs=20000 count=1 2>/dev/null".into());
-        let ends = Endpoints {
-            local: None,
-            remote: None,
-            proto: "UDP",
-        };
-        let how = Relaying {
-            datagram: true,
-            ..Relaying::default()
-        };
-        let session =
-            std::thread::spawn(move || run(&exec, OwnedFd::from(ours), ends, how, &mut None));
+        let (session, theirs) = udp_session("dd if=/dev/zero bs=20000 count=1 2>/dev/null");
         let got = datagrams_until(&theirs, 20000);
         assert_eq!(got.concat(), vec![0u8; 20000]);
         assert!(

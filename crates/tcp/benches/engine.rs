@@ -746,70 +746,108 @@ fn bench_handshake(c: &mut Crit) {
 // ------------------------------------------------------------------------
 // 3. Bulk transfer
 
+/// Two oxcat engines moving bytes in memory, client to server: the state of
+/// one bulk bench, shared by the copying and the `send_bytes` variants.
+struct OxBulk {
+    client: Connection,
+    server: Connection,
+    now: Instant,
+    acks: Vec<Header>,
+    // The headers the engines write their segments' headers into.
+    header: Header,
+    ack: Header,
+    /// Where a segment that lies in two parts (the send buffer's two
+    /// chunks) is joined, about once per 64 KiB.
+    joined: Vec<u8>,
+    segments: u64,
+    payload_bytes: u64,
+    ack_count: u64,
+}
+
+impl OxBulk {
+    fn new() -> OxBulk {
+        let t0 = Instant::now();
+        let (client, server) = oxcat_pair(t0);
+        OxBulk {
+            client,
+            server,
+            now: t0,
+            acks: Vec::new(),
+            header: Header::default(),
+            ack: Header::default(),
+            joined: Vec::with_capacity(MSS),
+            segments: 0,
+            payload_bytes: 0,
+            ack_count: 0,
+        }
+    }
+
+    /// BULK_BYTES from client to server: each round `fill` queues what the
+    /// client's send buffer takes, every segment it may send goes to the
+    /// server, the server's bytes are read in place, its ACKs go back.
+    #[inline(always)]
+    fn transfer(&mut self, mut fill: impl FnMut(&mut Connection)) -> usize {
+        let tick = Duration::from_micros(1);
+        let mut delivered = 0usize;
+        let mut rounds = 0usize;
+        while delivered < BULK_BYTES {
+            rounds += 1;
+            assert!(rounds < 1_000_000, "oxcat bulk transfer stalled");
+            fill(&mut self.client);
+            let now = self.now;
+            while let Some(seg) = self.client.poll_transmit_into(now, &mut self.header) {
+                self.segments += 1;
+                self.payload_bytes += seg.len() as u64;
+                let payload = match seg.contiguous() {
+                    Some(p) => p,
+                    None => {
+                        self.joined.clear();
+                        let (a, b) = seg.parts();
+                        self.joined.extend_from_slice(a);
+                        self.joined.extend_from_slice(b);
+                        &self.joined
+                    }
+                };
+                self.server.handle_segment(now, &self.header, payload);
+                while self.server.poll_transmit_into(now, &mut self.ack).is_some() {
+                    self.acks.push(self.ack);
+                }
+            }
+            delivered += oxcat_consume(&mut self.server);
+            while self.server.poll_transmit_into(now, &mut self.ack).is_some() {
+                self.acks.push(self.ack);
+            }
+            self.ack_count += self.acks.len() as u64;
+            for ack in self.acks.drain(..) {
+                self.client.handle_segment(now, &ack, &[]);
+            }
+            while self.client.poll_event().is_some() {}
+            self.now += tick;
+        }
+        delivered
+    }
+
+    fn report(&self, name: &str) {
+        println!(
+            "CHECK bulk {name} segments={} acks={} payload_per_segment={:.0}",
+            self.segments,
+            self.ack_count,
+            self.payload_bytes as f64 / self.segments.max(1) as f64
+        );
+    }
+}
+
 fn bench_bulk(c: &mut Crit) {
     let mut group = c.benchmark_group("bulk");
     group.throughput(Throughput::Bytes(BULK_BYTES as u64));
     let src = vec![0xa5u8; 64 * 1024];
 
     {
-        let t0 = Instant::now();
-        let (mut client, mut server) = oxcat_pair(t0);
-        let mut now = t0;
-        let tick = Duration::from_micros(1);
-        let mut acks: Vec<Header> = Vec::new();
-        // The headers the engines write their segments' headers into.
-        let mut header = Header::default();
-        let mut ack = Header::default();
-        // Where a segment that wraps around the send buffer's ring is
-        // joined (once per buffer's worth of bytes).
-        let mut joined: Vec<u8> = Vec::with_capacity(MSS);
-        let mut segments: u64 = 0;
-        let mut payload_bytes: u64 = 0;
-        let mut ack_count: u64 = 0;
+        let mut bulk = OxBulk::new();
         group.bench_function("oxcat", |b| {
-            b.iter(|| {
-                let mut delivered = 0usize;
-                let mut rounds = 0usize;
-                while delivered < BULK_BYTES {
-                    rounds += 1;
-                    assert!(rounds < 1_000_000, "oxcat bulk transfer stalled");
-                    while client.send(&src).is_ok() {}
-                    while let Some(seg) = client.poll_transmit_into(now, &mut header) {
-                        segments += 1;
-                        payload_bytes += seg.len() as u64;
-                        let payload = match seg.contiguous() {
-                            Some(p) => p,
-                            None => {
-                                joined.clear();
-                                let (a, b) = seg.parts();
-                                joined.extend_from_slice(a);
-                                joined.extend_from_slice(b);
-                                &joined
-                            }
-                        };
-                        server.handle_segment(now, &header, payload);
-                        while server.poll_transmit_into(now, &mut ack).is_some() {
-                            acks.push(ack);
-                        }
-                    }
-                    delivered += oxcat_consume(&mut server);
-                    while server.poll_transmit_into(now, &mut ack).is_some() {
-                        acks.push(ack);
-                    }
-                    ack_count += acks.len() as u64;
-                    for ack in acks.drain(..) {
-                        client.handle_segment(now, &ack, &[]);
-                    }
-                    while client.poll_event().is_some() {}
-                    now += tick;
-                }
-                black_box(delivered)
-            })
+            b.iter(|| black_box(bulk.transfer(|client| while client.send(&src).is_ok() {})))
         });
-        println!(
-            "CHECK bulk oxcat segments={segments} acks={ack_count} payload_per_segment={:.0}",
-            payload_bytes as f64 / segments.max(1) as f64
-        );
+        bulk.report("oxcat");
     }
 
     {
@@ -817,71 +855,22 @@ fn bench_bulk(c: &mut Crit) {
         // (`send_bytes`: each a `Bytes` slice of the 64 KiB source, taken
         // without a copy, the engine lending its segments' payloads from
         // it): one copy per byte, the receiver's, where `oxcat` makes two.
-        let t0 = Instant::now();
-        let (mut client, mut server) = oxcat_pair(t0);
+        let mut bulk = OxBulk::new();
         let src = oxcat_tcp::Bytes::from(src.clone());
-        let mut now = t0;
-        let tick = Duration::from_micros(1);
-        let mut acks: Vec<Header> = Vec::new();
-        let mut header = Header::default();
-        let mut ack = Header::default();
-        // A segment spanning two of the source's slices lies in two parts.
-        let mut joined: Vec<u8> = Vec::with_capacity(MSS);
         let mut chunk = oxcat_tcp::Bytes::new();
-        let mut segments: u64 = 0;
-        let mut payload_bytes: u64 = 0;
-        let mut ack_count: u64 = 0;
         group.bench_function("oxcat-bytes", |b| {
             b.iter(|| {
-                let mut delivered = 0usize;
-                let mut rounds = 0usize;
-                while delivered < BULK_BYTES {
-                    rounds += 1;
-                    assert!(rounds < 1_000_000, "oxcat bulk transfer stalled");
-                    loop {
-                        if chunk.is_empty() {
-                            chunk = src.clone();
-                        }
-                        if client.send_bytes(&mut chunk).is_err() {
-                            break;
-                        }
+                black_box(bulk.transfer(|client| loop {
+                    if chunk.is_empty() {
+                        chunk = src.clone();
                     }
-                    while let Some(seg) = client.poll_transmit_into(now, &mut header) {
-                        segments += 1;
-                        payload_bytes += seg.len() as u64;
-                        let payload = match seg.contiguous() {
-                            Some(p) => p,
-                            None => {
-                                joined.clear();
-                                let (a, b) = seg.parts();
-                                joined.extend_from_slice(a);
-                                joined.extend_from_slice(b);
-                                &joined
-                            }
-                        };
-                        server.handle_segment(now, &header, payload);
-                        while server.poll_transmit_into(now, &mut ack).is_some() {
-                            acks.push(ack);
-                        }
+                    if client.send_bytes(&mut chunk).is_err() {
+                        break;
                     }
-                    delivered += oxcat_consume(&mut server);
-                    while server.poll_transmit_into(now, &mut ack).is_some() {
-                        acks.push(ack);
-                    }
-                    ack_count += acks.len() as u64;
-                    for ack in acks.drain(..) {
-                        client.handle_segment(now, &ack, &[]);
-                    }
-                    while client.poll_event().is_some() {}
-                    now += tick;
-                }
-                black_box(delivered)
+                }))
             })
         });
-        println!(
-            "CHECK bulk oxcat-bytes segments={segments} acks={ack_count} payload_per_segment={:.0}",
-            payload_bytes as f64 / segments.max(1) as f64
-        );
+        bulk.report("oxcat-bytes");
     }
 
     {
