@@ -313,6 +313,31 @@ fn exchange(now: Instant, client: &mut Connection, server: &mut Connection) -> V
     panic!("the engines did not settle");
 }
 
+/// Exchanges segments a millisecond apart from `t0` until the server has
+/// read `want` bytes (at most 10 s of engine time); returns the client's
+/// data segments' lengths and the bytes read.
+fn deliver(
+    t0: Instant,
+    client: &mut Connection,
+    server: &mut Connection,
+    want: usize,
+) -> (Vec<usize>, Vec<u8>) {
+    let mut lens = Vec::new();
+    let mut got = Vec::new();
+    let mut now = t0;
+    while got.len() < want {
+        lens.extend(exchange(now, client, server));
+        got.extend(read_all(server));
+        now += Duration::from_millis(1);
+        assert!(
+            now < t0 + Duration::from_secs(10),
+            "stalled at {}",
+            got.len()
+        );
+    }
+    (lens, got)
+}
+
 /// Everything the server can read.
 fn read_all(server: &mut Connection) -> Vec<u8> {
     let mut out = Vec::new();
@@ -384,19 +409,7 @@ fn mixed_copied_and_owned_writes_stay_in_order_in_full_segments() {
     // Everything was queued before the first segment: Nagle and the MSS
     // alone decide where segments end.
     let full = client.send_mss() - 12; // timestamps on every segment
-    let mut lens = Vec::new();
-    let mut got = Vec::new();
-    let mut now = t0;
-    while got.len() < data.len() {
-        lens.extend(exchange(now, &mut client, &mut server));
-        got.extend(read_all(&mut server));
-        now += Duration::from_millis(1);
-        assert!(
-            now < t0 + Duration::from_secs(10),
-            "stalled at {}",
-            got.len()
-        );
-    }
+    let (lens, got) = deliver(t0, &mut client, &mut server, data.len());
     assert!(got == data, "bytes differ");
     let (last, rest) = lens.split_last().expect("segments");
     assert!(*last <= full);
@@ -523,19 +536,7 @@ fn tso_segments_over_owned_chunks_are_whole_pieces() {
         assert_eq!(client.send_bytes(&mut chunk), Ok(20_000));
     }
     let piece = client.send_mss() - 12;
-    let mut lens = Vec::new();
-    let mut got = Vec::new();
-    let mut now = t0;
-    while got.len() < data.len() {
-        lens.extend(exchange(now, &mut client, &mut server));
-        got.extend(read_all(&mut server));
-        now += Duration::from_millis(1);
-        assert!(
-            now < t0 + Duration::from_secs(10),
-            "stalled at {}",
-            got.len()
-        );
-    }
+    let (lens, got) = deliver(t0, &mut client, &mut server, data.len());
     assert!(got == data, "bytes differ");
     let (_, rest) = lens.split_last().expect("segments");
     assert!(
