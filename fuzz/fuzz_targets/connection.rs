@@ -121,6 +121,9 @@ struct SegSpec {
 enum Op {
     Segment(SegSpec),
     Send(u16),
+    /// The application hands over its own buffers (`send_bytes`, no copy):
+    /// `len` bytes cut into 1..=16 slices, each offered once.
+    SendBytes { len: u16, pieces: u8 },
     Recv(u16),
     ShutdownWrite,
     Close,
@@ -428,6 +431,15 @@ fn run(input: Input) {
                 let n = usize::from(*n);
                 let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
                 let _ = w.conn.send(&data);
+            }
+            Op::SendBytes { len, pieces } => {
+                let len = usize::from(*len);
+                let data = oxcat_tcp::Bytes::from((0..len).map(|i| (i * 3) as u8).collect::<Vec<u8>>());
+                let step = len.div_ceil(usize::from(*pieces % 16) + 1).max(1);
+                for at in (0..len).step_by(step) {
+                    let mut chunk = data.slice(at..(at + step).min(len));
+                    let _ = w.conn.send_bytes(&mut chunk);
+                }
             }
             Op::Recv(n) => {
                 let n = usize::from(*n).min(buf.len());
