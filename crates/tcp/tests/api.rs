@@ -62,15 +62,7 @@ fn tso_sends_whole_pieces_and_the_receiver_acks_them() {
         ..Config::default()
     };
     let mut client = Connection::connect(tso, t0, SeqNum(1000));
-    let mut listener: Listener<u8> =
-        Listener::new(Config::default(), 4, IsnGenerator::new(3, t0), t0);
-    let syn = client.poll_transmit(t0).expect("SYN");
-    listener.handle_segment(t0, 1, &syn.header, &syn.payload);
-    let (_, sa) = listener.poll_transmit(t0).expect("SYN-ACK");
-    client.handle_segment(t0, &sa.header, &sa.payload);
-    let ack = client.poll_transmit(t0).expect("ACK");
-    listener.handle_segment(t0, 1, &ack.header, &ack.payload);
-    let (_, mut server) = listener.accept().expect("accepted");
+    let mut server = accept_via_listener(t0, &mut client, Config::default(), 3);
     let data = vec![7u8; 200_000];
     let taken = client.send(&data).unwrap();
     let piece = client.send_mss() - 12; // timestamps on every segment
@@ -102,15 +94,28 @@ fn established_with(
     iss: SeqNum,
 ) -> (Connection, Connection) {
     let mut client = Connection::connect(client_config, t0, iss);
-    let mut listener: Listener<u8> = Listener::new(server_config, 4, IsnGenerator::new(5, t0), t0);
+    let server = accept_via_listener(t0, &mut client, server_config, 5);
+    (client, server)
+}
+
+/// The handshake of `client` (which has sent nothing yet) through a
+/// listener with `server_config` and ISN key `key`, all at `t0`: the
+/// accepted server end.
+fn accept_via_listener(
+    t0: Instant,
+    client: &mut Connection,
+    server_config: Config,
+    key: u64,
+) -> Connection {
+    let mut listener: Listener<u8> =
+        Listener::new(server_config, 4, IsnGenerator::new(key, t0), t0);
     let syn = client.poll_transmit(t0).expect("SYN");
     listener.handle_segment(t0, 1, &syn.header, &syn.payload);
     let (_, sa) = listener.poll_transmit(t0).expect("SYN-ACK");
     client.handle_segment(t0, &sa.header, &sa.payload);
     let ack = client.poll_transmit(t0).expect("ACK");
     listener.handle_segment(t0, 1, &ack.header, &ack.payload);
-    let (_, server) = listener.accept().expect("accepted");
-    (client, server)
+    listener.accept().expect("accepted").1
 }
 
 /// RFC 9293 §3.10.7.4's SND.WL1 rule alone ignores the window of a segment
@@ -562,21 +567,13 @@ fn tso_segments_over_owned_chunks_are_whole_pieces() {
 fn segments_cut_where_chunks_end_are_not_held_by_nagle() {
     let t0 = Instant::now();
     let mut client = Connection::connect(Config::default(), t0, SeqNum(77));
-    let mut listener: Listener<u8> =
-        Listener::new(Config::default(), 4, IsnGenerator::new(9, t0), t0);
     let data = numbered(30_000, 7);
     let source = Bytes::from(data.clone());
     for at in (0..data.len()).step_by(600) {
         let mut chunk = source.slice(at..at + 600);
         assert_eq!(client.send_bytes(&mut chunk), Ok(600));
     }
-    let syn = client.poll_transmit(t0).expect("SYN");
-    listener.handle_segment(t0, 1, &syn.header, &syn.payload);
-    let (_, sa) = listener.poll_transmit(t0).expect("SYN-ACK");
-    client.handle_segment(t0, &sa.header, &sa.payload);
-    let ack = client.poll_transmit(t0).expect("ACK");
-    listener.handle_segment(t0, 1, &ack.header, &ack.payload);
-    let (_, mut server) = listener.accept().expect("accepted");
+    let mut server = accept_via_listener(t0, &mut client, Config::default(), 9);
     let lens = exchange(t0, &mut client, &mut server);
     assert!(
         lens.iter().any(|&l| l < client.send_mss() - 12),

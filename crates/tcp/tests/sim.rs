@@ -464,15 +464,18 @@ fn clean_link_moves_a_megabyte_each_way() {
     );
 }
 
+/// A lossy, duplicating, reordering link with delay and jitter.
+const LOSSY: Faults = Faults {
+    loss: 0.1,
+    dup: 0.05,
+    reorder: 0.2,
+    delay_ms: 20,
+    jitter_ms: 5,
+};
+
 #[test]
 fn lossy_link_delivers_everything() {
-    let f = Faults {
-        loss: 0.1,
-        dup: 0.05,
-        reorder: 0.2,
-        delay_ms: 20,
-        jitter_ms: 5,
-    };
+    let f = LOSSY;
     let o = run(7, f, 300_000, 200_000, Config::default());
     check(&o, 300_000, 200_000, 7);
 }
@@ -540,13 +543,7 @@ proptest! {
 /// Lossy, duplicating, reordering link; `send_bytes` of random-sized chunks
 /// mixed with `send`, both ways; the client's ISS `iss`.
 fn owned_writes_through_faults(seed: u64, cfg: Config, iss: Option<SeqNum>) -> Outcome {
-    let f = Faults {
-        loss: 0.1,
-        dup: 0.05,
-        reorder: 0.2,
-        delay_ms: 20,
-        jitter_ms: 5,
-    };
+    let f = LOSSY;
     let (c_len, s_len) = (300_000, 200_000);
     let o = run_with(seed, f, c_len, s_len, cfg, Writes::Owned { seed }, iss);
     check(&o, c_len, s_len, seed);
