@@ -53,9 +53,9 @@ fn next_candidate() -> Option<u16> {
     Some((base + (offset + n) % span) as u16)
 }
 
-/// A TCP port that was free a moment ago on both 127.0.0.1 and ::1 (for
-/// UDP on 127.0.0.1 too), outside the ephemeral range where it can.
-pub fn free_tcp_port() -> u16 {
+/// A port that was free a moment ago for TCP and UDP on both 127.0.0.1 and
+/// ::1, outside the ephemeral range where it can.
+fn free_port() -> u16 {
     for _ in 0..200 {
         let port = match next_candidate() {
             Some(p) => p,
@@ -67,6 +67,7 @@ pub fn free_tcp_port() -> u16 {
         if TcpListener::bind(("127.0.0.1", port)).is_ok()
             && TcpListener::bind(("::1", port)).is_ok()
             && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("::1", port)).is_ok()
         {
             return port;
         }
@@ -74,25 +75,14 @@ pub fn free_tcp_port() -> u16 {
     panic!("no free port found");
 }
 
-/// A UDP port that was free a moment ago (for TCP too), outside the
-/// ephemeral range where it can.
+/// A TCP port that was free a moment ago (see `free_port`).
+pub fn free_tcp_port() -> u16 {
+    free_port()
+}
+
+/// A UDP port that was free a moment ago (see `free_port`).
 pub fn free_udp_port() -> u16 {
-    for _ in 0..200 {
-        let port = match next_candidate() {
-            Some(p) => p,
-            None => {
-                let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-                s.local_addr().unwrap().port()
-            }
-        };
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("::1", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no free port found");
+    free_port()
 }
 
 fn proc_net_has(files: &[&str], port: u16, listen_state: Option<&str>) -> bool {
