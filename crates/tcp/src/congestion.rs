@@ -3,7 +3,7 @@
 //! appropriate byte counting. Recovery itself (which segment to resend) is
 //! the connection's business; a controller only sizes the window.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -15,8 +15,9 @@ pub trait Controller: std::fmt::Debug + Send {
     /// The congestion window in bytes.
     fn window(&self) -> usize;
     fn ssthresh(&self) -> usize;
-    /// `acked` new bytes were acknowledged outside recovery.
-    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>);
+    /// `acked` new bytes were acknowledged outside recovery; `rtt_ns` is
+    /// the RTT sample this ACK gave, in nanoseconds.
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt_ns: Option<u64>);
     /// Loss detected by duplicate ACKs or SACK (RFC 5681 §3.2 step 2,
     /// RFC 9438 §4.6): shrink, given the bytes in flight.
     fn on_congestion_event(&mut self, now: Instant, in_flight: usize);
@@ -63,8 +64,8 @@ impl Controller for CongestionControl {
         dispatch!(self, c => c.ssthresh())
     }
     #[inline]
-    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>) {
-        dispatch!(self, c => c.on_ack(now, acked, rtt))
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt_ns: Option<u64>) {
+        dispatch!(self, c => c.on_ack(now, acked, rtt_ns))
     }
     fn on_congestion_event(&mut self, now: Instant, in_flight: usize) {
         dispatch!(self, c => c.on_congestion_event(now, in_flight))
@@ -116,7 +117,7 @@ impl Controller for NewReno {
     fn ssthresh(&self) -> usize {
         self.ssthresh
     }
-    fn on_ack(&mut self, _now: Instant, acked: usize, _rtt: Option<Duration>) {
+    fn on_ack(&mut self, _now: Instant, acked: usize, _rtt_ns: Option<u64>) {
         if self.cwnd < self.ssthresh {
             // RFC 5681 §3.1 eq. 2 with ABC: cwnd += min(N, L*SMSS)
             self.cwnd += acked.min(ABC_LIMIT * self.mss);
@@ -169,7 +170,8 @@ pub struct Cubic {
     w_est: f64,
     /// Bytes acked not yet turned into window growth.
     acked_in_ca: usize,
-    min_rtt: Option<Duration>,
+    /// The smallest RTT sample, in nanoseconds.
+    min_rtt: Option<u64>,
 }
 
 /// §5.1: C = 0.4, beta_cubic = 0.7.
@@ -209,10 +211,7 @@ impl Cubic {
         }
         self.acked_in_ca += acked;
         let cwnd_seg = self.segments();
-        let rtt = self
-            .min_rtt
-            .unwrap_or(Duration::from_millis(100))
-            .as_secs_f64();
+        let rtt = self.min_rtt.map_or(0.1, |ns| ns as f64 / 1e9);
         let t = now.saturating_duration_since(epoch).as_secs_f64() + rtt;
         // §4.2 eq. 1: W_cubic(t) = C*(t-K)^3 + W_max
         let w_cubic = CUBIC_C * (t - self.k).powi(3) + self.w_max;
@@ -248,8 +247,8 @@ impl Controller for Cubic {
         self.ssthresh
     }
     #[inline]
-    fn on_ack(&mut self, now: Instant, acked: usize, rtt: Option<Duration>) {
-        if let Some(r) = rtt {
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt_ns: Option<u64>) {
+        if let Some(r) = rtt_ns {
             self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
         }
         if self.cwnd < self.ssthresh {
@@ -302,6 +301,7 @@ impl Controller for Cubic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn newreno_slow_start_then_avoidance() {
@@ -329,7 +329,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cubic::new(1000, 10);
         for _ in 0..20 {
-            c.on_ack(t0, 2000, Some(Duration::from_millis(10)));
+            c.on_ack(t0, 2000, Some(10_000_000));
         }
         let before = c.window();
         c.on_congestion_event(t0, before);
@@ -342,7 +342,7 @@ mod tests {
         let mut t = t0;
         for _ in 0..2000 {
             t += Duration::from_millis(10);
-            c.on_ack(t, 1000, Some(Duration::from_millis(10)));
+            c.on_ack(t, 1000, Some(10_000_000));
         }
         assert!(c.window() > after_loss, "CUBIC grows again after a loss");
         assert!(

@@ -1144,17 +1144,19 @@ impl Connection {
                 let now_ts = self.ts_val(now);
                 let ms = now_ts.wrapping_sub(tsecr);
                 if (ms as i32) >= 0 {
-                    sample = Some(Duration::from_millis(ms as u64).max(Duration::from_micros(100)));
+                    // Milliseconds, at least 100 µs.
+                    sample = Some((u64::from(ms) * 1_000_000).max(100_000));
                 }
             }
         } else if let Some((end, sent)) = self.rtt_probe {
             if ack >= end {
-                sample = Some(now.saturating_duration_since(sent));
+                let d = now.saturating_duration_since(sent);
+                sample = Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
                 self.rtt_probe = None;
             }
         }
         if let Some(r) = sample {
-            self.rtt.sample(r);
+            self.rtt.sample_ns(r);
         }
 
         // Congestion control and recovery (RFC 6582 §3.2 steps 4-5).

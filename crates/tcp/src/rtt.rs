@@ -39,7 +39,12 @@ impl RttEstimator {
     /// A new RTT measurement R (RFC 6298 §2.2, §2.3).
     #[inline]
     pub fn sample(&mut self, r: Duration) {
-        let r = nanos(r);
+        self.sample_ns(nanos(r));
+    }
+
+    /// `sample` with R in nanoseconds (no `Duration` on the ACK path).
+    #[inline]
+    pub fn sample_ns(&mut self, r: u64) {
         let srtt = match self.srtt {
             None => {
                 // §2.2: SRTT <- R, RTTVAR <- R/2
