@@ -182,6 +182,9 @@ pub struct Connection {
     /// The persist timer fired while sender SWS avoidance held back a
     /// segment smaller than the MSS: send what the window allows once.
     sws_override: bool,
+    /// The last segment out was new data built by `new_data` (its header
+    /// then fits the next segment of a burst but for SEQ and flags).
+    last_was_new_data: bool,
     persist_backoff: u32,
     keepalive_deadline: Option<Instant>,
     keepalive_sent: u32,
@@ -204,6 +207,8 @@ pub struct Connection {
     writable_owed: bool,
     /// Segments that took the header-prediction shortcut (as Linux's TCPHPHits).
     predicted: u64,
+    /// Segments `poll_transmit_burst` built from the one before.
+    burst_built: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -289,6 +294,7 @@ impl Connection {
             delayed_ack_deadline: None,
             persist_deadline: None,
             sws_override: false,
+            last_was_new_data: false,
             persist_backoff: 0,
             keepalive_deadline: None,
             keepalive_sent: 0,
@@ -302,6 +308,7 @@ impl Connection {
             trace: VecDeque::new(),
             writable_owed: false,
             predicted: 0,
+            burst_built: 0,
             config,
         }
     }
@@ -359,6 +366,12 @@ impl Connection {
     /// How many arriving segments took the header-prediction shortcut.
     pub fn predicted_segments(&self) -> u64 {
         self.predicted
+    }
+
+    /// How many segments `poll_transmit_burst` built from the one before
+    /// (its shortcut) rather than by the full path.
+    pub fn burst_segments(&self) -> u64 {
+        self.burst_built
     }
 
     /// Bytes ready to read.
@@ -1797,6 +1810,110 @@ impl Connection {
         self.transmit_into(now, header)
     }
 
+    /// Every segment owed now, in order, each handed to `emit` with its
+    /// header and payload (lent from the send buffer, as
+    /// `poll_transmit_into` lends it); returns how many. The segments are
+    /// the ones repeated `poll_transmit_into` calls give, byte for byte, but
+    /// a run of full-sized segments of new data is built from the one
+    /// before: within a burst nothing arrives and `now` is one instant, so
+    /// the ACK number, window and options stay and only SEQ (and PSH on the
+    /// last) change, as in Linux's tcp_write_xmit loop. `header` is the
+    /// caller's, written for each segment.
+    pub fn poll_transmit_burst(
+        &mut self,
+        now: Instant,
+        header: &mut Header,
+        mut emit: impl FnMut(&Header, Payload<'_>),
+    ) -> usize {
+        let mut sent = 0;
+        while let Some(payload) = self.poll_transmit_into(now, header) {
+            emit(header, payload);
+            sent += 1;
+            if self.last_was_new_data && self.burst_may_continue() {
+                sent += self.continue_burst(now, header, &mut emit);
+            }
+        }
+        sent
+    }
+
+    /// After a segment of new data: nothing but new data can be owed next,
+    /// and the header just sent fits it (no SACK blocks, no FIN, no trace).
+    #[inline]
+    fn burst_may_continue(&self) -> bool {
+        matches!(self.state, State::Established | State::CloseWait)
+            && self.rst_owed.is_none()
+            && !self.syn_owed
+            && self.queue_probe.is_none()
+            && !self.ack_now
+            && self.rtx_next.is_none()
+            && self.sacked.is_empty()
+            && !self.fin_queued
+            && !self.config.trace
+            && !self.recv_buf.has_pieces()
+            && self.snd_nxt == self.snd_max
+    }
+
+    /// The full-sized segments of new data that follow, built from `h` (the
+    /// last one's header); stops where `new_data` would decide otherwise
+    /// (a short segment: Nagle, SWS avoidance, the window's end) and leaves
+    /// that to it. `new_data`'s steps for the case `burst_may_continue`
+    /// allows, in its order.
+    fn continue_burst(
+        &mut self,
+        now: Instant,
+        h: &mut Header,
+        emit: &mut impl FnMut(&Header, Payload<'_>),
+    ) -> usize {
+        let max_payload = self.max_payload();
+        let largest = if self.config.tso_max_payload > max_payload {
+            self.config.tso_max_payload / max_payload * max_payload
+        } else {
+            max_payload
+        };
+        let mut sent = 0;
+        loop {
+            let end = self.data_end();
+            if self.snd_nxt >= end {
+                return sent;
+            }
+            let unsent = end - self.snd_nxt;
+            let right_edge = self.snd_una + self.snd_wnd;
+            let receiver_room = if right_edge > self.snd_nxt {
+                right_edge - self.snd_nxt
+            } else {
+                0
+            };
+            let network_room = (self.cc.window() + self.recovery_inflation)
+                .saturating_sub(self.snd_nxt - self.snd_una);
+            let wanted = unsent.min(receiver_room.min(network_room)).min(largest);
+            let mut len = self.send_buf.lendable(self.snd_nxt - self.snd_una, wanted);
+            if len > max_payload && len < unsent {
+                len = len / max_payload * max_payload;
+            }
+            if len < max_payload {
+                // Short, or nothing: Nagle and SWS avoidance decide (`new_data`).
+                return sent;
+            }
+            let seq = self.snd_nxt;
+            h.seq = seq;
+            h.flags = if len == unsent {
+                Flags::ACK | Flags::PSH
+            } else {
+                Flags::ACK
+            };
+            self.snd_nxt = seq + len;
+            self.snd_max = self.snd_nxt;
+            if self.rtt_probe.is_none() && !self.ts_enabled {
+                self.rtt_probe = Some((self.snd_nxt, now));
+            }
+            self.arm_retransmit(now);
+            let (a, b) = self.send_buf.slices(seq - self.snd_una, len);
+            emit(h, Payload::new(a, b));
+            self.burst_built += 1;
+            sent += 1;
+        }
+    }
+
     /// `poll_transmit_into` once something may be owed.
     #[inline(never)]
     fn transmit_into(&mut self, now: Instant, header: &mut Header) -> Option<Payload<'_>> {
@@ -1844,6 +1961,7 @@ impl Connection {
     /// The next segment owed: its header written into `h`, where its payload lies.
     #[inline(always)]
     fn next_segment(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
+        self.last_was_new_data = false;
         // (Each owed thing is tested before it is taken: `take` moves the
         // whole header out and back even when there is none.)
         if self.rst_owed.is_some() {
@@ -2115,6 +2233,7 @@ impl Connection {
             });
         }
         self.arm_retransmit(now);
+        self.last_was_new_data = true;
         Some(body)
     }
 

@@ -2,13 +2,16 @@
 //! exchange, run once with the shortcut and once with every segment forced
 //! through the full receive path (`Config::header_prediction` off), gives
 //! the same segments, events, trace events and connection state, step by
-//! step, over clean and faulty links.
+//! step, over clean and faulty links. So is the sending side's shortcut,
+//! `poll_transmit_burst` (segments of a burst built from the one before):
+//! the same exchanges sent with it and with one `poll_transmit` per
+//! segment give the same log.
 
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use oxcat_tcp::congestion::Algorithm;
-use oxcat_tcp::{Config, Connection, Header, SeqNum, State};
+use oxcat_tcp::{Config, Connection, Header, Segment, SeqNum, State};
 
 /// xorshift64*: deterministic, seeded.
 struct Rng(u64);
@@ -74,6 +77,7 @@ impl PartialOrd for InFlight {
 struct Run {
     log: Vec<String>,
     predicted: u64,
+    burst_built: u64,
     delivered: (usize, usize),
 }
 
@@ -110,7 +114,9 @@ fn drain(c: &mut Connection, who: &str, log: &mut Vec<String>) {
     }
 }
 
-fn run(t0: Instant, sc: Scenario, cfg: &Config) -> Run {
+/// Runs `sc`; `burst`: each end sends with `poll_transmit_burst` (else
+/// one `poll_transmit` per segment).
+fn run(t0: Instant, sc: Scenario, cfg: &Config, burst: bool) -> Run {
     let mut now = t0;
     let mut rng = Rng(sc.seed | 1);
     let mut app_rng = Rng(sc.seed.rotate_left(17) | 1);
@@ -172,7 +178,21 @@ fn run(t0: Instant, sc: Scenario, cfg: &Config) -> Run {
         // Transmit.
         for (conn, to_server) in [(Some(&mut client), true), (server.as_mut(), false)] {
             let Some(conn) = conn else { continue };
-            while let Some(seg) = conn.poll_transmit(now) {
+            let mut out: Vec<Segment> = Vec::new();
+            if burst {
+                let mut h = Header::default();
+                conn.poll_transmit_burst(now, &mut h, |h, p| {
+                    out.push(Segment {
+                        header: *h,
+                        payload: p.to_vec(),
+                    })
+                });
+            } else {
+                while let Some(seg) = conn.poll_transmit(now) {
+                    out.push(seg);
+                }
+            }
+            for seg in out {
                 log.push(format!(
                     "{:?} {} {:?} len {} sum {}",
                     now - t0,
@@ -260,48 +280,55 @@ fn run(t0: Instant, sc: Scenario, cfg: &Config) -> Run {
     Run {
         predicted: client.predicted_segments()
             + server.as_ref().map_or(0, |s| s.predicted_segments()),
+        burst_built: client.burst_segments() + server.as_ref().map_or(0, |s| s.burst_segments()),
         log,
         delivered: (s_got, c_got),
     }
 }
 
-/// Runs `sc` with the shortcut and without, from the same instant, and
-/// fails at the first line where the two differ. Returns the shortcut's
-/// count of predicted segments.
-fn same_with_and_without(sc: Scenario, cfg: Config) -> u64 {
-    let t0 = Instant::now();
-    let fast = run(
-        t0,
-        sc,
-        &Config {
-            header_prediction: true,
-            trace: true,
-            ..cfg.clone()
-        },
-    );
-    let full = run(
-        t0,
-        sc,
-        &Config {
-            header_prediction: false,
-            trace: true,
-            ..cfg
-        },
-    );
-    assert_eq!(full.predicted, 0, "the switch turns the shortcut off");
-    if let Some(i) =
-        (0..fast.log.len().max(full.log.len())).find(|&i| fast.log.get(i) != full.log.get(i))
-    {
+/// Fails at the first line where two runs' logs differ.
+fn same_logs(sc: Scenario, what: &str, a: &Run, b: &Run) {
+    if let Some(i) = (0..a.log.len().max(b.log.len())).find(|&i| a.log.get(i) != b.log.get(i)) {
         let from = i.saturating_sub(6);
         panic!(
-            "{sc:?}: the paths part at line {i}\n  before: {:#?}\n  with the shortcut: {:?}\n  full path only:    {:?}",
-            &full.log[from..i],
-            fast.log.get(i),
-            full.log.get(i)
+            "{sc:?}: {what}: the paths part at line {i}\n  before: {:#?}\n  with the shortcut: {:?}\n  full path only:    {:?}",
+            &b.log[from..i],
+            a.log.get(i),
+            b.log.get(i)
         );
     }
-    assert_eq!(fast.delivered, full.delivered);
-    fast.predicted
+    assert_eq!(a.delivered, b.delivered);
+}
+
+/// Runs `sc` with each shortcut and without, from the same instant, and
+/// fails at the first line where the two differ: header prediction on and
+/// off (traced), then bursts and one segment per call (untraced: a traced
+/// connection builds every segment by the full path, for its trace events).
+/// Returns how many segments each shortcut took (predicted, built in a burst).
+fn same_with_and_without(sc: Scenario, cfg: Config) -> (u64, u64) {
+    let t0 = Instant::now();
+    let traced = |prediction| Config {
+        header_prediction: prediction,
+        trace: true,
+        ..cfg.clone()
+    };
+    let fast = run(t0, sc, &traced(true), false);
+    let full = run(t0, sc, &traced(false), false);
+    assert_eq!(full.predicted, 0, "the switch turns the shortcut off");
+    same_logs(sc, "header prediction", &fast, &full);
+
+    let untraced = Config {
+        trace: false,
+        ..cfg
+    };
+    let burst = run(t0, sc, &untraced, true);
+    let single = run(t0, sc, &untraced, false);
+    assert_eq!(
+        single.burst_built, 0,
+        "poll_transmit builds every segment in full"
+    );
+    same_logs(sc, "bursts", &burst, &single);
+    (fast.predicted, burst.burst_built)
 }
 
 const CLEAN: Scenario = Scenario {
@@ -318,9 +345,11 @@ const CLEAN: Scenario = Scenario {
 
 #[test]
 fn bulk_on_a_clean_link_is_mostly_predicted_and_unchanged() {
-    let predicted = same_with_and_without(CLEAN, Config::default());
+    let (predicted, built) = same_with_and_without(CLEAN, Config::default());
     // ~276 data segments (and an ACK per burst that arrives at once).
     assert!(predicted > 250, "only {predicted} segments predicted");
+    // Slow start's bursts grow: most segments follow another in one.
+    assert!(built > 150, "only {built} segments built in bursts");
 }
 
 #[test]
@@ -330,8 +359,9 @@ fn both_directions_at_once() {
         server_bytes: 300_000,
         ..CLEAN
     };
-    let predicted = same_with_and_without(sc, Config::default());
+    let (predicted, built) = same_with_and_without(sc, Config::default());
     assert!(predicted > 400, "only {predicted} segments predicted");
+    assert!(built > 250, "only {built} segments built in bursts");
 }
 
 #[test]
@@ -351,7 +381,7 @@ fn a_slow_reader_and_small_buffers() {
         mss: 536,
         ..Config::default()
     };
-    let predicted = same_with_and_without(sc, cfg);
+    let (predicted, _) = same_with_and_without(sc, cfg);
     assert!(predicted > 20, "only {predicted} segments predicted");
 }
 
@@ -387,8 +417,9 @@ fn without_options_and_with_keepalive() {
         keepalive: Some((Duration::from_secs(1), Duration::from_millis(300), 5)),
         ..Config::default()
     };
-    let predicted = same_with_and_without(sc, cfg);
+    let (predicted, built) = same_with_and_without(sc, cfg);
     assert!(predicted > 100, "only {predicted} segments predicted");
+    assert!(built > 50, "only {built} segments built in bursts");
 }
 
 #[test]
@@ -420,4 +451,22 @@ fn many_seeded_faulty_links() {
         };
         same_with_and_without(sc, cfg);
     }
+}
+
+#[test]
+fn data_in_whole_segments() {
+    // Every write a multiple of the payload per segment (1448 with
+    // timestamps), so a burst's last full segment carries PSH.
+    let sc = Scenario {
+        seed: 5,
+        client_bytes: 1448 * 300,
+        server_bytes: 1448 * 40,
+        ..CLEAN
+    };
+    let cfg = Config {
+        send_buffer: 1448 * 64,
+        ..Config::default()
+    };
+    let (_, built) = same_with_and_without(sc, cfg);
+    assert!(built > 150, "only {built} segments built in bursts");
 }

@@ -222,6 +222,24 @@ fn run(seed: u64, faults: Faults, c_len: usize, s_len: usize, cfg: Config) -> Ou
     run_with(seed, faults, c_len, s_len, cfg, Writes::Copied, None)
 }
 
+/// Everything `conn` may send now: with `poll_transmit_burst` (`burst`) or
+/// one `poll_transmit` per segment.
+fn transmit(
+    conn: &mut Connection,
+    now: Instant,
+    burst: bool,
+    mut send: impl FnMut(Header, Vec<u8>),
+) {
+    if burst {
+        let mut h = Header::default();
+        conn.poll_transmit_burst(now, &mut h, |h, p| send(*h, p.to_vec()));
+    } else {
+        while let Some(seg) = conn.poll_transmit(now) {
+            send(seg.header, seg.payload);
+        }
+    }
+}
+
 /// `run` with the applications writing as `writes` says, and the client's
 /// ISS given (else one made from the seed).
 fn run_with(
@@ -251,6 +269,7 @@ fn run_with(
         Writes::Owned { seed } => Writes::Owned { seed: !seed },
         w => w,
     };
+    let burst = matches!(writes, Writes::Owned { .. });
     let mut c_writer = Writer::new(&c_data, writes);
     let mut s_writer = Writer::new(&s_data, server_writes);
     let iss = iss.unwrap_or(SeqNum((seed as u32).wrapping_mul(2654435761)));
@@ -286,17 +305,13 @@ fn run_with(
             }
         }
 
-        // Transmit.
-        while let Some(seg) = client.poll_transmit(now) {
-            link.send(now, true, seg.header, seg.payload);
-        }
+        // Transmit (the cases writing with `send_bytes` send in bursts).
+        transmit(&mut client, now, burst, |h, p| link.send(now, true, h, p));
         while let Some((_, seg)) = listener.poll_transmit(now) {
             link.send(now, false, seg.header, seg.payload);
         }
         if let Some(s) = server.as_mut() {
-            while let Some(seg) = s.poll_transmit(now) {
-                link.send(now, false, seg.header, seg.payload);
-            }
+            transmit(s, now, burst, |h, p| link.send(now, false, h, p));
         }
 
         let client_done = matches!(client.state(), State::Closed | State::TimeWait);
