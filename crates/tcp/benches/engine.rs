@@ -795,24 +795,34 @@ impl OxBulk {
             assert!(rounds < 1_000_000, "oxcat bulk transfer stalled");
             fill(&mut self.client);
             let now = self.now;
-            while let Some(seg) = self.client.poll_transmit_into(now, &mut self.header) {
-                self.segments += 1;
-                self.payload_bytes += seg.len() as u64;
-                let payload = match seg.contiguous() {
-                    Some(p) => p,
-                    None => {
-                        self.joined.clear();
-                        let (a, b) = seg.parts();
-                        self.joined.extend_from_slice(a);
-                        self.joined.extend_from_slice(b);
-                        &self.joined
+            // Each segment straight to the server as the client builds it
+            // (a burst: see `poll_transmit_burst`), the server's ACKs kept
+            // for the client until the burst is over.
+            let (server, acks, ack) = (&mut self.server, &mut self.acks, &mut self.ack);
+            let (joined, segments, payload_bytes) = (
+                &mut self.joined,
+                &mut self.segments,
+                &mut self.payload_bytes,
+            );
+            self.client
+                .poll_transmit_burst(now, &mut self.header, |header, seg| {
+                    *segments += 1;
+                    *payload_bytes += seg.len() as u64;
+                    let payload = match seg.contiguous() {
+                        Some(p) => p,
+                        None => {
+                            joined.clear();
+                            let (a, b) = seg.parts();
+                            joined.extend_from_slice(a);
+                            joined.extend_from_slice(b);
+                            &joined[..]
+                        }
+                    };
+                    server.handle_segment(now, header, payload);
+                    while server.poll_transmit_into(now, ack).is_some() {
+                        acks.push(*ack);
                     }
-                };
-                self.server.handle_segment(now, &self.header, payload);
-                while self.server.poll_transmit_into(now, &mut self.ack).is_some() {
-                    self.acks.push(self.ack);
-                }
-            }
+                });
             delivered += oxcat_consume(&mut self.server);
             while self.server.poll_transmit_into(now, &mut self.ack).is_some() {
                 self.acks.push(self.ack);
@@ -835,6 +845,157 @@ impl OxBulk {
             self.payload_bytes as f64 / self.segments.max(1) as f64
         );
     }
+}
+
+/// Two smoltcp interfaces moving bytes in memory, client to server: the
+/// state of the smoltcp bulk bench (the same rounds as `OxBulk`).
+struct SmolBulk {
+    pair: SmolPair,
+    now_us: i64,
+    segments: u64,
+    ack_count: u64,
+    delivered_total: u64,
+}
+
+impl SmolBulk {
+    fn new() -> SmolBulk {
+        let mut pair = SmolPair::new();
+        pair.handshake(SmolInstant::from_micros(0));
+        SmolBulk {
+            pair,
+            now_us: 0,
+            segments: 0,
+            ack_count: 0,
+            delivered_total: 0,
+        }
+    }
+
+    /// BULK_BYTES from client to server: each round the client's send
+    /// buffer takes what it can of `src`, its interface sends every segment
+    /// it may (one per poll_egress), the server's interface takes each in,
+    /// the server's bytes are read in place, its ACKs go back.
+    #[inline(always)]
+    fn transfer(&mut self, src: &[u8]) -> usize {
+        let mut delivered = 0usize;
+        let mut rounds = 0usize;
+        let p = &mut self.pair;
+        while delivered < BULK_BYTES {
+            rounds += 1;
+            assert!(rounds < 1_000_000, "smoltcp bulk transfer stalled");
+            self.now_us += 1;
+            let now = SmolInstant::from_micros(self.now_us);
+            {
+                let sock = p.client_set.get_mut::<tcp::Socket>(p.client);
+                while let Ok(n) = sock.send_slice(src) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            // Each poll_egress sends at most one segment per socket.
+            loop {
+                let r = p
+                    .client_iface
+                    .poll_egress(now, &mut p.client_dev, &mut p.client_set);
+                if p.client_dev.tx.is_empty() {
+                    let _ = r;
+                    break;
+                }
+                self.segments += pipe_transfer(&mut p.client_dev, &mut p.server_dev) as u64;
+                p.server_iface
+                    .poll(now, &mut p.server_dev, &mut p.server_set);
+            }
+            {
+                let sock = p.server_set.get_mut::<tcp::Socket>(p.server);
+                let n = smol_consume(sock);
+                delivered += n;
+                self.delivered_total += n as u64;
+            }
+            p.server_iface
+                .poll_egress(now, &mut p.server_dev, &mut p.server_set);
+            self.ack_count += pipe_transfer(&mut p.server_dev, &mut p.client_dev) as u64;
+            while p
+                .client_iface
+                .poll_ingress_single(now, &mut p.client_dev, &mut p.client_set)
+                != smoltcp::iface::PollIngressSingleResult::None
+            {}
+        }
+        delivered
+    }
+
+    fn report(&self) {
+        println!(
+            "CHECK bulk smoltcp segments={} acks={} payload_per_segment={:.0}",
+            self.segments,
+            self.ack_count,
+            self.delivered_total as f64 / self.segments.max(1) as f64
+        );
+    }
+}
+
+/// Rounds of `paired_bulk_report` (one BULK_BYTES transfer per engine each).
+const PAIRED_ROUNDS: usize = 60;
+
+/// The bulk transfers again, interleaved: round after round one 4 MiB
+/// transfer of each (oxcat with `send`, oxcat with `send_bytes`, smoltcp),
+/// the order rotating, each timed alone on the bench clock. A round's ratio
+/// compares the engines under the same conditions (the criterion rows run
+/// one engine for seconds, then the next, and a shared machine's slow and
+/// fast phases fall unevenly on them). Prints each engine's median time
+/// and the median of the per-round ratios.
+fn paired_bulk_report() {
+    let clock = BenchClock::from_env();
+    let src = vec![0xa5u8; 64 * 1024];
+    let src_bytes = oxcat_tcp::Bytes::from(src.clone());
+    let mut chunk = oxcat_tcp::Bytes::new();
+    let mut copy = OxBulk::new();
+    let mut owned = OxBulk::new();
+    let mut smol = SmolBulk::new();
+    let mut times: [Vec<f64>; 3] = Default::default();
+    // Round 0 warms up (buffers grown, caches filled) and is not kept.
+    for round in 0..=PAIRED_ROUNDS {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let start = clock.now_ns();
+            let moved = match which {
+                0 => copy.transfer(|client| while client.send(&src).is_ok() {}),
+                1 => owned.transfer(|client| loop {
+                    if chunk.is_empty() {
+                        chunk = src_bytes.clone();
+                    }
+                    if client.send_bytes(&mut chunk).is_err() {
+                        break;
+                    }
+                }),
+                _ => smol.transfer(&src),
+            };
+            let took = clock.now_ns().saturating_sub(start);
+            black_box(moved);
+            if round > 0 {
+                times[which].push(took as f64);
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let ratios =
+        |ox: &[f64]| -> Vec<f64> { ox.iter().zip(&times[2]).map(|(o, s)| s / o).collect() };
+    println!(
+        "PAIRED rounds={PAIRED_ROUNDS} bytes={BULK_BYTES} oxcat_ns={:.0} oxcat_bytes_ns={:.0} smoltcp_ns={:.0} ratio_oxcat={:.3} ratio_oxcat_bytes={:.3}",
+        median(&times[0]),
+        median(&times[1]),
+        median(&times[2]),
+        median(&ratios(&times[0])),
+        median(&ratios(&times[1])),
+    );
 }
 
 fn bench_bulk(c: &mut Crit) {
@@ -874,66 +1035,9 @@ fn bench_bulk(c: &mut Crit) {
     }
 
     {
-        let mut pair = SmolPair::new();
-        let mut now_us: i64 = 0;
-        pair.handshake(SmolInstant::from_micros(now_us));
-        let mut segments: u64 = 0;
-        let mut ack_count: u64 = 0;
-        let mut total_delivered: u64 = 0;
-        group.bench_function("smoltcp", |b| {
-            b.iter(|| {
-                let mut delivered = 0usize;
-                let mut rounds = 0usize;
-                let p = &mut pair;
-                while delivered < BULK_BYTES {
-                    rounds += 1;
-                    assert!(rounds < 1_000_000, "smoltcp bulk transfer stalled");
-                    now_us += 1;
-                    let now = SmolInstant::from_micros(now_us);
-                    {
-                        let sock = p.client_set.get_mut::<tcp::Socket>(p.client);
-                        while let Ok(n) = sock.send_slice(&src) {
-                            if n == 0 {
-                                break;
-                            }
-                        }
-                    }
-                    // Each poll_egress sends at most one segment per socket.
-                    loop {
-                        let r =
-                            p.client_iface
-                                .poll_egress(now, &mut p.client_dev, &mut p.client_set);
-                        if p.client_dev.tx.is_empty() {
-                            let _ = r;
-                            break;
-                        }
-                        segments += pipe_transfer(&mut p.client_dev, &mut p.server_dev) as u64;
-                        p.server_iface
-                            .poll(now, &mut p.server_dev, &mut p.server_set);
-                    }
-                    {
-                        let sock = p.server_set.get_mut::<tcp::Socket>(p.server);
-                        let n = smol_consume(sock);
-                        delivered += n;
-                        total_delivered += n as u64;
-                    }
-                    p.server_iface
-                        .poll_egress(now, &mut p.server_dev, &mut p.server_set);
-                    ack_count += pipe_transfer(&mut p.server_dev, &mut p.client_dev) as u64;
-                    while p.client_iface.poll_ingress_single(
-                        now,
-                        &mut p.client_dev,
-                        &mut p.client_set,
-                    ) != smoltcp::iface::PollIngressSingleResult::None
-                    {}
-                }
-                black_box(delivered)
-            })
-        });
-        println!(
-            "CHECK bulk smoltcp segments={segments} acks={ack_count} payload_per_segment={:.0}",
-            total_delivered as f64 / segments.max(1) as f64
-        );
+        let mut bulk = SmolBulk::new();
+        group.bench_function("smoltcp", |b| b.iter(|| black_box(bulk.transfer(&src))));
+        bulk.report();
     }
     group.finish();
 }
@@ -1112,5 +1216,6 @@ fn main() {
     );
     state_size_report();
     benches();
+    paired_bulk_report();
     Criterion::default().configure_from_args().final_summary();
 }
