@@ -20,6 +20,16 @@
 //!   `bulk/oxcat-bytes` hands the same 64 KiB source over as `Bytes`
 //!   slices with `send_bytes` (no copy: the engine lends its segments'
 //!   payloads from the application's buffer and drops it once acknowledged).
+//!   oxcat's client sends with `poll_transmit_burst` (each segment handed
+//!   to the server as it is built; a run of full segments built from the
+//!   one before), smoltcp's with its interface's `poll_egress`, one
+//!   segment per call: each engine through its own cheapest call.
+//! - `PAIRED` (after criterion): the three bulk transfers again,
+//!   interleaved, one 4 MiB transfer of each per round in rotating order,
+//!   60 rounds; printed are each one's median time and the median of the
+//!   per-round ratios smoltcp/oxcat. The criterion rows run one engine for
+//!   seconds and then the next, so a shared machine's slow and fast phases
+//!   fall unevenly on them; a round's ratio compares like with like.
 //!
 //! And, before criterion starts, the state size of an idle connection
 //! (`size_of` plus the heap it owns, counted by the global allocator below),
@@ -29,7 +39,7 @@
 //! hands out a parsed header and a payload; turning bytes into headers is
 //! the `wire` crate's job. In `bulk` the engine writes each header into
 //! the harness's and lends the payload where it lies in the send buffer
-//! (`poll_transmit_into`), which goes straight to the receiving engine:
+//! (`poll_transmit_burst`), which goes straight to the receiving engine:
 //! oxcat copies each byte twice (the application's `send` into the send
 //! buffer, the receiver's copy into its receive buffer) where smoltcp,
 //! which must write a frame, copies it three times (plus the frame). With
