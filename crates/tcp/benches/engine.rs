@@ -832,6 +832,7 @@ impl OxBulk {
                     while server.poll_transmit_into(now, ack).is_some() {
                         acks.push(*ack);
                     }
+                    true
                 });
             delivered += oxcat_consume(&mut self.server);
             while self.server.poll_transmit_into(now, &mut self.ack).is_some() {

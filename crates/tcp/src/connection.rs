@@ -1818,19 +1818,27 @@ impl Connection {
     /// before: within a burst nothing arrives and `now` is one instant, so
     /// the ACK number, window and options stay and only SEQ (and PSH on the
     /// last) change, as in Linux's tcp_write_xmit loop. `header` is the
-    /// caller's, written for each segment.
+    /// caller's, written for each segment. `emit` returns whether to go
+    /// on: false ends the burst after that segment (a device that failed),
+    /// and what was not handed out stays owed.
     pub fn poll_transmit_burst(
         &mut self,
         now: Instant,
         header: &mut Header,
-        mut emit: impl FnMut(&Header, Payload<'_>),
+        mut emit: impl FnMut(&Header, Payload<'_>) -> bool,
     ) -> usize {
         let mut sent = 0;
         while let Some(payload) = self.poll_transmit_into(now, header) {
-            emit(header, payload);
             sent += 1;
+            if !emit(header, payload) {
+                break;
+            }
             if self.last_was_new_data && self.burst_may_continue() {
-                sent += self.continue_burst(now, header, &mut emit);
+                let (n, go_on) = self.continue_burst(now, header, &mut emit);
+                sent += n;
+                if !go_on {
+                    break;
+                }
             }
         }
         sent
@@ -1857,13 +1865,13 @@ impl Connection {
     /// last one's header); stops where `new_data` would decide otherwise
     /// (a short segment: Nagle, SWS avoidance, the window's end) and leaves
     /// that to it. `new_data`'s steps for the case `burst_may_continue`
-    /// allows, in its order.
+    /// allows, in its order. Returns how many, and false if `emit` said stop.
     fn continue_burst(
         &mut self,
         now: Instant,
         h: &mut Header,
-        emit: &mut impl FnMut(&Header, Payload<'_>),
-    ) -> usize {
+        emit: &mut impl FnMut(&Header, Payload<'_>) -> bool,
+    ) -> (usize, bool) {
         let max_payload = self.max_payload();
         let largest = if self.config.tso_max_payload > max_payload {
             self.config.tso_max_payload / max_payload * max_payload
@@ -1874,7 +1882,7 @@ impl Connection {
         loop {
             let end = self.data_end();
             if self.snd_nxt >= end {
-                return sent;
+                return (sent, true);
             }
             let unsent = end - self.snd_nxt;
             let right_edge = self.snd_una + self.snd_wnd;
@@ -1892,7 +1900,7 @@ impl Connection {
             }
             if len < max_payload {
                 // Short, or nothing: Nagle and SWS avoidance decide (`new_data`).
-                return sent;
+                return (sent, true);
             }
             let seq = self.snd_nxt;
             h.seq = seq;
@@ -1908,9 +1916,11 @@ impl Connection {
             }
             self.arm_retransmit(now);
             let (a, b) = self.send_buf.slices(seq - self.snd_una, len);
-            emit(h, Payload::new(a, b));
             self.burst_built += 1;
             sent += 1;
+            if !emit(h, Payload::new(a, b)) {
+                return (sent, false);
+            }
         }
     }
 

@@ -584,3 +584,47 @@ fn segments_cut_where_chunks_end_are_not_held_by_nagle() {
         "all of it at once, no timer: {lens:?}"
     );
 }
+
+/// `poll_transmit_burst` hands out what `poll_transmit` would (the initial
+/// window's segments, in order, the shortcut building most of them), and
+/// an `emit` that says stop ends the burst there: what was not handed out
+/// is still owed and comes next, numbered on.
+#[test]
+fn a_burst_stops_where_emit_says_and_the_rest_stays_owed() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = established(t0);
+    let data = numbered(60_000, 9);
+    assert_eq!(client.send(&data), Ok(60_000));
+    let mut header = oxcat_tcp::Header::default();
+    let mut seqs = Vec::new();
+    let n = client.poll_transmit_burst(t0, &mut header, |h, p| {
+        seqs.push((h.seq, p.len()));
+        server.handle_segment(t0, h, &p.to_vec());
+        seqs.len() < 3
+    });
+    assert_eq!(n, 3, "stopped after the third segment");
+    assert_eq!(seqs.len(), 3);
+    for w in seqs.windows(2) {
+        assert_eq!(w[0].0 + w[0].1, w[1].0, "segments follow each other");
+    }
+    assert!(client.burst_segments() >= 1, "the shortcut built some");
+    // The rest of the initial window comes from the next call, numbered on.
+    let (last_seq, last_len) = seqs[2];
+    let next = client
+        .poll_transmit(t0)
+        .expect("more of the window is owed");
+    assert_eq!(next.header.seq, last_seq + last_len);
+    server.handle_segment(t0, &next.header, &next.payload);
+    let mut rest = 0;
+    client.poll_transmit_burst(t0, &mut header, |h, p| {
+        server.handle_segment(t0, h, &p.to_vec());
+        rest += 1;
+        true
+    });
+    assert!(
+        rest >= 5,
+        "the initial window's remaining segments ({rest})"
+    );
+    let got = read_all(&mut server);
+    assert_eq!(got, data[..got.len()], "in order, every byte once");
+}

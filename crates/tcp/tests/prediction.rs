@@ -185,7 +185,8 @@ fn run(t0: Instant, sc: Scenario, cfg: &Config, burst: bool) -> Run {
                     out.push(Segment {
                         header: *h,
                         payload: p.to_vec(),
-                    })
+                    });
+                    true
                 });
             } else {
                 while let Some(seg) = conn.poll_transmit(now) {

@@ -232,7 +232,10 @@ fn transmit(
 ) {
     if burst {
         let mut h = Header::default();
-        conn.poll_transmit_burst(now, &mut h, |h, p| send(*h, p.to_vec()));
+        conn.poll_transmit_burst(now, &mut h, |h, p| {
+            send(*h, p.to_vec());
+            true
+        });
     } else {
         while let Some(seg) = conn.poll_transmit(now) {
             send(seg.header, seg.payload);
