@@ -1216,11 +1216,26 @@ impl Stack {
                     orphan,
                 } => {
                     // Each segment straight from the send buffer into the
-                    // frame: no copy and no allocation between.
+                    // frame: no copy and no allocation between; a run of
+                    // full segments built from the one before (a burst). A
+                    // device that fails ends the burst (the rest stays
+                    // owed) and the poll with its error.
                     let mss = conn.send_mss();
-                    while let Some(payload) = conn.poll_transmit_into(now, &mut header) {
-                        tx.send(now, dev, tuple, &header, payload, mss)?;
-                        sent = true;
+                    let mut failed = None;
+                    conn.poll_transmit_burst(now, &mut header, |h, payload| {
+                        match tx.send(now, dev, tuple, h, payload, mss) {
+                            Ok(()) => {
+                                sent = true;
+                                true
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                false
+                            }
+                        }
+                    });
+                    if let Some(e) = failed {
+                        return Err(e);
                     }
                     if *orphan && conn.state() == State::Closed {
                         finished.push(i);
