@@ -152,6 +152,9 @@ struct Input {
     peer_cfg: Cfg,
     /// The fuzzed connection opened actively (else it is the server).
     active: bool,
+    /// Both ends send with `poll_transmit_burst` (else one `poll_transmit`
+    /// per segment).
+    burst: bool,
     iss: u32,
     peer_iss: u32,
     ops: Vec<Op>,
@@ -181,10 +184,25 @@ struct World {
     to_peer: Vec<Segment>,
     to_conn: Vec<Segment>,
     track: Track,
+    burst: bool,
 }
 
-fn drain(c: &mut Connection, now: Instant) -> Vec<Segment> {
+fn drain(c: &mut Connection, now: Instant, burst: bool) -> Vec<Segment> {
     let mut out = Vec::new();
+    if burst {
+        let mut h = Header::default();
+        loop {
+            let before = out.len();
+            c.poll_transmit_burst(now, &mut h, |h, p| {
+                out.push(Segment { header: *h, payload: p.to_vec() });
+                out.len() <= MAX_TRANSMITS
+            });
+            assert!(out.len() <= MAX_TRANSMITS, "poll_transmit_burst did not terminate ({MAX_TRANSMITS} segments) in {:?}", c.state());
+            if out.len() == before {
+                return out;
+            }
+        }
+    }
     loop {
         match c.poll_transmit(now) {
             Some(s) => {
@@ -200,7 +218,7 @@ impl World {
     /// Drains the fuzzed connection and checks the per-segment invariants.
     fn drain_conn(&mut self) {
         let was_closed = self.conn.state() == State::Closed;
-        let segs = drain(&mut self.conn, self.now);
+        let segs = drain(&mut self.conn, self.now, self.burst);
         let mss = self.conn.send_mss();
         for s in &segs {
             let h = &s.header;
@@ -233,7 +251,7 @@ impl World {
     }
 
     fn drain_peer(&mut self) {
-        let segs = drain(&mut self.peer, self.now);
+        let segs = drain(&mut self.peer, self.now, self.burst);
         self.to_conn.extend(segs);
     }
 
@@ -366,7 +384,7 @@ fn setup(input: &Input, now: Instant) -> World {
         sent: Vec::new(),
         closed_rsts: 0,
     };
-    let mut w = World { now, conn, peer, to_peer: Vec::new(), to_conn: Vec::new(), track };
+    let mut w = World { now, conn, peer, to_peer: Vec::new(), to_conn: Vec::new(), track, burst: input.burst };
     w.track.rcv_nxt = if input.start == Start::SynSent { input.peer_iss } else { w.conn.irs().0.wrapping_add(1) };
     if input.start != Start::SynSent && input.start != Start::SynReceived {
         w.run_until("ESTABLISHED", |w| {
