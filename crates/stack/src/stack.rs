@@ -24,6 +24,7 @@ use crate::device::{Device, Offloads, TxMeta};
 use crate::reassembly::{
     Fragment, FragmentKey, Ipv6FragmentKey, Reassembled, Reassembler, MAX_DATAGRAM,
 };
+use crate::segment_template::SegmentTemplate;
 use crate::trace_events;
 
 /// Packets taken in between two rounds of sending (ACKs and data).
@@ -98,6 +99,8 @@ enum Socket {
         conn: Box<Connection>,
         /// The application closed its handle: the connection finishes on its own.
         orphan: bool,
+        /// Its IP header and ports, built once for the segments it sends.
+        template: Option<SegmentTemplate>,
     },
     Udp {
         local: SocketAddr,
@@ -134,13 +137,17 @@ struct TcpTx<'a> {
 }
 
 impl TcpTx<'_> {
-    /// Builds the segment's packet in the stack's frame and hands it to the
-    /// device; `mss` is the MSS the segment was cut for (0: never cut further).
+    /// Builds the segment's packet in the stack's frame (from the
+    /// connection's template if it has one and the segment fits it) and
+    /// hands it to the device; `mss` is the MSS the segment was cut for (0:
+    /// never cut further).
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         now: Instant,
         dev: &mut dyn Device,
         tuple: &FourTuple,
+        template: Option<&SegmentTemplate>,
         h: &Header,
         payload: Payload<'_>,
         mss: usize,
@@ -160,7 +167,11 @@ impl TcpTx<'_> {
         if buf.len() < payload.len() + 100 {
             buf.resize(payload.len() + 100, 0);
         }
-        match tcp_packet(buf, tuple, h, payload, offloaded) {
+        let built = match template.and_then(|t| t.emit(buf, h, payload, offloaded)) {
+            Some(n) => Ok(n),
+            None => tcp_packet(buf, tuple, h, payload, offloaded),
+        };
+        match built {
             Ok(n) => {
                 self.stats.packets_out += 1;
                 if offloaded {
@@ -300,7 +311,7 @@ fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
 
 /// An IP packet carrying one TCP segment from `tuple.local` to
 /// `tuple.remote`, written at the start of `buf`; returns its length.
-fn tcp_packet(
+pub(crate) fn tcp_packet(
     buf: &mut [u8],
     tuple: &FourTuple,
     h: &Header,
@@ -750,6 +761,7 @@ impl Stack {
             tuple,
             conn,
             orphan: false,
+            template: SegmentTemplate::new(&tuple),
         });
         self.tcp_conns.insert(tuple, i);
         self.last_conn = None;
@@ -773,6 +785,7 @@ impl Stack {
             tuple,
             conn: Box::new(conn),
             orphan: false,
+            template: SegmentTemplate::new(&tuple),
         });
         self.tcp_conns.insert(tuple, i);
         self.last_conn = None;
@@ -1214,12 +1227,13 @@ impl Stack {
                     tuple,
                     conn,
                     orphan,
+                    template,
                 } => {
                     // Each segment straight from the send buffer into the
                     // frame: no copy and no allocation between.
                     let mss = conn.send_mss();
                     while let Some(payload) = conn.poll_transmit_into(now, &mut header) {
-                        tx.send(now, dev, tuple, &header, payload, mss)?;
+                        tx.send(now, dev, tuple, template.as_ref(), &header, payload, mss)?;
                         sent = true;
                     }
                     if *orphan && conn.state() == State::Closed {
@@ -1229,7 +1243,7 @@ impl Stack {
                 Socket::TcpListener { listener, .. } => {
                     while let Some((tuple, seg)) = listener.poll_transmit(now) {
                         let payload = Payload::new(&seg.payload, &[]);
-                        tx.send(now, dev, &tuple, &seg.header, payload, 0)?;
+                        tx.send(now, dev, &tuple, None, &seg.header, payload, 0)?;
                         sent = true;
                     }
                 }
