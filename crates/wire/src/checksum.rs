@@ -104,6 +104,7 @@ impl Checksum {
     }
 
     /// Add a 16-bit word. Must be called on a word boundary (after an even number of bytes).
+    #[inline]
     pub fn add_u16(&mut self, v: u16) -> &mut Self {
         if self.odd {
             return self.add_bytes(&v.to_be_bytes());
@@ -113,6 +114,7 @@ impl Checksum {
     }
 
     /// Add a 32-bit value as two 16-bit words.
+    #[inline]
     pub fn add_u32(&mut self, v: u32) -> &mut Self {
         if self.odd {
             return self.add_bytes(&v.to_be_bytes());
@@ -123,6 +125,7 @@ impl Checksum {
     }
 
     /// The one's complement sum folded to 16 bits, not yet complemented.
+    #[inline]
     pub fn sum(&self) -> u16 {
         fold(self.sum)
     }
@@ -130,6 +133,7 @@ impl Checksum {
     /// The checksum to put in a header: the complement of the sum.
     ///
     /// Summing a packet that already carries a correct checksum gives 0 here (RFC 1071 §1(3)).
+    #[inline]
     pub fn finish(&self) -> u16 {
         !self.sum()
     }
@@ -267,6 +271,7 @@ fn sum_words_portable(data: &[u8]) -> u64 {
 }
 
 /// The Internet checksum of `data`, ready to store in a header.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     Checksum::new().add_bytes(data).finish()
 }
