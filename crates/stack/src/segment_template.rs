@@ -98,19 +98,27 @@ impl SegmentTemplate {
         let v4 = self.ip_len == 20;
         let length_field = u16::try_from(if v4 { total } else { tcp_len }).ok()?;
         let packet = buf.get_mut(..total)?;
-        let (ip, tcp) = packet.split_at_mut(self.ip_len);
-        ip.copy_from_slice(&self.head[..self.ip_len]);
-        if v4 {
-            ip[2..4].copy_from_slice(&length_field.to_be_bytes());
+        // The header and ports in one copy of a known size.
+        let tcp = if v4 {
+            let (head, tcp) = packet.split_first_chunk_mut::<20>()?;
+            let template = self.head.first_chunk::<24>()?;
+            head.copy_from_slice(&template[..20]);
+            head[2..4].copy_from_slice(&length_field.to_be_bytes());
             let mut sum = self.ip_sum;
             let checksum = sum.add_u16(length_field).finish();
-            ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+            head[10..12].copy_from_slice(&checksum.to_be_bytes());
+            tcp.first_chunk_mut::<4>()?.copy_from_slice(&template[20..]);
+            tcp
         } else {
-            ip[4..6].copy_from_slice(&length_field.to_be_bytes());
-        }
+            let (head, tcp) = packet.split_first_chunk_mut::<40>()?;
+            let template = &self.head;
+            head.copy_from_slice(&template[..40]);
+            head[4..6].copy_from_slice(&length_field.to_be_bytes());
+            tcp.first_chunk_mut::<4>()?.copy_from_slice(&template[40..]);
+            tcp
+        };
         let offset_flags = ((header_len as u16 / 4) << 12) | u16::from(h.flags.0);
         let (fixed, rest) = tcp.split_at_mut(20);
-        fixed[..4].copy_from_slice(&self.head[self.ip_len..self.ip_len + 4]);
         fixed[4..8].copy_from_slice(&h.seq.0.to_be_bytes());
         fixed[8..12].copy_from_slice(&h.ack.0.to_be_bytes());
         fixed[12..14].copy_from_slice(&offset_flags.to_be_bytes());
@@ -138,15 +146,16 @@ impl SegmentTemplate {
             }
             None => rest,
         };
-        let (head, tail) = payload.parts();
-        let (a, b) = data.split_at_mut(head.len());
-        a.copy_from_slice(head);
-        b.copy_from_slice(tail);
-        let checksum = if partial {
-            pseudo.sum()
-        } else {
-            sum.add_bytes(data).finish()
-        };
+        if !payload.is_empty() {
+            let (head, tail) = payload.parts();
+            let (a, b) = data.split_at_mut(head.len());
+            a.copy_from_slice(head);
+            b.copy_from_slice(tail);
+            if !partial {
+                sum.add_bytes(data);
+            }
+        }
+        let checksum = if partial { pseudo.sum() } else { sum.finish() };
         fixed[16..18].copy_from_slice(&checksum.to_be_bytes());
         Some(total)
     }
