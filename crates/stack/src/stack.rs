@@ -285,6 +285,37 @@ fn to_engine_header(r: &TcpRepr) -> Header {
     }
 }
 
+/// The engine's header of a checked segment; None if an option is
+/// malformed. Nearly every segment of an established connection has no
+/// options but timestamps, laid out NOP, NOP, TS (RFC 7323 Appendix A, as
+/// Linux and we send them), or none: those are read straight from the
+/// bytes; anything else goes through `TcpRepr`'s option walk.
+fn engine_header(tp: &TcpPacket<&[u8]>) -> Option<Header> {
+    let options = tp.options();
+    let timestamps = match options {
+        [] => None,
+        &[1, 1, 8, 10, a, b, c, d, e, f, g, h] => Some((
+            u32::from_be_bytes([a, b, c, d]),
+            u32::from_be_bytes([e, f, g, h]),
+        )),
+        _ => {
+            return TcpRepr::parse_unverified(tp)
+                .ok()
+                .map(|r| to_engine_header(&r))
+        }
+    };
+    Some(Header {
+        seq: SeqNum(tp.seq_number()),
+        ack: SeqNum(tp.ack_number()),
+        flags: Flags(tp.flags().0),
+        window: tp.window_len(),
+        options: Options {
+            timestamps,
+            ..Options::default()
+        },
+    })
+}
+
 fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
     let mut r = TcpRepr::new(tuple.local.port(), tuple.remote.port(), TcpFlags(h.flags.0));
     r.seq = h.seq.0;
@@ -1566,22 +1597,21 @@ impl Stack {
             self.stats.malformed += 1;
             return;
         };
-        let parsed = match (src, dst) {
+        let verified = match (src, dst) {
             // From the local kernel with its checksum left to fill in: nothing to verify.
-            _ if self.rx_checksum_partial => TcpRepr::parse_unverified(&tp),
-            (IpAddr::V4(s), IpAddr::V4(d)) => TcpRepr::parse(&tp, s, d),
-            (IpAddr::V6(s), IpAddr::V6(d)) => TcpRepr::parse(&tp, s, d),
+            _ if self.rx_checksum_partial => true,
+            (IpAddr::V4(s), IpAddr::V4(d)) => tp.verify_checksum(s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => tp.verify_checksum(s, d),
             _ => return,
         };
-        let Ok(repr) = parsed else {
+        let Some(header) = verified.then(|| engine_header(&tp)).flatten() else {
             self.stats.bad_checksum += 1;
             return;
         };
-        let header = to_engine_header(&repr);
         let payload = tp.payload();
         let tuple = FourTuple {
-            local: SocketAddr::new(dst, repr.dst_port),
-            remote: SocketAddr::new(src, repr.src_port),
+            local: SocketAddr::new(dst, tp.dst_port()),
+            remote: SocketAddr::new(src, tp.src_port()),
         };
         if let Some(log) = &mut self.trace_log {
             let e = trace_events::segment(
@@ -1614,7 +1644,7 @@ impl Stack {
             .get(&tuple.local)
             .or_else(|| {
                 self.tcp_listeners
-                    .get(&SocketAddr::new(unspecified_like(dst), repr.dst_port))
+                    .get(&SocketAddr::new(unspecified_like(dst), tuple.local.port()))
             })
             .copied();
         if let Some(i) = listener {
