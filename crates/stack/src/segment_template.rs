@@ -28,12 +28,21 @@ pub(crate) struct SegmentTemplate {
     head: [u8; MAX_HEAD],
     /// 20 (IPv4) or 40 (IPv6).
     ip_len: usize,
-    /// IPv4: the header's sum with zero length and checksum.
-    ip_sum: Checksum,
-    /// The TCP pseudo-header's sum with a zero length.
-    pseudo: Checksum,
+    /// IPv4: the header's sum with zero length and checksum, folded.
+    ip_sum: u64,
+    /// The TCP pseudo-header's sum with a zero length, folded.
+    pseudo: u64,
     /// The ports as one word (the header's first four bytes).
     ports: u32,
+}
+
+/// A sum of a few dozen 16- and 32-bit values (far below 2^64: no carry
+/// is lost) as a `Checksum`, to fold and complement.
+#[inline]
+fn checksum_of(sum: u64) -> Checksum {
+    let mut c = Checksum::new();
+    c.add_u32((sum >> 32) as u32).add_u32(sum as u32);
+    c
 }
 
 impl SegmentTemplate {
@@ -69,8 +78,8 @@ impl SegmentTemplate {
         Some(SegmentTemplate {
             head,
             ip_len,
-            ip_sum,
-            pseudo,
+            ip_sum: u64::from(ip_sum.sum()),
+            pseudo: u64::from(pseudo.sum()),
             ports,
         })
     }
@@ -104,8 +113,7 @@ impl SegmentTemplate {
             let template = self.head.first_chunk::<24>()?;
             head.copy_from_slice(&template[..20]);
             head[2..4].copy_from_slice(&length_field.to_be_bytes());
-            let mut sum = self.ip_sum;
-            let checksum = sum.add_u16(length_field).finish();
+            let checksum = checksum_of(self.ip_sum + u64::from(length_field)).finish();
             head[10..12].copy_from_slice(&checksum.to_be_bytes());
             tcp.first_chunk_mut::<4>()?.copy_from_slice(&template[20..]);
             tcp
@@ -125,23 +133,23 @@ impl SegmentTemplate {
         fixed[14..16].copy_from_slice(&h.window.to_be_bytes());
         // Checksum (below) and urgent pointer.
         fixed[16..20].fill(0);
-        let mut pseudo = self.pseudo;
-        pseudo.add_u32(tcp_len as u32);
-        let mut sum = pseudo;
-        sum.add_u32(self.ports)
-            .add_u32(h.seq.0)
-            .add_u32(h.ack.0)
-            .add_u16(offset_flags)
-            .add_u16(h.window);
+        // The length is below 2^16 (checked above).
+        let pseudo = self.pseudo + tcp_len as u64;
+        let mut sum = pseudo
+            + u64::from(self.ports)
+            + u64::from(h.seq.0)
+            + u64::from(h.ack.0)
+            + u64::from(offset_flags)
+            + u64::from(h.window);
         let data = match o.timestamps {
             Some((tsval, tsecr)) => {
                 let (options, data) = rest.split_at_mut(12);
                 options[..4].copy_from_slice(&TIMESTAMPS_LEAD);
                 options[4..8].copy_from_slice(&tsval.to_be_bytes());
                 options[8..12].copy_from_slice(&tsecr.to_be_bytes());
-                sum.add_u32(u32::from_be_bytes(TIMESTAMPS_LEAD))
-                    .add_u32(tsval)
-                    .add_u32(tsecr);
+                sum += u64::from(u32::from_be_bytes(TIMESTAMPS_LEAD))
+                    + u64::from(tsval)
+                    + u64::from(tsecr);
                 data
             }
             None => rest,
@@ -152,10 +160,14 @@ impl SegmentTemplate {
             a.copy_from_slice(head);
             b.copy_from_slice(tail);
             if !partial {
-                sum.add_bytes(data);
+                sum += u64::from(Checksum::new().add_bytes(data).sum());
             }
         }
-        let checksum = if partial { pseudo.sum() } else { sum.finish() };
+        let checksum = if partial {
+            checksum_of(pseudo).sum()
+        } else {
+            checksum_of(sum).finish()
+        };
         fixed[16..18].copy_from_slice(&checksum.to_be_bytes());
         Some(total)
     }
