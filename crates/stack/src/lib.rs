@@ -21,6 +21,7 @@ pub mod device;
 pub mod impaired;
 pub mod pcap_tap;
 pub mod reassembly;
+mod segment_template;
 pub mod sim_link;
 pub mod stack;
 mod trace_events;

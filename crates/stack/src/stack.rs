@@ -24,6 +24,7 @@ use crate::device::{Device, Offloads, TxMeta};
 use crate::reassembly::{
     Fragment, FragmentKey, Ipv6FragmentKey, Reassembled, Reassembler, MAX_DATAGRAM,
 };
+use crate::segment_template::SegmentTemplate;
 use crate::trace_events;
 
 /// Packets taken in between two rounds of sending (ACKs and data).
@@ -98,6 +99,8 @@ enum Socket {
         conn: Box<Connection>,
         /// The application closed its handle: the connection finishes on its own.
         orphan: bool,
+        /// Its IP header and ports, built once for the segments it sends.
+        template: Option<SegmentTemplate>,
     },
     Udp {
         local: SocketAddr,
@@ -134,13 +137,17 @@ struct TcpTx<'a> {
 }
 
 impl TcpTx<'_> {
-    /// Builds the segment's packet in the stack's frame and hands it to the
-    /// device; `mss` is the MSS the segment was cut for (0: never cut further).
+    /// Builds the segment's packet in the stack's frame (from the
+    /// connection's template if it has one and the segment fits it) and
+    /// hands it to the device; `mss` is the MSS the segment was cut for (0:
+    /// never cut further).
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         now: Instant,
         dev: &mut dyn Device,
         tuple: &FourTuple,
+        template: Option<&SegmentTemplate>,
         h: &Header,
         payload: Payload<'_>,
         mss: usize,
@@ -160,7 +167,11 @@ impl TcpTx<'_> {
         if buf.len() < payload.len() + 100 {
             buf.resize(payload.len() + 100, 0);
         }
-        match tcp_packet(buf, tuple, h, payload, offloaded) {
+        let built = match template.and_then(|t| t.emit(buf, h, payload, offloaded)) {
+            Some(n) => Ok(n),
+            None => tcp_packet(buf, tuple, h, payload, offloaded),
+        };
+        match built {
             Ok(n) => {
                 self.stats.packets_out += 1;
                 if offloaded {
@@ -274,6 +285,37 @@ fn to_engine_header(r: &TcpRepr) -> Header {
     }
 }
 
+/// The engine's header of a checked segment; None if an option is
+/// malformed. Nearly every segment of an established connection has no
+/// options but timestamps, laid out NOP, NOP, TS (RFC 7323 Appendix A, as
+/// Linux and we send them), or none: those are read straight from the
+/// bytes; anything else goes through `TcpRepr`'s option walk.
+fn engine_header(tp: &TcpPacket<&[u8]>) -> Option<Header> {
+    let options = tp.options();
+    let timestamps = match options {
+        [] => None,
+        &[1, 1, 8, 10, a, b, c, d, e, f, g, h] => Some((
+            u32::from_be_bytes([a, b, c, d]),
+            u32::from_be_bytes([e, f, g, h]),
+        )),
+        _ => {
+            return TcpRepr::parse_unverified(tp)
+                .ok()
+                .map(|r| to_engine_header(&r))
+        }
+    };
+    Some(Header {
+        seq: SeqNum(tp.seq_number()),
+        ack: SeqNum(tp.ack_number()),
+        flags: Flags(tp.flags().0),
+        window: tp.window_len(),
+        options: Options {
+            timestamps,
+            ..Options::default()
+        },
+    })
+}
+
 fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
     let mut r = TcpRepr::new(tuple.local.port(), tuple.remote.port(), TcpFlags(h.flags.0));
     r.seq = h.seq.0;
@@ -300,7 +342,7 @@ fn to_wire_repr(tuple: &FourTuple, h: &Header, payload_len: usize) -> TcpRepr {
 
 /// An IP packet carrying one TCP segment from `tuple.local` to
 /// `tuple.remote`, written at the start of `buf`; returns its length.
-fn tcp_packet(
+pub(crate) fn tcp_packet(
     buf: &mut [u8],
     tuple: &FourTuple,
     h: &Header,
@@ -750,6 +792,7 @@ impl Stack {
             tuple,
             conn,
             orphan: false,
+            template: SegmentTemplate::new(&tuple),
         });
         self.tcp_conns.insert(tuple, i);
         self.last_conn = None;
@@ -773,6 +816,7 @@ impl Stack {
             tuple,
             conn: Box::new(conn),
             orphan: false,
+            template: SegmentTemplate::new(&tuple),
         });
         self.tcp_conns.insert(tuple, i);
         self.last_conn = None;
@@ -1214,6 +1258,7 @@ impl Stack {
                     tuple,
                     conn,
                     orphan,
+                    template,
                 } => {
                     // Each segment straight from the send buffer into the
                     // frame: no copy and no allocation between; a run of
@@ -1222,8 +1267,9 @@ impl Stack {
                     // owed) and the poll with its error.
                     let mss = conn.send_mss();
                     let mut failed = None;
+                    let template = template.as_ref();
                     conn.poll_transmit_burst(now, &mut header, |h, payload| {
-                        match tx.send(now, dev, tuple, h, payload, mss) {
+                        match tx.send(now, dev, tuple, template, h, payload, mss) {
                             Ok(()) => {
                                 sent = true;
                                 true
@@ -1244,7 +1290,7 @@ impl Stack {
                 Socket::TcpListener { listener, .. } => {
                     while let Some((tuple, seg)) = listener.poll_transmit(now) {
                         let payload = Payload::new(&seg.payload, &[]);
-                        tx.send(now, dev, &tuple, &seg.header, payload, 0)?;
+                        tx.send(now, dev, &tuple, None, &seg.header, payload, 0)?;
                         sent = true;
                     }
                 }
@@ -1567,22 +1613,21 @@ impl Stack {
             self.stats.malformed += 1;
             return;
         };
-        let parsed = match (src, dst) {
+        let verified = match (src, dst) {
             // From the local kernel with its checksum left to fill in: nothing to verify.
-            _ if self.rx_checksum_partial => TcpRepr::parse_unverified(&tp),
-            (IpAddr::V4(s), IpAddr::V4(d)) => TcpRepr::parse(&tp, s, d),
-            (IpAddr::V6(s), IpAddr::V6(d)) => TcpRepr::parse(&tp, s, d),
+            _ if self.rx_checksum_partial => true,
+            (IpAddr::V4(s), IpAddr::V4(d)) => tp.verify_checksum(s, d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => tp.verify_checksum(s, d),
             _ => return,
         };
-        let Ok(repr) = parsed else {
+        let Some(header) = verified.then(|| engine_header(&tp)).flatten() else {
             self.stats.bad_checksum += 1;
             return;
         };
-        let header = to_engine_header(&repr);
         let payload = tp.payload();
         let tuple = FourTuple {
-            local: SocketAddr::new(dst, repr.dst_port),
-            remote: SocketAddr::new(src, repr.src_port),
+            local: SocketAddr::new(dst, tp.dst_port()),
+            remote: SocketAddr::new(src, tp.src_port()),
         };
         if let Some(log) = &mut self.trace_log {
             let e = trace_events::segment(
@@ -1615,7 +1660,7 @@ impl Stack {
             .get(&tuple.local)
             .or_else(|| {
                 self.tcp_listeners
-                    .get(&SocketAddr::new(unspecified_like(dst), repr.dst_port))
+                    .get(&SocketAddr::new(unspecified_like(dst), tuple.local.port()))
             })
             .copied();
         if let Some(i) = listener {

@@ -80,11 +80,7 @@ impl Checksum {
             native = s + u64::from(carry);
         }
         data = &data[whole..];
-        let mut folded = native;
-        while folded > 0xffff {
-            folded = (folded & 0xffff) + (folded >> 16);
-        }
-        let folded = folded as u16;
+        let folded = fold(native);
         self.add_u64_word(u64::from(if cfg!(target_endian = "little") {
             folded.swap_bytes()
         } else {
@@ -108,6 +104,7 @@ impl Checksum {
     }
 
     /// Add a 16-bit word. Must be called on a word boundary (after an even number of bytes).
+    #[inline]
     pub fn add_u16(&mut self, v: u16) -> &mut Self {
         if self.odd {
             return self.add_bytes(&v.to_be_bytes());
@@ -117,6 +114,7 @@ impl Checksum {
     }
 
     /// Add a 32-bit value as two 16-bit words.
+    #[inline]
     pub fn add_u32(&mut self, v: u32) -> &mut Self {
         if self.odd {
             return self.add_bytes(&v.to_be_bytes());
@@ -127,27 +125,35 @@ impl Checksum {
     }
 
     /// The one's complement sum folded to 16 bits, not yet complemented.
+    #[inline]
     pub fn sum(&self) -> u16 {
-        let mut sum = self.sum;
-        // At most four rounds: each halves the number of significant bits.
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        sum as u16
+        fold(self.sum)
     }
 
     /// The checksum to put in a header: the complement of the sum.
     ///
     /// Summing a packet that already carries a correct checksum gives 0 here (RFC 1071 §1(3)).
+    #[inline]
     pub fn finish(&self) -> u16 {
         !self.sum()
     }
 }
 
-/// The sum of `data`'s 32-bit words in the machine's byte order (`data`
-/// is a whole number of words, fewer than 2^32 of them). On x86-64 with
-/// AVX2 (checked once at run time) the same loop is compiled for it: four
-/// words widened and added per instruction instead of two.
+/// A one's complement sum in 64 bits folded to 16, without a loop: adding
+/// a value to itself rotated by half its width leaves the halves' end-around
+/// sum in the upper half (Linux's `csum_fold`). Zero stays zero, and any
+/// other value gives the same 1..=0xffff as folding 16 bits at a time.
+#[inline]
+fn fold(sum: u64) -> u16 {
+    let s = (sum.wrapping_add(sum.rotate_right(32)) >> 32) as u32;
+    (s.wrapping_add(s.rotate_right(16)) >> 16) as u16
+}
+
+/// A sum of `data`'s 32-bit words in the machine's byte order (`data` is
+/// a whole number of words, fewer than 2^32 of them), exact or congruent
+/// to it modulo 2^16 − 1 (all the Internet checksum needs). On x86-64 with
+/// AVX2 (checked once at run time) a vector loop sums 32 bytes in three
+/// instructions; elsewhere a plain loop the compiler vectorises.
 fn sum_words(data: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -159,10 +165,101 @@ fn sum_words(data: &[u8]) -> u64 {
     sum_words_portable(data)
 }
 
+/// The sum of `data`'s 16-bit words in the machine's byte order, which is
+/// congruent modulo 2^16 − 1 to the sum of its 32-bit words (2^16 ≡ 1).
+///
+/// Each word `w` is biased to the signed `w − 32768` (an XOR of its top
+/// bit), so `vpmaddwd` against ones adds pairs of them into 32-bit lanes:
+/// XOR (the load folded in), multiply-add, add per 32 bytes, where
+/// widening 32-bit words to 64 bits (the compiler's loop) takes four. The
+/// bias comes back as 32768 per word at the end; a tail shorter than 32
+/// bytes is the last 32 bytes again, masked. Measured with callgrind on a
+/// full-size segment (1480 bytes): 303 instructions a call down to 259.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn sum_words_avx2(data: &[u8]) -> u64 {
-    sum_words_portable(data)
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_extracti128_si256, _mm256_loadu_si256,
+        _mm256_madd_epi16, _mm256_set1_epi16, _mm256_setzero_si256, _mm256_xor_si256,
+        _mm_add_epi32, _mm_cvtsi128_si32, _mm_extract_epi32,
+    };
+
+    /// At offset n: 32 − n bytes cleared, then n kept.
+    const TAIL_MASK: [u8; 64] = {
+        let mut m = [0u8; 64];
+        let mut i = 32;
+        while i < 64 {
+            m[i] = 0xff;
+            i += 1;
+        }
+        m
+    };
+    let bias = _mm256_set1_epi16(i16::MIN);
+    let ones = _mm256_set1_epi16(1);
+    // The 16-bit words of `v`, biased, added in pairs.
+    let pairs = |v: __m256i| _mm256_madd_epi16(_mm256_xor_si256(v, bias), ones);
+    // SAFETY (both): 32 readable bytes; the loads are unaligned.
+    let load = |bytes: &[u8; 32]| unsafe { _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>()) };
+    // The eight signed 32-bit lanes of `v`, added.
+    let lanes = |v: __m256i| -> i64 {
+        let x = _mm_add_epi32(
+            _mm256_extracti128_si256::<0>(v),
+            _mm256_extracti128_si256::<1>(v),
+        );
+        [
+            _mm_cvtsi128_si32(x),
+            _mm_extract_epi32::<1>(x),
+            _mm_extract_epi32::<2>(x),
+            _mm_extract_epi32::<3>(x),
+        ]
+        .iter()
+        .map(|&l| i64::from(l))
+        .sum()
+    };
+    let mut total: i64 = 0;
+    // A lane gains at most 2^16 in magnitude per 32 bytes it takes: 64 KiB
+    // pieces (at most 512 additions per lane of the four accumulators)
+    // stay far from overflowing 32 bits.
+    for piece in data.chunks(1 << 16) {
+        let Some(last) = piece.last_chunk::<32>() else {
+            // Shorter than one vector (the end of a long buffer): as it is.
+            total += sum_words_portable(piece) as i64;
+            continue;
+        };
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut blocks = piece.chunks_exact(128);
+        for block in &mut blocks {
+            for (a, chunk) in acc.iter_mut().zip(block.chunks_exact(32)) {
+                let chunk: &[u8; 32] = chunk.try_into().unwrap_or(&[0; 32]);
+                *a = _mm256_add_epi32(*a, pairs(load(chunk)));
+            }
+        }
+        let mut rest = blocks.remainder();
+        let mut vectors = piece.len() / 128 * 4;
+        while let Some((chunk, tail)) = rest.split_first_chunk::<32>() {
+            acc[1] = _mm256_add_epi32(acc[1], pairs(load(chunk)));
+            vectors += 1;
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            // The last 32 bytes again, all but the `rest.len()` not yet
+            // summed masked to zero (each still a biased word).
+            let keep: &[u8; 32] = TAIL_MASK
+                .get(rest.len()..rest.len() + 32)
+                .and_then(|m| m.try_into().ok())
+                .unwrap_or(&[0xff; 32]);
+            acc[2] = _mm256_add_epi32(acc[2], pairs(_mm256_and_si256(load(last), load(keep))));
+            vectors += 1;
+        }
+        let sum = _mm256_add_epi32(
+            _mm256_add_epi32(acc[0], acc[1]),
+            _mm256_add_epi32(acc[2], acc[3]),
+        );
+        // Each word was added as w − 32768.
+        total += lanes(sum) + 32768 * 16 * vectors as i64;
+    }
+    // The words' sum: never negative, below 2^16 per word.
+    total as u64
 }
 
 /// A plain widening sum: the compiler turns it into vector adds.
@@ -174,6 +271,7 @@ fn sum_words_portable(data: &[u8]) -> u64 {
 }
 
 /// The Internet checksum of `data`, ready to store in a header.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     Checksum::new().add_bytes(data).finish()
 }
@@ -304,6 +402,56 @@ mod tests {
         assert_eq!(checksum(&[]), 0xffff);
     }
 
+    /// The extremes of the vector sum's biased words (0x0000, 0x7fff,
+    /// 0x8000, 0xffff), at lengths around its 128-byte blocks and 64 KiB
+    /// pieces.
+    #[test]
+    fn word_sums_at_extremes() {
+        for byte in [0x00u8, 0x7f, 0x80, 0xff] {
+            for len in [4, 28, 32, 124, 128, 132, 1468, 65532, 65536, 65540, 200_000] {
+                let data = vec![byte; len];
+                let expected = (len / 4) as u64 * u64::from(u32::from_ne_bytes([byte; 4]));
+                assert_eq!(
+                    sum_words(&data) % 0xffff,
+                    expected % 0xffff,
+                    "{byte:#x} x {len}"
+                );
+                assert_eq!(checksum(&data), reference(&data), "{byte:#x} x {len}");
+            }
+        }
+    }
+
+    /// The loop-free fold against folding 16 bits at a time.
+    #[test]
+    fn fold_matches_the_loop() {
+        let by_loop = |mut s: u64| {
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let edges = [
+            0,
+            1,
+            0xfffe,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            0x1_0000_0000,
+            u64::MAX,
+            u64::MAX - 1,
+        ];
+        for s in edges.into_iter().chain((0..100_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x >> (x % 64)
+        })) {
+            assert_eq!(fold(s), by_loop(s), "{s:#x}");
+        }
+    }
+
     #[test]
     fn pseudo_headers() {
         // Pseudo-header sums computed by hand: 10.0.0.1 -> 10.0.0.2, TCP, length 20.
@@ -351,13 +499,13 @@ mod tests {
         }
 
         /// The run-time-selected word sum (AVX2 here when the CPU has it)
-        /// and the portable one agree, so both paths are checked whatever
-        /// the machine runs.
+        /// and the portable one agree modulo 2^16 − 1 (the portable one
+        /// exactly), so both paths are checked whatever the machine runs.
         #[test]
         fn word_sums_agree(words in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..2000)) {
             let data: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
             let expected: u64 = words.iter().map(|&w| u64::from(w)).sum();
-            proptest::prop_assert_eq!(sum_words(&data), expected);
+            proptest::prop_assert_eq!(sum_words(&data) % 0xffff, expected % 0xffff);
             proptest::prop_assert_eq!(sum_words_portable(&data), expected);
         }
     }
