@@ -496,6 +496,9 @@ fn relay_on(
         false,
     );
     down.telnet = opts.telnet;
+    if !opts.recv_only && matches!(up.engine, Engine::Copy { .. }) {
+        grow_pipe(stdin);
+    }
     if opts.recv_only {
         up.src_open = false;
         up.finished = true;
@@ -674,6 +677,23 @@ fn relay_on(
         sent: up.moved,
         received: down.moved,
     })
+}
+
+/// A pipe or FIFO on stdin that a copying pump reads is grown to PIPE_SIZE
+/// (as far as the kernel allows; nothing changes otherwise). With the
+/// default 64 KiB the writer and we take turns for every 64 KiB: a bulk
+/// `--ssl` send from a pipe cost about one context switch per 64 KiB on
+/// each end. With 1 MiB both ends switch 4-5 times less, and use a little
+/// less CPU (bench/tls, 512 MiB, 15 runs each on a busy 2-core machine:
+/// median 2.96 CPU s/GiB for both ends instead of 3.22, with much overlap).
+/// Reads still return whatever is there, so nothing waits longer.
+fn grow_pipe(fd: BorrowedFd<'_>) {
+    let is_fifo = rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if is_fifo && rustix::pipe::fcntl_getpipe_size(fd).is_ok_and(|n| n < PIPE_SIZE) {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+    }
 }
 
 /// Writes until the pump is empty or the sink would block.

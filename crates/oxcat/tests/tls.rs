@@ -475,6 +475,58 @@ fn send_only_delivers_everything_to_a_slow_receiver() {
     assert_eq!(sha(&srv.out()), want, "{}", srv.err());
 }
 
+/// A pipe on a TLS sender's stdin is grown to 1 MiB (the writer and oxcat
+/// then take turns per MiB, not per 64 KiB), and what passes through it
+/// arrives intact, EOF included.
+#[test]
+fn stdin_pipe_grown_for_a_tls_sender() {
+    use std::os::fd::AsRawFd;
+    let dir = tmpdir();
+    let d = dir.path();
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let mut srv = spawn(
+        d,
+        "server",
+        &oxcat(),
+        &["--ssl", "--recv-only", "-l", "127.0.0.1", &p],
+        In::Null,
+    );
+    wait_tcp_listen(port);
+    let mut cli = spawn(
+        d,
+        "client",
+        &oxcat(),
+        &["--ssl", "--send-only", "127.0.0.1", &p],
+        In::Pipe,
+    );
+    let pipe_size = |cli: &Proc| {
+        let fd = cli.stdin.as_ref().unwrap().as_raw_fd();
+        // SAFETY: F_GETPIPE_SZ on a descriptor we own only reads its size.
+        unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) }
+    };
+    assert!(
+        pipe_size(&cli) < 1 << 20,
+        "the test needs a smaller pipe first"
+    );
+    cli.write(b"first line\n");
+    // It arrived: the relay is reading stdin, so the pipe is grown by now.
+    srv.wait_out_len(11, STEP);
+    assert_eq!(pipe_size(&cli), 1 << 20);
+    // 3 MiB and an odd tail (not a whole number of 8 KiB records), then EOF.
+    let mut rest = vec![0u8; (3 << 20) + 12345];
+    for (i, b) in rest.iter_mut().enumerate() {
+        *b = (i * 7 + i / 8191) as u8;
+    }
+    cli.write(&rest);
+    drop(cli.stdin.take());
+    cli.wait_ok(STEP);
+    srv.wait_ok(STEP);
+    let mut want = b"first line\n".to_vec();
+    want.extend_from_slice(&rest);
+    assert_eq!(sha(&srv.out()), sha(&want), "{}", srv.err());
+}
+
 // ---------------------------------------------------------------- ALPN
 
 /// oxcat offers `--ssl-alpn`'s list: a rustls server here records what the
