@@ -471,6 +471,39 @@ mod tests {
         assert_eq!(s.sum(), 1 + 1 + 0x0001 + 0x0002 + 17);
     }
 
+    /// Buffers longer than the vector sum's 64 KiB pieces (a TSO segment,
+    /// a reassembled datagram), with tails of every length after the last
+    /// whole piece, sum as the portable loop does.
+    #[test]
+    fn word_sums_agree_across_64k_pieces() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..(1 << 16) * 2 + 256)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for len in [
+            (1 << 16) - 4,
+            1 << 16,
+            (1 << 16) + 4,
+            (1 << 16) + 28,
+            (1 << 16) + 32,
+        ]
+        .into_iter()
+        .chain((0..=256).step_by(4).map(|t| (1 << 17) + t))
+        {
+            let d = &data[..len];
+            assert_eq!(
+                sum_words(d) % 0xffff,
+                sum_words_portable(d) % 0xffff,
+                "{len} bytes"
+            );
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn matches_reference(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
