@@ -112,6 +112,29 @@ impl Proc {
     }
 }
 
+/// `server` listening on a free port of 127.0.0.1 (`s_args`, then `-l
+/// 127.0.0.1 PORT`; stdin /dev/null), then `client` started at it
+/// (`c_args`, then `127.0.0.1 PORT`; stdin `c_in`); and the port. `tag`
+/// tells the output files of several pairs in one directory apart.
+fn server_then_client(
+    d: &Path,
+    tag: &str,
+    server: (&Path, &[&str]),
+    client: (&Path, &[&str]),
+    c_in: In,
+) -> (Proc, Proc, u16) {
+    let port = free_tcp_port();
+    let p = port.to_string();
+    let mut args = server.1.to_vec();
+    args.extend(["-l", "127.0.0.1", &p]);
+    let srv = spawn(d, &format!("server{tag}"), server.0, &args, In::Null);
+    wait_tcp_listen(port);
+    let mut args = client.1.to_vec();
+    args.extend(["127.0.0.1", &p]);
+    let cli = spawn(d, &format!("client{tag}"), client.0, &args, c_in);
+    (srv, cli, port)
+}
+
 fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("oxcat-tls")
@@ -316,21 +339,11 @@ fn verified_both_roles_ecdsa_and_rsa() {
 fn verbose_lines_match_ncat() {
     let dir = tmpdir();
     let d = dir.path();
-    let port = free_tcp_port();
-    let p = port.to_string();
-    let mut srv = spawn(
+    let (mut srv, mut cli, port) = server_then_client(
         d,
-        "server",
-        &oxcat(),
-        &["-v", "--ssl", "-l", "127.0.0.1", &p],
-        In::Null,
-    );
-    wait_tcp_listen(port);
-    let mut cli = spawn(
-        d,
-        "client",
-        &ncat(),
-        &["-v", "--ssl", "127.0.0.1", &p],
+        "",
+        (&oxcat(), &["-v", "--ssl"]),
+        (&ncat(), &["-v", "--ssl"]),
         In::Null,
     );
     cli.wait_ok(STEP);
@@ -357,21 +370,11 @@ fn verbose_lines_match_ncat() {
     );
 
     // And the other way: oxcat's client prints ncat's lines.
-    let port = free_tcp_port();
-    let p = port.to_string();
-    let mut srv = spawn(
+    let (mut srv, mut cli, port) = server_then_client(
         d,
-        "server2",
-        &ncat(),
-        &["-v", "--ssl", "-l", "127.0.0.1", &p],
-        In::Null,
-    );
-    wait_tcp_listen(port);
-    let mut cli = spawn(
-        d,
-        "client2",
-        &oxcat(),
-        &["-v", "--ssl", "127.0.0.1", &p],
+        "2",
+        (&ncat(), &["-v", "--ssl"]),
+        (&oxcat(), &["-v", "--ssl"]),
         In::Null,
     );
     cli.wait_ok(STEP);
@@ -453,21 +456,11 @@ fn send_only_delivers_everything_to_a_slow_receiver() {
     let dir = tmpdir();
     let d = dir.path();
     let want = random_file(&d.join("data"), 16 << 20, 9);
-    let port = free_tcp_port();
-    let p = port.to_string();
-    let mut srv = spawn(
+    let (mut srv, mut cli, _) = server_then_client(
         d,
-        "server",
-        &oxcat(),
-        &["--ssl", "--recv-only", "-d", "10ms", "-l", "127.0.0.1", &p],
-        In::Null,
-    );
-    wait_tcp_listen(port);
-    let mut cli = spawn(
-        d,
-        "client",
-        &oxcat(),
-        &["--ssl", "--send-only", "127.0.0.1", &p],
+        "",
+        (&oxcat(), &["--ssl", "--recv-only", "-d", "10ms"]),
+        (&oxcat(), &["--ssl", "--send-only"]),
         In::File(d.join("data")),
     );
     cli.wait_ok(STEP);
@@ -483,21 +476,11 @@ fn stdin_pipe_grown_for_a_tls_sender() {
     use std::os::fd::AsRawFd;
     let dir = tmpdir();
     let d = dir.path();
-    let port = free_tcp_port();
-    let p = port.to_string();
-    let mut srv = spawn(
+    let (mut srv, mut cli, _) = server_then_client(
         d,
-        "server",
-        &oxcat(),
-        &["--ssl", "--recv-only", "-l", "127.0.0.1", &p],
-        In::Null,
-    );
-    wait_tcp_listen(port);
-    let mut cli = spawn(
-        d,
-        "client",
-        &oxcat(),
-        &["--ssl", "--send-only", "127.0.0.1", &p],
+        "",
+        (&oxcat(), &["--ssl", "--recv-only"]),
+        (&oxcat(), &["--ssl", "--send-only"]),
         In::Pipe,
     );
     let pipe_size = |cli: &Proc| {
