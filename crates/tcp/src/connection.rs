@@ -1873,11 +1873,7 @@ impl Connection {
         emit: &mut impl FnMut(&Header, Payload<'_>) -> bool,
     ) -> (usize, bool) {
         let max_payload = self.max_payload();
-        let largest = if self.config.tso_max_payload > max_payload {
-            self.config.tso_max_payload / max_payload * max_payload
-        } else {
-            max_payload
-        };
+        let largest = self.largest_segment(max_payload);
         let mut sent = 0;
         loop {
             let end = self.data_end();
@@ -1885,15 +1881,7 @@ impl Connection {
                 return (sent, true);
             }
             let unsent = end - self.snd_nxt;
-            let right_edge = self.snd_una + self.snd_wnd;
-            let receiver_room = if right_edge > self.snd_nxt {
-                right_edge - self.snd_nxt
-            } else {
-                0
-            };
-            let network_room = (self.cc.window() + self.recovery_inflation)
-                .saturating_sub(self.snd_nxt - self.snd_una);
-            let wanted = unsent.min(receiver_room.min(network_room)).min(largest);
+            let wanted = unsent.min(self.usable_room()).min(largest);
             let mut len = self.send_buf.lendable(self.snd_nxt - self.snd_una, wanted);
             if len > max_payload && len < unsent {
                 len = len / max_payload * max_payload;
@@ -2110,6 +2098,34 @@ impl Connection {
         outstanding.saturating_sub(self.sacked_bytes())
     }
 
+    /// How much new data may go now. Two limits (RFC 9293 §3.8.6.2.1, RFC
+    /// 5681 §2): the receiver's window ends at SND.UNA + SND.WND, and bytes
+    /// it holds out of order (SACKed) still take room there; the congestion
+    /// window counts only what is in the network (the pipe, RFC 6675).
+    #[inline(always)]
+    fn usable_room(&self) -> usize {
+        let right_edge = self.snd_una + self.snd_wnd;
+        let receiver_room = if right_edge > self.snd_nxt {
+            right_edge - self.snd_nxt
+        } else {
+            0
+        };
+        let network_room =
+            (self.cc.window() + self.recovery_inflation).saturating_sub(self.in_flight());
+        receiver_room.min(network_room)
+    }
+
+    /// The largest segment to build: one payload, or with TSO whole pieces
+    /// of it (the device cuts it so every piece but the last is full).
+    #[inline(always)]
+    fn largest_segment(&self, max_payload: usize) -> usize {
+        if self.config.tso_max_payload > max_payload {
+            self.config.tso_max_payload / max_payload * max_payload
+        } else {
+            max_payload
+        }
+    }
+
     #[inline(always)]
     fn new_data(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
         if !matches!(
@@ -2137,27 +2153,9 @@ impl Connection {
         } else {
             0
         };
-        // Two limits (RFC 9293 §3.8.6.2.1, RFC 5681 §2): the receiver's
-        // window ends at SND.UNA + SND.WND, and bytes it holds out of order
-        // (SACKed) still take room there; the congestion window counts only
-        // what is in the network (the pipe, RFC 6675).
-        let right_edge = self.snd_una + self.snd_wnd;
-        let receiver_room = if right_edge > self.snd_nxt {
-            right_edge - self.snd_nxt
-        } else {
-            0
-        };
-        let network_room =
-            (self.cc.window() + self.recovery_inflation).saturating_sub(self.in_flight());
-        let usable = receiver_room.min(network_room);
+        let usable = self.usable_room();
         let max_payload = self.max_payload();
-        // With TSO the device cuts a large segment into MSS-sized ones; it
-        // must hold whole pieces so every piece but the last is full.
-        let largest = if self.config.tso_max_payload > max_payload {
-            self.config.tso_max_payload / max_payload * max_payload
-        } else {
-            max_payload
-        };
+        let largest = self.largest_segment(max_payload);
         let wanted = unsent.min(usable).min(largest);
         // What two slices of the send buffer reach: a run over more of
         // `send_bytes`'s chunks is cut where two end (at least a full
