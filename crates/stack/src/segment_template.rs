@@ -157,8 +157,8 @@ impl SegmentTemplate {
         if !payload.is_empty() {
             let (head, tail) = payload.parts();
             let (a, b) = data.split_at_mut(head.len());
-            a.copy_from_slice(head);
-            b.copy_from_slice(tail);
+            oxcat_tcp::copy::copy(a, head);
+            oxcat_tcp::copy::copy(b, tail);
             if !partial {
                 sum += u64::from(Checksum::new().add_bytes(data).sum());
             }

@@ -449,7 +449,7 @@ fn fragments(
         let Some(room) = buf.get_mut(header_len..header_len + chunk.len()) else {
             return Ok(());
         };
-        room.copy_from_slice(chunk);
+        oxcat_tcp::copy::copy(room, chunk);
         emit(&buf[..header_len + chunk.len()])?;
     }
     Ok(())
@@ -1145,7 +1145,7 @@ impl Stack {
                 Some((from, data)) => {
                     *queued_bytes -= data.len();
                     let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
+                    oxcat_tcp::copy::copy(&mut buf[..n], &data[..n]);
                     Ok((n, from))
                 }
                 None => Err(io::Error::from(io::ErrorKind::WouldBlock)),

@@ -1054,6 +1054,61 @@ fn bench_bulk(c: &mut Crit) {
 }
 
 // ------------------------------------------------------------------------
+// 3b. Copies at every relative alignment
+
+/// The engine's three big copies of 64 KiB (the application's `send` into
+/// the send buffer, a segment into the receive buffer, `recv` out of it),
+/// each timed with the application's buffer at every byte offset modulo
+/// 4096 against the engine's (which the allocator places, not the
+/// caller). glibc's `rep movsb` stalls on some CPUs for a few of these
+/// offsets (see `oxcat_tcp::copy`); printed per copy: the median over the
+/// offsets, the slowest, and how many took over 3x the median.
+fn alignment_report() {
+    use oxcat_tcp::buffer::{RecvBuffer, SendBuffer};
+    const LEN: usize = 64 * 1024;
+    const REPS: usize = 3;
+    let clock = BenchClock::from_env();
+    let app = vec![0x5au8; LEN + 4096];
+    let mut out = vec![0u8; LEN + 4096];
+    let mut send = SendBuffer::new(BUFFER);
+    let mut recv = RecvBuffer::new(BUFFER);
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for offset in 0..4096 {
+        let mut best = [u64::MAX; 3];
+        for _ in 0..REPS {
+            let t = clock.now_ns();
+            let n = send.push(&app[offset..offset + LEN]);
+            best[0] = best[0].min(clock.now_ns() - t);
+            assert_eq!(n, LEN);
+            send.drop_front(LEN);
+
+            let t = clock.now_ns();
+            let n = recv.append(&app[offset..offset + LEN]);
+            best[1] = best[1].min(clock.now_ns() - t);
+            assert_eq!(n, LEN);
+
+            let t = clock.now_ns();
+            let n = recv.read(&mut out[offset..offset + LEN]);
+            best[2] = best[2].min(clock.now_ns() - t);
+            assert_eq!(n, LEN);
+            black_box(&out);
+        }
+        for (t, b) in times.iter_mut().zip(best) {
+            t.push(b as f64);
+        }
+    }
+    for (name, t) in ["send", "segment_in", "recv"].iter().zip(&mut times) {
+        t.sort_by(f64::total_cmp);
+        let median = t[t.len() / 2];
+        let slow = t.iter().filter(|&&x| x > 3.0 * median).count();
+        println!(
+            "ALIGN copy={name} bytes={LEN} offsets=4096 median_ns={median:.0} max_ns={:.0} slow_offsets={slow}",
+            t[t.len() - 1]
+        );
+    }
+}
+
+// ------------------------------------------------------------------------
 // 4. State size of an idle connection
 
 /// Heap a connection owns: the bytes freed when it is dropped.
@@ -1226,6 +1281,7 @@ fn main() {
         }
     );
     state_size_report();
+    alignment_report();
     benches();
     paired_bulk_report();
     Criterion::default().configure_from_args().final_summary();

@@ -8,6 +8,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::copy;
 use crate::seq::SeqNum;
 
 /// The largest block `SendBuffer::push` copies bytes into: no segment is
@@ -171,7 +172,7 @@ impl SendBuffer {
                         let want = (block.capacity() * 2).max(block.len() + k).min(BLOCK);
                         block.reserve_exact(want - block.len());
                     }
-                    block.extend_from_slice(&data[..k]);
+                    copy::extend(block, &data[..k]);
                     if self.hint_end == *end && self.hint == last {
                         // The remembered chunk is this one: it grew.
                         self.hint_end += k as u64;
@@ -247,8 +248,8 @@ impl SendBuffer {
         let end = (offset + len).min(self.len());
         while at < end {
             let (a, b) = self.slices(at, end - at);
-            out.extend_from_slice(a);
-            out.extend_from_slice(b);
+            copy::extend(out, a);
+            copy::extend(out, b);
             at += a.len() + b.len();
         }
     }
@@ -449,10 +450,10 @@ impl RecvBuffer {
         let n = buf.len().min(self.readable.len());
         let (a, b) = self.readable.as_slices();
         if n <= a.len() {
-            buf[..n].copy_from_slice(&a[..n]);
+            copy::copy(&mut buf[..n], &a[..n]);
         } else {
-            buf[..a.len()].copy_from_slice(a);
-            buf[a.len()..n].copy_from_slice(&b[..n - a.len()]);
+            copy::copy(&mut buf[..a.len()], a);
+            copy::copy(&mut buf[a.len()..n], &b[..n - a.len()]);
         }
         self.readable.drain(..n);
         n
@@ -464,7 +465,7 @@ impl RecvBuffer {
     #[inline]
     pub fn append(&mut self, data: &[u8]) -> usize {
         debug_assert!(self.pieces.is_empty());
-        self.readable.extend(data);
+        copy::extend_ring(&mut self.readable, data);
         data.len()
     }
 
@@ -491,7 +492,7 @@ impl RecvBuffer {
             return 0;
         }
         if offset == 0 {
-            self.readable.extend(data);
+            copy::extend_ring(&mut self.readable, data);
             let mut next = rcv_nxt + data.len();
             // Pull in pieces the new bytes reach.
             while let Some((start, _)) = self.pieces.first() {
@@ -502,7 +503,7 @@ impl RecvBuffer {
                 let end = start + bytes.len();
                 if end > next {
                     let skip = next - start;
-                    self.readable.extend(&bytes[skip..]);
+                    copy::extend_ring(&mut self.readable, &bytes[skip..]);
                     next = end;
                 }
             }

@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod config;
 pub mod congestion;
 pub mod connection;
+pub mod copy;
 pub mod event;
 pub mod isn;
 pub mod listener;

@@ -244,8 +244,8 @@ impl<'a> Payload<'a> {
     /// Copies the bytes to the start of `out`, which must hold `len()` bytes.
     pub fn copy_to(&self, out: &mut [u8]) {
         let (a, b) = out[..self.len()].split_at_mut(self.head.len());
-        a.copy_from_slice(self.head);
-        b.copy_from_slice(self.tail);
+        crate::copy::copy(a, self.head);
+        crate::copy::copy(b, self.tail);
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
@@ -254,8 +254,8 @@ impl<'a> Payload<'a> {
             return Vec::new();
         }
         let mut v = Vec::with_capacity(self.len());
-        v.extend_from_slice(self.head);
-        v.extend_from_slice(self.tail);
+        crate::copy::extend(&mut v, self.head);
+        crate::copy::extend(&mut v, self.tail);
         v
     }
 }
