@@ -947,6 +947,59 @@ impl SmolBulk {
 /// Rounds of `paired_bulk_report` (one BULK_BYTES transfer per engine each).
 const PAIRED_ROUNDS: usize = 60;
 
+/// The bulk transfer's memory moves without any TCP: what an engine with
+/// no cost at all would take for the same copies (a floor for each oxcat
+/// row). Each round: with `copy_send` the 64 KiB source is copied into
+/// 256 KiB of send blocks (oxcat's `send`), then 1448-byte pieces of those
+/// blocks (or of the source itself, as `send_bytes` lends it) are appended
+/// to a 256 KiB receive ring, which the application then empties in place.
+struct CopyFloor {
+    blocks: Vec<Vec<u8>>,
+    ring: VecDeque<u8>,
+}
+
+impl CopyFloor {
+    fn new() -> CopyFloor {
+        CopyFloor {
+            blocks: (0..BUFFER / (64 * 1024))
+                .map(|_| Vec::with_capacity(64 * 1024))
+                .collect(),
+            ring: VecDeque::with_capacity(BUFFER),
+        }
+    }
+
+    #[inline(always)]
+    fn transfer(&mut self, src: &[u8], copy_send: bool) -> usize {
+        const SEGMENT: usize = MSS - 12;
+        let mut delivered = 0;
+        while delivered < BULK_BYTES {
+            if copy_send {
+                for block in &mut self.blocks {
+                    block.clear();
+                    oxcat_tcp::copy::extend(block, src);
+                }
+            }
+            let mut at = 0;
+            while at + SEGMENT <= BUFFER {
+                let (block, offset) = (at / src.len(), at % src.len());
+                let end = (offset + SEGMENT).min(src.len());
+                let piece = if copy_send {
+                    &self.blocks[block][offset..end]
+                } else {
+                    &src[offset..end]
+                };
+                oxcat_tcp::copy::extend_ring(&mut self.ring, piece);
+                at += SEGMENT;
+            }
+            let (a, b) = self.ring.as_slices();
+            black_box((a, b));
+            delivered += self.ring.len();
+            self.ring.clear();
+        }
+        delivered
+    }
+}
+
 /// The bulk transfers again, interleaved: round after round one 4 MiB
 /// transfer of each (oxcat with `send`, oxcat with `send_bytes`, smoltcp),
 /// the order rotating, each timed alone on the bench clock. A round's ratio
@@ -956,37 +1009,23 @@ const PAIRED_ROUNDS: usize = 60;
 /// and the median of the per-round ratios.
 fn paired_bulk_report() {
     let clock = BenchClock::from_env();
-    let src = vec![0xa5u8; 64 * 1024];
-    let src_bytes = oxcat_tcp::Bytes::from(src.clone());
-    let mut chunk = oxcat_tcp::Bytes::new();
-    let mut copy = OxBulk::new();
-    let mut owned = OxBulk::new();
-    let mut smol = SmolBulk::new();
-    let mut times: [Vec<f64>; 3] = Default::default();
-    // Round 0 warms up (buffers grown, caches filled) and is not kept.
-    for round in 0..=PAIRED_ROUNDS {
-        for k in 0..3 {
-            let which = (round + k) % 3;
-            let start = clock.now_ns();
-            let moved = match which {
-                0 => copy.transfer(|client| while client.send(&src).is_ok() {}),
-                1 => owned.transfer(|client| loop {
-                    if chunk.is_empty() {
-                        chunk = src_bytes.clone();
-                    }
-                    if client.send_bytes(&mut chunk).is_err() {
-                        break;
-                    }
-                }),
-                _ => smol.transfer(&src),
-            };
-            let took = clock.now_ns().saturating_sub(start);
-            black_box(moved);
-            if round > 0 {
-                times[which].push(took as f64);
+    // Rounds of one transfer per contestant, the order rotating, each timed
+    // alone; round 0 warms up (buffers grown, caches filled) and is not kept.
+    let rounds = |contestants: usize, run: &mut dyn FnMut(usize) -> usize| {
+        let mut times = vec![Vec::new(); contestants];
+        for round in 0..=PAIRED_ROUNDS {
+            for k in 0..contestants {
+                let which = (round + k) % contestants;
+                let start = clock.now_ns();
+                black_box(run(which));
+                let took = clock.now_ns().saturating_sub(start);
+                if round > 0 {
+                    times[which].push(took as f64);
+                }
             }
         }
-    }
+        times
+    };
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
@@ -997,15 +1036,59 @@ fn paired_bulk_report() {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         }
     };
-    let ratios =
-        |ox: &[f64]| -> Vec<f64> { ox.iter().zip(&times[2]).map(|(o, s)| s / o).collect() };
+    // The median of the per-round ratios smoltcp / `ours`.
+    let ratio = |smol: &[f64], ours: &[f64]| {
+        median(
+            &ours
+                .iter()
+                .zip(smol)
+                .map(|(o, s)| s / o)
+                .collect::<Vec<_>>(),
+        )
+    };
+
+    let src = vec![0xa5u8; 64 * 1024];
+    let src_bytes = oxcat_tcp::Bytes::from(src.clone());
+    let mut chunk = oxcat_tcp::Bytes::new();
+    let mut copy = OxBulk::new();
+    let mut owned = OxBulk::new();
+    let mut smol = SmolBulk::new();
+    let t = rounds(3, &mut |which| match which {
+        0 => copy.transfer(|client| while client.send(&src).is_ok() {}),
+        1 => owned.transfer(|client| loop {
+            if chunk.is_empty() {
+                chunk = src_bytes.clone();
+            }
+            if client.send_bytes(&mut chunk).is_err() {
+                break;
+            }
+        }),
+        _ => smol.transfer(&src),
+    });
     println!(
         "PAIRED rounds={PAIRED_ROUNDS} bytes={BULK_BYTES} oxcat_ns={:.0} oxcat_bytes_ns={:.0} smoltcp_ns={:.0} ratio_oxcat={:.3} ratio_oxcat_bytes={:.3}",
-        median(&times[0]),
-        median(&times[1]),
-        median(&times[2]),
-        median(&ratios(&times[0])),
-        median(&ratios(&times[1])),
+        median(&t[0]),
+        median(&t[1]),
+        median(&t[2]),
+        ratio(&t[2], &t[0]),
+        ratio(&t[2], &t[1]),
+    );
+
+    // The same against the copies alone (`CopyFloor`): the most any engine
+    // making those copies could reach against smoltcp on this machine.
+    let mut floor = CopyFloor::new();
+    let t = rounds(3, &mut |which| match which {
+        0 => floor.transfer(&src, true),
+        1 => floor.transfer(&src, false),
+        _ => smol.transfer(&src),
+    });
+    println!(
+        "FLOOR rounds={PAIRED_ROUNDS} bytes={BULK_BYTES} copies_send_ns={:.0} copies_send_bytes_ns={:.0} smoltcp_ns={:.0} ceiling_send={:.3} ceiling_send_bytes={:.3}",
+        median(&t[0]),
+        median(&t[1]),
+        median(&t[2]),
+        ratio(&t[2], &t[0]),
+        ratio(&t[2], &t[1]),
     );
 }
 
@@ -1066,7 +1149,7 @@ fn bench_bulk(c: &mut Crit) {
 fn alignment_report() {
     use oxcat_tcp::buffer::{RecvBuffer, SendBuffer};
     const LEN: usize = 64 * 1024;
-    const REPS: usize = 3;
+    const REPS: usize = 5;
     let clock = BenchClock::from_env();
     let app = vec![0x5au8; LEN + 4096];
     let mut out = vec![0u8; LEN + 4096];

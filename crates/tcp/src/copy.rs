@@ -27,8 +27,17 @@ fn stalls(dst: *const u8, src: *const u8, len: usize) -> bool {
 }
 
 /// `dst.copy_from_slice(src)`, around the stall.
-#[inline]
+#[inline(always)]
 pub fn copy(dst: &mut [u8], src: &[u8]) {
+    if src.len() > PIECE {
+        copy_long(dst, src);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+#[inline(never)]
+fn copy_long(dst: &mut [u8], src: &[u8]) {
     if stalls(dst.as_ptr(), src.as_ptr(), src.len()) {
         assert_eq!(
             dst.len(),
@@ -44,45 +53,59 @@ pub fn copy(dst: &mut [u8], src: &[u8]) {
 }
 
 /// `dst.extend_from_slice(src)`, around the stall.
-#[inline]
+#[inline(always)]
 pub fn extend(dst: &mut Vec<u8>, src: &[u8]) {
     if src.len() > PIECE {
-        dst.reserve(src.len());
-        if stalls(
-            dst.as_ptr().wrapping_add(dst.len()),
-            src.as_ptr(),
-            src.len(),
-        ) {
-            for s in src.chunks(PIECE) {
-                dst.extend_from_slice(s);
-            }
-            return;
-        }
+        extend_long(dst, src);
+    } else {
+        dst.extend_from_slice(src);
     }
-    dst.extend_from_slice(src);
+}
+
+#[inline(never)]
+fn extend_long(dst: &mut Vec<u8>, src: &[u8]) {
+    dst.reserve(src.len());
+    if stalls(
+        dst.as_ptr().wrapping_add(dst.len()),
+        src.as_ptr(),
+        src.len(),
+    ) {
+        for s in src.chunks(PIECE) {
+            dst.extend_from_slice(s);
+        }
+    } else {
+        dst.extend_from_slice(src);
+    }
 }
 
 /// `dst.extend(src)` for a ring, around the stall. Where the ring's next
 /// byte lies is taken from its slices (when the free space wraps to the
 /// buffer's start this guesses wrong, which costs time, never bytes).
-#[inline]
+#[inline(always)]
 pub fn extend_ring(dst: &mut VecDeque<u8>, src: &[u8]) {
     if src.len() > PIECE {
-        dst.reserve(src.len());
-        let (a, b) = dst.as_slices();
-        let next = if b.is_empty() {
-            a.as_ptr_range().end
-        } else {
-            b.as_ptr_range().end
-        };
-        if stalls(next, src.as_ptr(), src.len()) {
-            for s in src.chunks(PIECE) {
-                dst.extend(s);
-            }
-            return;
-        }
+        extend_ring_long(dst, src);
+    } else {
+        dst.extend(src);
     }
-    dst.extend(src);
+}
+
+#[inline(never)]
+fn extend_ring_long(dst: &mut VecDeque<u8>, src: &[u8]) {
+    dst.reserve(src.len());
+    let (a, b) = dst.as_slices();
+    let next = if b.is_empty() {
+        a.as_ptr_range().end
+    } else {
+        b.as_ptr_range().end
+    };
+    if stalls(next, src.as_ptr(), src.len()) {
+        for s in src.chunks(PIECE) {
+            dst.extend(s);
+        }
+    } else {
+        dst.extend(src);
+    }
 }
 
 #[cfg(test)]
