@@ -83,6 +83,7 @@ fn timer_name(t: TimerKind) -> &'static str {
         TimerKind::Persist => "persist",
         TimerKind::Keepalive => "keepalive",
         TimerKind::TimeWait => "time-wait",
+        TimerKind::LossProbe => "loss-probe",
     }
 }
 

@@ -54,6 +54,16 @@ pub struct Config {
     /// data, ACKs that advance) take a shortcut through the receive checks
     /// with the same outcome. Off only to compare the two paths.
     pub header_prediction: bool,
+    /// Tail loss probes (RFC 8985 §7, with SACK): when a flight's last
+    /// segments go unacknowledged for about two round trips, resend the
+    /// last one so the receiver's ACK (with SACK) shows what is missing,
+    /// instead of waiting for the retransmission timeout.
+    pub tail_loss_probe: bool,
+    /// Early retransmit (RFC 5827): with fewer than four segments in
+    /// flight and nothing more to send, fast retransmit after fewer
+    /// duplicate ACKs (or SACKed segments) than three. With tail loss
+    /// probes it lets a probe's SACK repair a lost tail at once.
+    pub early_retransmit: bool,
 }
 
 impl Default for Config {
@@ -80,6 +90,8 @@ impl Default for Config {
             trace: false,
             tso_max_payload: 0,
             header_prediction: true,
+            tail_loss_probe: true,
+            early_retransmit: true,
         }
     }
 }

@@ -172,6 +172,16 @@ pub struct Connection {
     recovery_inflation: usize,
     /// Our SYN (or SYN-ACK) went out more than once (RFC 6298 §5.7).
     syn_retransmitted: bool,
+    /// RFC 8985 §7 tail loss probe: when new data last went out or an ACK
+    /// last advanced SND.UNA (the probe timeout counts from there).
+    tlp_base: Option<Instant>,
+    /// The probe timed out: a probe is owed.
+    tlp_owed: bool,
+    /// A probe is out: SND.MAX when it was sent (TLP.end_seq; at most one
+    /// probe per flight), and whether it resent data (TLP.is_retrans).
+    tlp_end: Option<SeqNum>,
+    tlp_retrans: bool,
+    loss_probes: u64,
     cc: CongestionControl,
 
     // Acknowledgments and probes.
@@ -288,6 +298,11 @@ impl Connection {
             high_rxt: SeqNum(0),
             recovery_inflation: 0,
             syn_retransmitted: false,
+            tlp_base: None,
+            tlp_owed: false,
+            tlp_end: None,
+            tlp_retrans: false,
+            loss_probes: 0,
             cc,
             ack_now: false,
             segments_unacked: 0,
@@ -372,6 +387,11 @@ impl Connection {
     /// (its shortcut) rather than by the full path.
     pub fn burst_segments(&self) -> u64 {
         self.burst_built
+    }
+
+    /// How many tail loss probes went out (RFC 8985 §7).
+    pub fn loss_probes(&self) -> u64 {
+        self.loss_probes
     }
 
     /// Bytes ready to read.
@@ -631,7 +651,58 @@ impl Connection {
         let t = earlier(self.retransmit_deadline, self.delayed_ack_deadline);
         let t = earlier(t, self.persist_deadline);
         let t = earlier(t, self.keepalive_deadline);
-        earlier(t, self.time_wait_deadline)
+        let t = earlier(t, self.time_wait_deadline);
+        if self.tlp_base.is_some() {
+            earlier(t, self.loss_probe_deadline())
+        } else {
+            t
+        }
+    }
+
+    /// RFC 8985 §7.2: when a tail loss probe is due, if one may go: with
+    /// SACK, data in flight, no probe out yet, no recovery, nothing SACKed
+    /// and no retransmission timeout under way; PTO = 2*SRTT, plus the
+    /// worst-case delayed ACK (200 ms) when one segment is in flight, else
+    /// 2 ms (as Linux); 1 s before any RTT sample. Never later than the
+    /// retransmission timer (which then comes first).
+    fn loss_probe_deadline(&self) -> Option<Instant> {
+        let base = self.tlp_base?;
+        if !self.config.tail_loss_probe
+            || !self.sack_enabled
+            || self.tlp_owed
+            || self.tlp_end.is_some()
+            || self.recovery.is_some()
+            || !self.sacked.is_empty()
+            || self.retries > 0
+            || self.snd_max <= self.snd_una
+            || self.snd_nxt != self.snd_max
+            || !matches!(
+                self.state,
+                State::Established
+                    | State::CloseWait
+                    | State::FinWait1
+                    | State::Closing
+                    | State::LastAck
+            )
+        {
+            return None;
+        }
+        let pto = match self.rtt.srtt_ns() {
+            Some(srtt) => {
+                let extra = if self.snd_max - self.snd_una <= self.snd_mss {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_millis(2)
+                };
+                Duration::from_nanos(srtt.saturating_mul(2)) + extra
+            }
+            None => Duration::from_secs(1),
+        };
+        let deadline = base.checked_add(pto)?;
+        match self.retransmit_deadline {
+            Some(rto) if rto <= deadline => None,
+            _ => Some(deadline),
+        }
     }
 
     // ----- time -----
@@ -647,6 +718,10 @@ impl Connection {
             self.retransmit_deadline = None;
             self.trace_timer(now, TimerKind::Retransmit);
             self.on_retransmit_timeout(now);
+        }
+        if self.loss_probe_deadline().is_some_and(|d| d <= now) {
+            self.trace_timer(now, TimerKind::LossProbe);
+            self.tlp_owed = true;
         }
         if self.delayed_ack_deadline.is_some_and(|d| d <= now) {
             self.delayed_ack_deadline = None;
@@ -675,6 +750,9 @@ impl Connection {
             return;
         }
         self.retries += 1;
+        // A timeout ends any loss probe episode (RFC 8985 §7.4).
+        self.tlp_owed = false;
+        self.tlp_end = None;
         // RFC 6298 §5.5-5.6: back off, and the timer restarts when the segment goes out.
         self.rtt.backoff();
         self.rtt_probe = None;
@@ -1149,6 +1227,12 @@ impl Connection {
         }
         self.retries = 0;
         self.dup_acks = 0;
+        self.tlp_base = Some(now);
+        if let Some(end) = self.tlp_end {
+            if ack >= end {
+                self.on_probe_acknowledged(now, h, ack, acked);
+            }
+        }
 
         // RTT: timestamps echo (RFC 7323 §4), else the timed segment (Karn).
         let mut sample = None;
@@ -1218,6 +1302,33 @@ impl Connection {
         }
     }
 
+    /// RFC 8985 §7.4: the ACK covers the probe's TLP.end_seq. A probe of
+    /// new data needs nothing more. A probe that resent data either
+    /// repaired a loss (the original never arrived) or duplicated it; the
+    /// receiver says the latter with a D-SACK (RFC 2883: a first block
+    /// below the cumulative ACK). Without one, the loss is taken as real
+    /// and the window reduced once, as a recovery episode would.
+    fn on_probe_acknowledged(&mut self, now: Instant, h: &Header, ack: SeqNum, acked: usize) {
+        self.tlp_end = None;
+        if !std::mem::take(&mut self.tlp_retrans) || self.recovery.is_some() {
+            return;
+        }
+        let duplicate = h
+            .options
+            .sack
+            .as_slice()
+            .first()
+            .is_some_and(|&(_, r)| r <= ack);
+        if duplicate {
+            return;
+        }
+        // The flight before this ACK, as when the loss would have been found.
+        let flight = self.snd_max - self.snd_una;
+        self.cc.on_congestion_event(now, flight + acked);
+        self.cc.on_recovery_end(flight);
+        self.trace_cwnd(now);
+    }
+
     fn on_duplicate_ack(&mut self, now: Instant) {
         self.dup_acks += 1;
         if self.recovery.is_some() {
@@ -1232,7 +1343,7 @@ impl Connection {
             return;
         }
         let sack_says_lost = self.sack_enabled && self.is_lost(self.snd_una);
-        if self.dup_acks >= DUPACK_THRESHOLD || sack_says_lost {
+        if self.dup_acks >= DUPACK_THRESHOLD || sack_says_lost || self.early_retransmit_due() {
             // Fast retransmit (RFC 5681 §3.2 steps 2-3), recovery until `recover` is acked.
             let flight = self.snd_max - self.snd_una;
             self.cc.on_congestion_event(now, flight);
@@ -1248,6 +1359,40 @@ impl Connection {
                 DUPACK_THRESHOLD as usize * self.snd_mss
             };
             self.rtt_probe = None;
+        }
+    }
+
+    /// RFC 5827 early retransmit: with fewer than four segments out and
+    /// nothing more to send (no new data, or the peer's window allows
+    /// none), three duplicate ACKs may never come: the threshold becomes
+    /// the outstanding segments less one, counted in duplicate ACKs (§3.1)
+    /// or, with SACK, in segments SACKed above SND.UNA (§3.2).
+    fn early_retransmit_due(&self) -> bool {
+        if !self.config.early_retransmit || self.snd_mss == 0 {
+            return false;
+        }
+        let outstanding = self.snd_max - self.snd_una;
+        let segments = outstanding.div_ceil(self.snd_mss);
+        if !(2..4).contains(&segments) {
+            return false;
+        }
+        let end = self.data_end();
+        let unsent = if end > self.snd_max {
+            end - self.snd_max
+        } else {
+            0
+        };
+        let right_edge = self.snd_una + self.snd_wnd;
+        let window_full = right_edge <= self.snd_max;
+        if unsent > 0 && !window_full {
+            return false;
+        }
+        let threshold = segments - 1;
+        if self.sack_enabled {
+            let sacked = self.sacked_bytes();
+            sacked > 0 && sacked.div_ceil(self.snd_mss) >= threshold
+        } else {
+            self.dup_acks as usize >= threshold
         }
     }
 
@@ -1902,6 +2047,7 @@ impl Connection {
             if self.rtt_probe.is_none() && !self.ts_enabled {
                 self.rtt_probe = Some((self.snd_nxt, now));
             }
+            self.tlp_base = Some(now);
             self.arm_retransmit(now);
             let (a, b) = self.send_buf.slices(seq - self.snd_una, len);
             self.burst_built += 1;
@@ -1946,7 +2092,7 @@ impl Connection {
         if self.rst_owed.is_some() || self.syn_owed || self.queue_probe.is_some() || self.ack_now {
             return true;
         }
-        if self.rtx_next.is_some() {
+        if self.rtx_next.is_some() || self.tlp_owed {
             return true;
         }
         if !self.state.is_synchronized() {
@@ -1997,6 +2143,11 @@ impl Connection {
         if self.state.is_synchronized() || self.state == State::SynReceived {
             if self.rtx_next.is_some() {
                 if let Some(body) = self.retransmission(now, h) {
+                    return Some(body);
+                }
+            }
+            if self.tlp_owed {
+                if let Some(body) = self.loss_probe(now, h) {
                     return Some(body);
                 }
             }
@@ -2071,6 +2222,61 @@ impl Connection {
         }
         self.arm_retransmit(now);
         Some(body)
+    }
+
+    /// RFC 8985 §7.3: the tail loss probe resends the last segment sent
+    /// (the RFC prefers new data when the receiver's window allows it;
+    /// this engine resends, which Linux also does when no new data fits),
+    /// whatever cwnd says.
+    fn loss_probe(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
+        self.tlp_owed = false;
+        // This flight's probe is used up even if none can be built (so the
+        // timeout cannot come back at once).
+        self.tlp_end = Some(self.snd_max);
+        self.tlp_retrans = false;
+        if self.snd_max <= self.snd_una || self.snd_nxt != self.snd_max {
+            return None;
+        }
+        // Offsets from SND.UNA: the data sent ends at `end`.
+        let end = if self.data_end() > self.snd_una {
+            (self.data_end() - self.snd_una).min(self.snd_max - self.snd_una)
+        } else {
+            0
+        };
+        let mut start = end.saturating_sub(self.max_payload());
+        // What two slices lend (see `SendBuffer::lendable`): the probe's
+        // start moves up until they reach its end.
+        let lent = self.send_buf.lendable(start, end - start);
+        if lent < end - start {
+            start = end - lent;
+        }
+        let len = self.send_buf.lendable(start, end - start);
+        let at = self.snd_una + start;
+        let with_fin = self.fin_seq == Some(at + len);
+        if len == 0 && !with_fin {
+            return None;
+        }
+        let mut flags = Flags::ACK;
+        if with_fin {
+            flags |= Flags::FIN;
+        }
+        self.fill_header(now, at, flags, h);
+        self.tlp_retrans = true;
+        self.loss_probes += 1;
+        // Karn: an ambiguous sample is never taken.
+        self.rtt_probe = None;
+        if self.config.trace {
+            self.trace.push_back(TraceEvent::Retransmit {
+                at: now,
+                seq: at,
+                len,
+                fast: false,
+            });
+        }
+        // §7.3: after a probe the retransmission timer restarts, one RTO
+        // from now (as Linux's tcp_send_loss_probe re-arms it).
+        self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
+        Some(Body::buffered(start, len))
     }
 
     /// Payload that fits in one segment: the MSS less the options every
@@ -2229,8 +2435,11 @@ impl Connection {
         }
         self.snd_nxt = seq + len + usize::from(fin_owed);
         self.snd_max = self.snd_max.max(self.snd_nxt);
-        if !is_retransmission && self.rtt_probe.is_none() && !self.ts_enabled && len > 0 {
-            self.rtt_probe = Some((self.snd_nxt, now));
+        if !is_retransmission {
+            if self.rtt_probe.is_none() && !self.ts_enabled && len > 0 {
+                self.rtt_probe = Some((self.snd_nxt, now));
+            }
+            self.tlp_base = Some(now);
         }
         if is_retransmission && self.config.trace {
             self.trace.push_back(TraceEvent::Retransmit {
@@ -2275,6 +2484,9 @@ impl Connection {
             TimerKind::Persist => &mut self.persist_deadline,
             TimerKind::Keepalive => &mut self.keepalive_deadline,
             TimerKind::TimeWait => &mut self.time_wait_deadline,
+            // Not armed: its deadline follows from the connection's state
+            // (`loss_probe_deadline`).
+            TimerKind::LossProbe => return,
         };
         *slot = Some(deadline);
         if self.config.trace {

@@ -44,6 +44,8 @@ pub enum TimerKind {
     Persist,
     Keepalive,
     TimeWait,
+    /// RFC 8985 §7: the probe timeout (PTO) of a tail loss probe.
+    LossProbe,
 }
 
 /// What happened inside the engine, for traces and diagrams.

@@ -1902,6 +1902,199 @@ fn sack_recovery_retransmits_only_the_holes() {
     s.done();
 }
 
+/// SACK recovery with tracing on (for `cwnd_trace`) and the given switches.
+fn established_sack_traced(tlp: bool, early: bool) -> Script {
+    let config = Config {
+        timestamps: false,
+        window_scaling: false,
+        congestion: Algorithm::NewReno,
+        trace: true,
+        tail_loss_probe: tlp,
+        early_retransmit: early,
+        ..Config::default()
+    };
+    established_with(config, syn_ack(0, 1).mss(1000).sack_ok())
+}
+
+/// RFC 8985 §7.2-7.3 (tail loss probe) with RFC 5827 §3.2 (early
+/// retransmit, SACK): both segments of a two-segment flight are lost and no
+/// ACK comes. SRTT is 100 ms (the handshake), so the probe timeout, 2*SRTT
+/// plus 2 ms = 202 ms after the send, comes before the RTO (300 ms): the last segment
+/// goes again. The peer SACKs it; with two segments out one SACKed segment
+/// is enough (early retransmit), and the first goes at once, long before
+/// the retransmission timeout.
+#[test]
+fn tail_loss_probe_and_early_retransmit_repair_a_lost_tail() {
+    let mut s = established_sack_traced(true, true);
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    let probe = s.expect_next(1_000, data(1001, 1, 1000));
+    assert_eq!(probe, 402, "probe at 2*SRTT + 2 ms after the send");
+    s.check("one probe", |c| c.loss_probes() == 1);
+    s.at(450).peer_sends(ack(1, 1).sack(&[(1001, 2001)]));
+    s.expect(data(1, 1, 1000));
+    s.at(500).peer_sends(ack(1, 2001));
+    s.expect_nothing_until(5_000);
+    s.check("one probe, no timeout", |c| c.loss_probes() == 1);
+    s.done();
+}
+
+/// RFC 8985 §7.2-7.3: one probe per flight. The probe above goes
+/// unanswered: no second probe; the retransmission timer restarted with the
+/// probe (300 ms from 402) resends from SND.UNA.
+#[test]
+fn tail_loss_probe_at_most_one_per_flight() {
+    let mut s = established_sack_traced(true, true);
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    assert_eq!(s.expect_next(1_000, data(1001, 1, 1000)), 402);
+    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 702, "then the RTO");
+    s.check("still one probe", |c| c.loss_probes() == 1);
+    s.done();
+}
+
+/// RFC 8985 §7.2: with one segment in flight the probe timeout adds the
+/// worst-case delayed ACK (200 ms): 2*SRTT + 200 ms = 400 ms, later than
+/// the retransmission timeout (300 ms), which therefore goes first, and no
+/// probe is sent.
+#[test]
+fn no_tail_loss_probe_when_the_timeout_comes_first() {
+    let mut s = established_sack_traced(true, true);
+    s.at(200).app_send_n(1000);
+    s.expect(data(1, 1, 1000));
+    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 500, "the RTO");
+    s.check("no probe", |c| c.loss_probes() == 0);
+    s.done();
+}
+
+/// RFC 8985 §7: without SACK the probe's answer could not say what is
+/// missing, so no probe is sent: the timeout resends.
+#[test]
+fn no_tail_loss_probe_without_sack() {
+    let mut s = established(newreno());
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 500, "the RTO");
+    s.check("no probe", |c| c.loss_probes() == 0);
+    s.done();
+}
+
+/// Config::tail_loss_probe off: the timeout resends.
+#[test]
+fn tail_loss_probe_can_be_switched_off() {
+    let mut s = established_sack_traced(false, true);
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 500, "the RTO");
+    s.check("no probe", |c| c.loss_probes() == 0);
+    s.done();
+}
+
+/// RFC 8985 §7.4: a probe that resent data and is acknowledged without a
+/// D-SACK repaired a loss: the window is reduced once (NewReno: ssthresh =
+/// FlightSize / 2 = 1000, at least 2*SMSS = 2000).
+#[test]
+fn tail_loss_probe_that_repairs_a_loss_reduces_the_window() {
+    let mut s = established_sack_traced(true, true);
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    let _ = s.cwnd_trace();
+    assert_eq!(s.expect_next(1_000, data(1001, 1, 1000)), 402);
+    s.at(450).peer_sends(ack(1, 2001));
+    s.expect_nothing_until(5_000);
+    assert_eq!(
+        s.cwnd_trace().last().map(|&(_, ssthresh)| ssthresh),
+        Some(2000),
+        "one reduction"
+    );
+    s.done();
+}
+
+/// RFC 8985 §7.4 with RFC 2883: the probe's ACK carries a D-SACK for it
+/// (a first block below the cumulative ACK): both copies arrived, nothing
+/// was lost, the window stays.
+#[test]
+fn tail_loss_probe_answered_by_a_dsack_keeps_the_window() {
+    let mut s = established_sack_traced(true, true);
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    let _ = s.cwnd_trace();
+    assert_eq!(s.expect_next(1_000, data(1001, 1, 1000)), 402);
+    s.at(450).peer_sends(ack(1, 2001).sack(&[(1001, 2001)]));
+    s.expect_nothing_until(5_000);
+    assert!(
+        s.cwnd_trace().iter().all(|&(_, ssthresh)| ssthresh > 2000),
+        "no reduction"
+    );
+    s.done();
+}
+
+/// RFC 5827 §3.1 (early retransmit without SACK): two segments out, the
+/// first lost: one duplicate ACK is the threshold (outstanding - 1), so the
+/// first is resent at once, not after three duplicates that cannot come.
+#[test]
+fn early_retransmit_after_one_duplicate_with_two_segments_out() {
+    let mut s = established(newreno());
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    s.at(300).peer_sends(ack(1, 1));
+    s.expect(data(1, 1, 1000));
+    s.done();
+}
+
+/// RFC 5827 §3.1: not while more data waits to be sent (three duplicate
+/// ACKs may still come), nor with four or more segments out.
+#[test]
+fn no_early_retransmit_with_data_waiting_or_four_segments_out() {
+    let mut s = established(newreno());
+    // Two segments in flight (the peer's window holds two), more queued:
+    // the window keeps the rest back, which early retransmit counts as
+    // nothing more to send, so one duplicate is enough here...
+    s.at(150).peer_sends(ack(1, 1).win(2000));
+    s.at(200).app_send_n(3000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    s.at(300).peer_sends(ack(1, 1).win(2000));
+    s.expect(data(1, 1, 1000));
+    s.done();
+
+    // ...while four segments out need the usual three duplicates.
+    let mut s = established(newreno());
+    s.at(200).app_send_n(4000);
+    for i in 0..4u32 {
+        s.expect(data(1 + i * 1000, 1, 1000));
+    }
+    s.at(300).peer_sends(ack(1, 1));
+    s.peer_sends(ack(1, 1));
+    s.expect_nothing();
+    s.peer_sends(ack(1, 1));
+    s.expect(data(1, 1, 1000));
+    s.done();
+}
+
+/// Config::early_retransmit off: two segments out, one duplicate ACK is
+/// not enough.
+#[test]
+fn early_retransmit_can_be_switched_off() {
+    let mut s = established(Config {
+        early_retransmit: false,
+        ..newreno()
+    });
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+    s.at(300).peer_sends(ack(1, 1));
+    s.expect_nothing();
+    s.done();
+}
+
 // ===================================================================
 // Flow control: zero window, persist timer, SWS avoidance
 // ===================================================================

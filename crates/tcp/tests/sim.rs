@@ -123,6 +123,8 @@ struct Outcome {
     server_recv_buffer: usize,
     segments: u64,
     lost: u64,
+    /// Tail loss probes both ends sent.
+    loss_probes: u64,
     elapsed: Duration,
 }
 
@@ -415,6 +417,7 @@ fn run_with(
             s_writer.next,
         ),
         segments: link.sent,
+        loss_probes: client.loss_probes() + server.as_ref().map_or(0, |s| s.loss_probes()),
         lost: link.lost,
         elapsed: now - t0,
     }
@@ -496,6 +499,45 @@ fn lossy_link_delivers_everything() {
     let f = LOSSY;
     let o = run(7, f, 300_000, 200_000, Config::default());
     check(&o, 300_000, 200_000, 7);
+    assert!(o.loss_probes > 0, "no tail loss probe went out");
+}
+
+/// Tail loss probes with early retransmit (RFC 8985 §7, RFC 5827) against
+/// the retransmission timeout alone: short transfers (a few segments each
+/// way) over a lossy link, where a lost tail otherwise waits for the RTO,
+/// finish sooner in simulated time summed over the seeds, and deliver the
+/// same bytes.
+#[test]
+fn tail_loss_probes_finish_short_transfers_sooner() {
+    let f = Faults {
+        loss: 0.15,
+        dup: 0.0,
+        reorder: 0.0,
+        delay_ms: 20,
+        jitter_ms: 2,
+    };
+    let without = Config {
+        tail_loss_probe: false,
+        early_retransmit: false,
+        ..Config::default()
+    };
+    let (mut with_total, mut without_total, mut probes) = (Duration::ZERO, Duration::ZERO, 0);
+    for seed in 0..60u64 {
+        let a = run(seed, f, 6_000, 3_000, Config::default());
+        check(&a, 6_000, 3_000, seed);
+        let b = run(seed, f, 6_000, 3_000, without.clone());
+        check(&b, 6_000, 3_000, seed);
+        assert_eq!(b.loss_probes, 0);
+        with_total += a.elapsed;
+        without_total += b.elapsed;
+        probes += a.loss_probes;
+    }
+    eprintln!("probes {probes}: with {with_total:?}, without {without_total:?}");
+    assert!(probes > 0, "no tail loss probe went out");
+    assert!(
+        with_total < without_total,
+        "with probes {with_total:?}, without {without_total:?}"
+    );
 }
 
 #[test]
