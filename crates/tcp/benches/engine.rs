@@ -45,9 +45,12 @@
 //! which must write a frame, copies it three times (plus the frame). With
 //! `send_bytes` (`bulk/oxcat-bytes`) oxcat copies each byte once, the
 //! receiver's copy: smoltcp has no call that takes the application's
-//! buffer, so that row compares one copy with three, which is the point
-//! of the call and not a like-for-like engine comparison (`bulk/oxcat` is
-//! that). A segment spanning two of the source's slices lies in two parts
+//! buffer, so that row compares one copy with three: each engine's
+//! cheapest way to move an application's bytes, which is the point of the
+//! call. `bulk/oxcat` is the same engine taking a borrowed slice, so it
+//! pays one copy more; the FLOOR line (after PAIRED) times each row's
+//! copies alone, with no TCP at all, paired with smoltcp the same way: the
+//! ratio no engine making those copies could pass here. A segment spanning two of the source's slices lies in two parts
 //! and is joined for the receiver, as one wrapping the ring is in
 //! `bulk/oxcat` (once per 64 KiB in both). Both
 //! receivers hand the bytes to the application in place (oxcat
