@@ -181,7 +181,7 @@ pub struct Connection {
     /// probe per flight), and whether it resent data (TLP.is_retrans).
     tlp_end: Option<SeqNum>,
     tlp_retrans: bool,
-    loss_probes: u64,
+    loss_probes: u32,
     cc: CongestionControl,
 
     // Acknowledgments and probes.
@@ -391,7 +391,7 @@ impl Connection {
 
     /// How many tail loss probes went out (RFC 8985 §7).
     pub fn loss_probes(&self) -> u64 {
-        self.loss_probes
+        u64::from(self.loss_probes)
     }
 
     /// Bytes ready to read.
@@ -2262,7 +2262,7 @@ impl Connection {
         }
         self.fill_header(now, at, flags, h);
         self.tlp_retrans = true;
-        self.loss_probes += 1;
+        self.loss_probes = self.loss_probes.saturating_add(1);
         // Karn: an ambiguous sample is never taken.
         self.rtt_probe = None;
         if self.config.trace {
