@@ -1148,7 +1148,8 @@ fn bench_bulk(c: &mut Crit) {
 /// 4096 against the engine's (which the allocator places, not the
 /// caller). glibc's `rep movsb` stalls on some CPUs for a few of these
 /// offsets (see `oxcat_tcp::copy`); printed per copy: the median over the
-/// offsets, the slowest, and how many took over 3x the median.
+/// offsets, the slowest, and how many took over 5x the median (the stall
+/// is 13-15x; a shared machine's hiccups reach 3-5x).
 fn alignment_report() {
     use oxcat_tcp::buffer::{RecvBuffer, SendBuffer};
     const LEN: usize = 64 * 1024;
@@ -1186,7 +1187,7 @@ fn alignment_report() {
     for (name, t) in ["send", "segment_in", "recv"].iter().zip(&mut times) {
         t.sort_by(f64::total_cmp);
         let median = t[t.len() / 2];
-        let slow = t.iter().filter(|&&x| x > 3.0 * median).count();
+        let slow = t.iter().filter(|&&x| x > 5.0 * median).count();
         println!(
             "ALIGN copy={name} bytes={LEN} offsets=4096 median_ns={median:.0} max_ns={:.0} slow_offsets={slow}",
             t[t.len() - 1]
