@@ -122,6 +122,17 @@ pub(crate) fn engine(
                 seq: seq.0,
                 len,
                 fast,
+                probe: false,
+            },
+        ),
+        TraceEvent::LossProbe { at, seq, len } => (
+            at,
+            Event::Retransmit {
+                conn: conn_or(),
+                seq: seq.0,
+                len,
+                fast: false,
+                probe: true,
             },
         ),
         TraceEvent::TimerArmed {

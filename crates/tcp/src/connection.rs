@@ -2266,11 +2266,10 @@ impl Connection {
         // Karn: an ambiguous sample is never taken.
         self.rtt_probe = None;
         if self.config.trace {
-            self.trace.push_back(TraceEvent::Retransmit {
+            self.trace.push_back(TraceEvent::LossProbe {
                 at: now,
                 seq: at,
                 len,
-                fast: false,
             });
         }
         // §7.3: after a probe the retransmission timer restarts, one RTO

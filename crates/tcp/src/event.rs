@@ -72,6 +72,12 @@ pub enum TraceEvent {
         len: usize,
         fast: bool,
     },
+    /// A tail loss probe resent the last segment (RFC 8985 §7.3).
+    LossProbe {
+        at: Instant,
+        seq: SeqNum,
+        len: usize,
+    },
     TimerArmed {
         at: Instant,
         timer: TimerKind,

@@ -1932,6 +1932,30 @@ fn tail_loss_probe_and_early_retransmit_repair_a_lost_tail() {
     let probe = s.expect_next(1_000, data(1001, 1, 1000));
     assert_eq!(probe, 402, "probe at 2*SRTT + 2 ms after the send");
     s.check("one probe", |c| c.loss_probes() == 1);
+    let c = s.conn();
+    let traced: Vec<TraceEvent> = std::iter::from_fn(|| c.poll_trace())
+        .filter(|e| {
+            matches!(
+                e,
+                TraceEvent::LossProbe { .. }
+                    | TraceEvent::Retransmit { .. }
+                    | TraceEvent::TimerFired { .. }
+            )
+        })
+        .collect();
+    assert!(
+        matches!(
+            traced.as_slice(),
+            [
+                TraceEvent::TimerFired {
+                    timer: TimerKind::LossProbe,
+                    ..
+                },
+                TraceEvent::LossProbe { len: 1000, .. }
+            ]
+        ),
+        "the trace shows the probe timer and the probe: {traced:?}"
+    );
     s.at(450).peer_sends(ack(1, 1).sack(&[(1001, 2001)]));
     s.expect(data(1, 1, 1000));
     s.at(500).peer_sends(ack(1, 2001));

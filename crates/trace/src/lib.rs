@@ -117,12 +117,15 @@ pub enum Event {
     /// A listener's queues: a connection entered the accept queue, a SYN or
     /// a final ACK was dropped because a queue was full, a cookie was sent.
     Queue { listener: SocketAddr, what: String },
-    /// Bytes sent again (after a timeout, or fast retransmit on duplicate ACKs/SACK).
+    /// Bytes sent again (after a timeout, or fast retransmit on duplicate
+    /// ACKs/SACK, or as a tail loss probe: `probe`, in JSON only when set).
     Retransmit {
         conn: Endpoints,
         seq: u32,
         len: usize,
         fast: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        probe: bool,
     },
     /// A timer was armed (`deadline_us` from now) or fired (`deadline_us` absent).
     Timer {
@@ -216,9 +219,12 @@ impl Stamped {
                 seq,
                 len,
                 fast,
+                probe,
             } => format!(
                 "{} {} > {}: seq={seq} len={len}",
-                if *fast {
+                if *probe {
+                    "tail loss probe"
+                } else if *fast {
                     "fast retransmit"
                 } else {
                     "retransmit (timeout)"
@@ -413,6 +419,38 @@ mod tests {
         );
         let n = Stamped::new(7, Event::note("handshake"));
         assert_eq!(n.render_text(), "[   0.000007] -- handshake");
+    }
+
+    #[test]
+    fn retransmissions_name_their_cause() {
+        let conn = Endpoints {
+            local: "198.18.0.2:5000".parse().unwrap(),
+            remote: "198.18.0.1:40000".parse().unwrap(),
+        };
+        let line = |fast, probe| {
+            Stamped::new(
+                5,
+                Event::Retransmit {
+                    conn,
+                    seq: 1001,
+                    len: 1000,
+                    fast,
+                    probe,
+                },
+            )
+        };
+        let probe = line(false, true);
+        assert_eq!(
+            probe.render_text(),
+            "[   0.000005] tail loss probe 198.18.0.2:5000 > 198.18.0.1:40000: seq=1001 len=1000"
+        );
+        assert!(probe.render_json().contains(r#""probe":true"#));
+        assert!(line(true, false)
+            .render_text()
+            .contains("fast retransmit 198.18.0.2:5000"));
+        let timeout = line(false, false);
+        assert!(timeout.render_text().contains("retransmit (timeout)"));
+        assert!(!timeout.render_json().contains("probe"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub use oxcat_tcp::congestion::Algorithm;
 pub use oxcat_tcp::{
     CloseReason, Config, Connection, Event, Flags, Header, IsnGenerator, Listener, ListenerStats,
-    Options, RecvError, SackBlocks, Segment, SendError, SeqNum, State, TraceEvent,
+    Options, RecvError, SackBlocks, Segment, SendError, SeqNum, State, TimerKind, TraceEvent,
 };
 
 /// Which peer (4-tuple) a segment belongs to. Single-connection scripts use peer 0.
