@@ -2224,10 +2224,9 @@ impl Connection {
         Some(body)
     }
 
-    /// RFC 8985 §7.3: the tail loss probe resends the last segment sent
-    /// (the RFC prefers new data when the receiver's window allows it;
-    /// this engine resends, which Linux also does when no new data fits),
-    /// whatever cwnd says.
+    /// RFC 8985 §7.3: the tail loss probe is one segment of new data if
+    /// the receiver's window takes it (whatever cwnd says: one segment
+    /// more than it allows), else the last segment sent again.
     fn loss_probe(&mut self, now: Instant, h: &mut Header) -> Option<Body> {
         self.tlp_owed = false;
         // This flight's probe is used up even if none can be built (so the
@@ -2236,6 +2235,31 @@ impl Connection {
         self.tlp_retrans = false;
         if self.snd_max <= self.snd_una || self.snd_nxt != self.snd_max {
             return None;
+        }
+        if self.snd_nxt < self.data_end() {
+            // cwnd's limit lifted by one segment for this call (the extra
+            // room is the window inflation recovery uses; no recovery runs).
+            let lift = self.max_payload();
+            self.recovery_inflation += lift;
+            let body = self.new_data(now, h);
+            self.recovery_inflation -= lift;
+            if let Some(body) = body {
+                self.tlp_end = Some(self.snd_max);
+                self.loss_probes = self.loss_probes.saturating_add(1);
+                if self.config.trace {
+                    let len = match body {
+                        Body::Buffered { len, .. } => len,
+                        _ => 0,
+                    };
+                    self.trace.push_back(TraceEvent::LossProbe {
+                        at: now,
+                        seq: h.seq,
+                        len,
+                    });
+                }
+                self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
+                return Some(body);
+            }
         }
         // Offsets from SND.UNA: the data sent ends at `end`.
         let end = if self.data_end() > self.snd_una {

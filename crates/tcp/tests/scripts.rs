@@ -1964,6 +1964,23 @@ fn tail_loss_probe_and_early_retransmit_repair_a_lost_tail() {
     s.done();
 }
 
+/// RFC 8985 §7.3: with data waiting that cwnd holds back (ten segments out,
+/// IW10, two more queued) and room in the peer's window, the probe is one
+/// segment of new data, past cwnd, not a repeat of the last one.
+#[test]
+fn tail_loss_probe_sends_new_data_when_the_window_allows() {
+    let mut s = established_sack_traced(true, true);
+    s.at(200).app_send_n(12_000);
+    for i in 0..10u32 {
+        s.expect(data(1 + i * 1000, 1, 1000));
+    }
+    s.expect_nothing();
+    assert_eq!(s.expect_next(1_000, data(10_001, 1, 1000)), 402);
+    s.check("one probe", |c| c.loss_probes() == 1);
+    s.expect_nothing();
+    s.done();
+}
+
 /// RFC 8985 §7.2-7.3: one probe per flight. The probe above goes
 /// unanswered: no second probe; the retransmission timer restarted with the
 /// probe (300 ms from 402) resends from SND.UNA.
