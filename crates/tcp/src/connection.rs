@@ -173,7 +173,9 @@ pub struct Connection {
     /// Our SYN (or SYN-ACK) went out more than once (RFC 6298 §5.7).
     syn_retransmitted: bool,
     /// RFC 8985 §7 tail loss probe: when new data last went out or an ACK
-    /// last advanced SND.UNA (the probe timeout counts from there).
+    /// last advanced SND.UNA; the probe timeout counts from there (computed
+    /// when asked for, `loss_probe_deadline`: a store is all the ACK path
+    /// pays).
     tlp_base: Option<Instant>,
     /// The probe timed out: a probe is owed.
     tlp_owed: bool,
@@ -659,12 +661,14 @@ impl Connection {
         }
     }
 
-    /// RFC 8985 §7.2: when a tail loss probe is due, if one may go: with
+    /// RFC 8985 §7.2: when the tail loss probe is due, if one may go: with
     /// SACK, data in flight, no probe out yet, no recovery, nothing SACKed
-    /// and no retransmission timeout under way; PTO = 2*SRTT, plus the
+    /// and no retransmission timeout under way. PTO = 2*SRTT, plus the
     /// worst-case delayed ACK (200 ms) when one segment is in flight, else
-    /// 2 ms (as Linux); 1 s before any RTT sample. Never later than the
+    /// 2 ms (as Linux); 1 s before any RTT sample; counted from the last
+    /// new data sent or ACK that advanced. Never at or after the
     /// retransmission timer (which then comes first).
+    #[inline]
     fn loss_probe_deadline(&self) -> Option<Instant> {
         let base = self.tlp_base?;
         if !self.config.tail_loss_probe
@@ -689,12 +693,12 @@ impl Connection {
         }
         let pto = match self.rtt.srtt_ns() {
             Some(srtt) => {
-                let extra = if self.snd_max - self.snd_una <= self.snd_mss {
-                    Duration::from_millis(200)
+                let extra: u64 = if self.snd_max - self.snd_una <= self.snd_mss {
+                    200_000_000
                 } else {
-                    Duration::from_millis(2)
+                    2_000_000
                 };
-                Duration::from_nanos(srtt.saturating_mul(2)) + extra
+                Duration::from_nanos(srtt.saturating_mul(2).saturating_add(extra))
             }
             None => Duration::from_secs(1),
         };
@@ -1980,6 +1984,10 @@ impl Connection {
             }
             if self.last_was_new_data && self.burst_may_continue() {
                 let (n, go_on) = self.continue_burst(now, header, &mut emit);
+                if n > 0 {
+                    // (Once per burst: `now` is one instant.)
+                    self.tlp_base = Some(now);
+                }
                 sent += n;
                 if !go_on {
                     break;
@@ -2047,7 +2055,6 @@ impl Connection {
             if self.rtt_probe.is_none() && !self.ts_enabled {
                 self.rtt_probe = Some((self.snd_nxt, now));
             }
-            self.tlp_base = Some(now);
             self.arm_retransmit(now);
             let (a, b) = self.send_buf.slices(seq - self.snd_una, len);
             self.burst_built += 1;
@@ -2305,6 +2312,7 @@ impl Connection {
     /// Payload that fits in one segment: the MSS less the options every
     /// segment carries (RFC 6691: the MSS counts no TCP options), as
     /// Linux's tcp_current_mss.
+    #[inline(always)]
     fn max_payload(&self) -> usize {
         let mut options = 0;
         if self.ts_enabled {
@@ -2318,7 +2326,7 @@ impl Connection {
         self.snd_mss.saturating_sub(options).max(1)
     }
 
-    #[inline]
+    #[inline(always)]
     fn in_flight(&self) -> usize {
         let outstanding = self.snd_nxt - self.snd_una;
         if self.sacked.is_empty() {
