@@ -48,8 +48,11 @@ pub struct Listener<K> {
     /// Half-open connections in an IndexMap: its order depends only on what
     /// happened (removal swaps the last entry in, O(1)), so runs are
     /// reproducible, unlike a HashMap's.
-    syn_queue: IndexMap<K, Connection>,
-    accept_queue: VecDeque<(K, Connection)>,
+    // (Boxed: a connection is about 1 KB, and the queues move their
+    // entries around: into the map, out of it by swap_remove, into the
+    // accept queue. A handshake moved it some ten times.)
+    syn_queue: IndexMap<K, Box<Connection>>,
+    accept_queue: VecDeque<(K, Box<Connection>)>,
     transmits: VecDeque<(K, Segment)>,
     isn: IsnGenerator,
     stats: ListenerStats,
@@ -156,7 +159,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
 
     /// The next established connection, as `accept` returns it.
     pub fn accept(&mut self) -> Option<(K, Connection)> {
-        self.accept_queue.pop_front()
+        self.accept_queue.pop_front().map(|(k, c)| (k, *c))
     }
 
     /// Whether a connection for `key` is still in the handshake here.
@@ -192,7 +195,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
         }
         if h.flags.ack() {
             if let Some(conn) = self.cookie_connection(now, key, h, payload) {
-                self.accept_queue.push_back((key, conn));
+                self.accept_queue.push_back((key, Box::new(conn)));
                 self.note_queued(now);
                 self.schedule(key);
                 return;
@@ -217,7 +220,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
             return;
         }
         let iss = self.isn.isn(now, &key);
-        let mut conn = Connection::accept_syn(self.config.clone(), now, iss, h);
+        let mut conn = Box::new(Connection::accept_syn(self.config.clone(), now, iss, h));
         if !payload.is_empty() {
             // Data on a SYN is not taken (no TFO); the peer resends it.
             let _ = seq_len(h, payload.len());
@@ -281,12 +284,12 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
 
     fn conn_mut(&mut self, key: &K) -> Option<&mut Connection> {
         if let Some(c) = self.syn_queue.get_mut(key) {
-            return Some(c);
+            return Some(&mut **c);
         }
         self.accept_queue
             .iter_mut()
             .find(|(k, _)| k == key)
-            .map(|(_, c)| c)
+            .map(|(_, c)| &mut **c)
     }
 
     /// After anything happened to `key`'s connection: it may owe segments,
