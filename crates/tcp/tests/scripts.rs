@@ -1916,6 +1916,22 @@ fn established_sack_traced(tlp: bool, early: bool) -> Script {
     established_with(config, syn_ack(0, 1).mss(1000).sack_ok())
 }
 
+/// At 200 ms the application writes 2000 bytes: two segments go out.
+fn two_segments_out(s: &mut Script) {
+    s.at(200).app_send_n(2000);
+    s.expect(data(1, 1, 1000));
+    s.expect(data(1001, 1, 1000));
+}
+
+/// Two segments out and nothing answers: no probe, the retransmission
+/// timeout (300 ms after the send) resends from SND.UNA.
+fn only_the_timeout_resends(mut s: Script) {
+    two_segments_out(&mut s);
+    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 500, "the RTO");
+    s.check("no probe", |c| c.loss_probes() == 0);
+    s.done();
+}
+
 /// RFC 8985 §7.2-7.3 (tail loss probe) with RFC 5827 §3.2 (early
 /// retransmit, SACK): both segments of a two-segment flight are lost and no
 /// ACK comes. SRTT is 100 ms (the handshake), so the probe timeout, 2*SRTT
@@ -1926,9 +1942,7 @@ fn established_sack_traced(tlp: bool, early: bool) -> Script {
 #[test]
 fn tail_loss_probe_and_early_retransmit_repair_a_lost_tail() {
     let mut s = established_sack_traced(true, true);
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
+    two_segments_out(&mut s);
     let probe = s.expect_next(1_000, data(1001, 1, 1000));
     assert_eq!(probe, 402, "probe at 2*SRTT + 2 ms after the send");
     s.check("one probe", |c| c.loss_probes() == 1);
@@ -1987,9 +2001,7 @@ fn tail_loss_probe_sends_new_data_when_the_window_allows() {
 #[test]
 fn tail_loss_probe_at_most_one_per_flight() {
     let mut s = established_sack_traced(true, true);
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
+    two_segments_out(&mut s);
     assert_eq!(s.expect_next(1_000, data(1001, 1, 1000)), 402);
     assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 702, "then the RTO");
     s.check("still one probe", |c| c.loss_probes() == 1);
@@ -2014,25 +2026,13 @@ fn no_tail_loss_probe_when_the_timeout_comes_first() {
 /// missing, so no probe is sent: the timeout resends.
 #[test]
 fn no_tail_loss_probe_without_sack() {
-    let mut s = established(newreno());
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
-    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 500, "the RTO");
-    s.check("no probe", |c| c.loss_probes() == 0);
-    s.done();
+    only_the_timeout_resends(established(newreno()));
 }
 
 /// Config::tail_loss_probe off: the timeout resends.
 #[test]
 fn tail_loss_probe_can_be_switched_off() {
-    let mut s = established_sack_traced(false, true);
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
-    assert_eq!(s.expect_next(1_000, data(1, 1, 1000)), 500, "the RTO");
-    s.check("no probe", |c| c.loss_probes() == 0);
-    s.done();
+    only_the_timeout_resends(established_sack_traced(false, true));
 }
 
 /// RFC 8985 §7.4: a probe that resent data and is acknowledged without a
@@ -2041,9 +2041,7 @@ fn tail_loss_probe_can_be_switched_off() {
 #[test]
 fn tail_loss_probe_that_repairs_a_loss_reduces_the_window() {
     let mut s = established_sack_traced(true, true);
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
+    two_segments_out(&mut s);
     let _ = s.cwnd_trace();
     assert_eq!(s.expect_next(1_000, data(1001, 1, 1000)), 402);
     s.at(450).peer_sends(ack(1, 2001));
@@ -2062,9 +2060,7 @@ fn tail_loss_probe_that_repairs_a_loss_reduces_the_window() {
 #[test]
 fn tail_loss_probe_answered_by_a_dsack_keeps_the_window() {
     let mut s = established_sack_traced(true, true);
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
+    two_segments_out(&mut s);
     let _ = s.cwnd_trace();
     assert_eq!(s.expect_next(1_000, data(1001, 1, 1000)), 402);
     s.at(450).peer_sends(ack(1, 2001).sack(&[(1001, 2001)]));
@@ -2082,9 +2078,7 @@ fn tail_loss_probe_answered_by_a_dsack_keeps_the_window() {
 #[test]
 fn early_retransmit_after_one_duplicate_with_two_segments_out() {
     let mut s = established(newreno());
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
+    two_segments_out(&mut s);
     s.at(300).peer_sends(ack(1, 1));
     s.expect(data(1, 1, 1000));
     s.done();
@@ -2128,9 +2122,7 @@ fn early_retransmit_can_be_switched_off() {
         early_retransmit: false,
         ..newreno()
     });
-    s.at(200).app_send_n(2000);
-    s.expect(data(1, 1, 1000));
-    s.expect(data(1001, 1, 1000));
+    two_segments_out(&mut s);
     s.at(300).peer_sends(ack(1, 1));
     s.expect_nothing();
     s.done();
