@@ -2252,19 +2252,11 @@ impl Connection {
             self.recovery_inflation -= lift;
             if let Some(body) = body {
                 self.tlp_end = Some(self.snd_max);
-                self.loss_probes = self.loss_probes.saturating_add(1);
-                if self.config.trace {
-                    let len = match body {
-                        Body::Buffered { len, .. } => len,
-                        _ => 0,
-                    };
-                    self.trace.push_back(TraceEvent::LossProbe {
-                        at: now,
-                        seq: h.seq,
-                        len,
-                    });
-                }
-                self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
+                let len = match body {
+                    Body::Buffered { len, .. } => len,
+                    _ => 0,
+                };
+                self.probe_sent(now, h.seq, len);
                 return Some(body);
             }
         }
@@ -2293,20 +2285,22 @@ impl Connection {
         }
         self.fill_header(now, at, flags, h);
         self.tlp_retrans = true;
-        self.loss_probes = self.loss_probes.saturating_add(1);
         // Karn: an ambiguous sample is never taken.
         self.rtt_probe = None;
-        if self.config.trace {
-            self.trace.push_back(TraceEvent::LossProbe {
-                at: now,
-                seq: at,
-                len,
-            });
-        }
-        // §7.3: after a probe the retransmission timer restarts, one RTO
-        // from now (as Linux's tcp_send_loss_probe re-arms it).
-        self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
+        self.probe_sent(now, at, len);
         Some(Body::buffered(start, len))
+    }
+
+    /// After either kind of probe: counted, traced, and (§7.3) the
+    /// retransmission timer restarted one RTO from now, as Linux's
+    /// tcp_send_loss_probe re-arms it.
+    fn probe_sent(&mut self, now: Instant, seq: SeqNum, len: usize) {
+        self.loss_probes = self.loss_probes.saturating_add(1);
+        if self.config.trace {
+            self.trace
+                .push_back(TraceEvent::LossProbe { at: now, seq, len });
+        }
+        self.arm(TimerKind::Retransmit, now, now + self.rtt.rto());
     }
 
     /// Payload that fits in one segment: the MSS less the options every
