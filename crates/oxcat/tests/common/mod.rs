@@ -103,11 +103,20 @@ fn proc_net_has(files: &[&str], port: u16, listen_state: Option<&str>) -> bool {
 
 /// Waits (bounded, 10 s) until something listens on TCP `port`, reading
 /// /proc/net/tcp{,6} so that no probe connection is spent on a one-client listener.
+///
+/// A listener on every address opens `[::]` and then `0.0.0.0` (as oxcat
+/// does): seeing the first is not seeing the second, and a test that then
+/// connects to 127.0.0.1 was refused once in CI. So an IPv4 listener is
+/// awaited too, for up to a second after an IPv6 one shows (a server that
+/// listens on IPv6 only costs its test that second).
 pub fn wait_tcp_listen(port: u16) {
     wait_until(Duration::from_secs(10), || {
         proc_net_has(&["/proc/net/tcp", "/proc/net/tcp6"], port, Some("0A"))
     })
     .unwrap_or_else(|| panic!("nothing listens on TCP port {port} after 10 s"));
+    let _ = wait_until(Duration::from_secs(1), || {
+        proc_net_has(&["/proc/net/tcp"], port, Some("0A"))
+    });
 }
 
 /// Waits (bounded, 10 s) until a UDP socket is bound to `port`.
