@@ -654,11 +654,7 @@ impl Connection {
         let t = earlier(t, self.persist_deadline);
         let t = earlier(t, self.keepalive_deadline);
         let t = earlier(t, self.time_wait_deadline);
-        if self.tlp_base.is_some() {
-            earlier(t, self.loss_probe_deadline())
-        } else {
-            t
-        }
+        earlier(t, self.loss_probe_deadline())
     }
 
     /// RFC 8985 §7.2: when the tail loss probe is due, if one may go: with
@@ -2269,11 +2265,11 @@ impl Connection {
         let mut start = end.saturating_sub(self.max_payload());
         // What two slices lend (see `SendBuffer::lendable`): the probe's
         // start moves up until they reach its end.
-        let lent = self.send_buf.lendable(start, end - start);
-        if lent < end - start {
-            start = end - lent;
+        let mut len = self.send_buf.lendable(start, end - start);
+        if len < end - start {
+            start = end - len;
+            len = self.send_buf.lendable(start, end - start);
         }
-        let len = self.send_buf.lendable(start, end - start);
         let at = self.snd_una + start;
         let with_fin = self.fin_seq == Some(at + len);
         if len == 0 && !with_fin {
