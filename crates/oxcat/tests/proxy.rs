@@ -697,15 +697,25 @@ fn https_proxy_serves_curl_as_ncat_does() {
 fn tls_through_a_proxy_names_the_target_as_ncat_does() {
     let (proxy, _p) = ncat_http_proxy(&[]);
     let proxy = format!("127.0.0.1:{proxy}");
-    for bin in [ncat(), oxcat()] {
-        let port = free_tcp_port();
-        let p = port.to_string();
-        let _server = listen(&ncat(), &["--ssl", "-l", "127.0.0.1", &p], port);
-        let o = run(
-            &bin,
-            &["-v", "--ssl", "--proxy", &proxy, "localhost", &p],
-            b"over TLS through a proxy\n",
-        );
+    for (bin, attempts) in [(ncat(), 3), (oxcat(), 1)] {
+        // ncat 7.93 as the client now and then ends this exchange with
+        // "Input/output error" (seen once in CI): the reference gets three
+        // tries, oxcat one.
+        let mut tries = 0;
+        let (o, port) = loop {
+            tries += 1;
+            let port = free_tcp_port();
+            let p = port.to_string();
+            let _server = listen(&ncat(), &["--ssl", "-l", "127.0.0.1", &p], port);
+            let o = run(
+                &bin,
+                &["-v", "--ssl", "--proxy", &proxy, "localhost", &p],
+                b"over TLS through a proxy\n",
+            );
+            if o.status.code() == Some(0) || tries == attempts {
+                break (o, port);
+            }
+        };
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let want = format!("SSL connection to localhost:{port}.");
         assert!(
