@@ -2014,7 +2014,8 @@ impl Connection {
     /// last one's header); stops where `new_data` would decide otherwise
     /// (a short segment: Nagle, SWS avoidance, the window's end) and leaves
     /// that to it. `new_data`'s steps for the case `burst_may_continue`
-    /// allows, in its order. Returns how many, and false if `emit` said stop.
+    /// allows, in its order. Returns how many, and false if `emit` said
+    /// stop or nothing more can go now.
     fn continue_burst(
         &mut self,
         now: Instant,
@@ -2036,7 +2037,16 @@ impl Connection {
                 len = len / max_payload * max_payload;
             }
             if len < max_payload {
-                // Short, or nothing: Nagle and SWS avoidance decide (`new_data`).
+                if len == 0 && self.snd_nxt != self.snd_una && !self.tlp_owed {
+                    // Nothing, with data in flight (no persist timer to
+                    // arm) and no FIN (`burst_may_continue`): the poll
+                    // that would follow finds nothing (`new_data` returns
+                    // None, and nothing else may be owed). Its one
+                    // lasting effect, without it.
+                    self.last_was_new_data = false;
+                    return (sent, false);
+                }
+                // Short: Nagle and SWS avoidance decide (`new_data`).
                 return (sent, true);
             }
             let seq = self.snd_nxt;
