@@ -667,14 +667,16 @@ impl Connection {
     #[inline]
     fn loss_probe_deadline(&self) -> Option<Instant> {
         let base = self.tlp_base?;
-        if !self.config.tail_loss_probe
+        // Nothing in flight first: a receiver's every call ends there
+        // (`tlp_base` stays set once an ACK has advanced).
+        if self.snd_max <= self.snd_una
+            || !self.config.tail_loss_probe
             || !self.sack_enabled
             || self.tlp_owed
             || self.tlp_end.is_some()
             || self.recovery.is_some()
             || !self.sacked.is_empty()
             || self.retries > 0
-            || self.snd_max <= self.snd_una
             || self.snd_nxt != self.snd_max
             || !matches!(
                 self.state,
