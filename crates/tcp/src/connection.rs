@@ -654,7 +654,10 @@ impl Connection {
         let t = earlier(t, self.persist_deadline);
         let t = earlier(t, self.keepalive_deadline);
         let t = earlier(t, self.time_wait_deadline);
-        earlier(t, self.loss_probe_deadline())
+        // `loss_probe_deadline` less its comparison with the
+        // retransmission timer: `t` is no later than that timer, so a
+        // probe deadline at or after it loses to `t` here anyway.
+        earlier(t, self.loss_probe_at())
     }
 
     /// RFC 8985 §7.2: when the tail loss probe is due, if one may go: with
@@ -666,6 +669,16 @@ impl Connection {
     /// retransmission timer (which then comes first).
     #[inline]
     fn loss_probe_deadline(&self) -> Option<Instant> {
+        let deadline = self.loss_probe_at()?;
+        match self.retransmit_deadline {
+            Some(rto) if rto <= deadline => None,
+            _ => Some(deadline),
+        }
+    }
+
+    /// `loss_probe_deadline` before the retransmission timer is looked at.
+    #[inline(always)]
+    fn loss_probe_at(&self) -> Option<Instant> {
         let base = self.tlp_base?;
         // Nothing in flight first: a receiver's every call ends there
         // (`tlp_base` stays set once an ACK has advanced).
@@ -700,11 +713,7 @@ impl Connection {
             }
             None => Duration::from_secs(1),
         };
-        let deadline = base.checked_add(pto)?;
-        match self.retransmit_deadline {
-            Some(rto) if rto <= deadline => None,
-            _ => Some(deadline),
-        }
+        base.checked_add(pto)
     }
 
     // ----- time -----
