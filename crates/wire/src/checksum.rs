@@ -59,27 +59,31 @@ impl Checksum {
                 data = rest;
             }
         }
-        // The bulk, summed in the machine's byte order (RFC 1071 §2(B): the
-        // one's complement sum does not depend on it; the folded result is
-        // swapped back once): 32-bit words added into a 64-bit sum, no
-        // carry to propagate at each step, so the additions do not wait on
-        // each other and vectorise. Folded into the running sum once (§4.1).
         if data.len() < 64 {
             return self.add_short(data);
         }
+        self.add_long(data)
+    }
+
+    /// 64 bytes or more starting on a word boundary. (Inlined into
+    /// `upper_layer` too: a full-size segment's check then calls the
+    /// vector sum directly.)
+    #[inline(always)]
+    fn add_long(&mut self, data: &[u8]) -> &mut Self {
+        // The bulk, summed in the machine's byte order (RFC 1071 §2(B): the
+        // one's complement sum does not depend on it; the result is
+        // swapped back once, `add_native`): 32-bit words added into a
+        // 64-bit sum, no carry to propagate at each step, so the additions
+        // do not wait on each other and vectorise. Added to the running
+        // sum once (§4.1).
         let (words, tail) = data.split_at(data.len() & !3);
-        let folded = fold(sum_words(words));
-        self.add_u64_word(u64::from(if cfg!(target_endian = "little") {
-            folded.swap_bytes()
-        } else {
-            folded
-        }));
+        self.add_native(sum_words(words));
         self.add_tail(tail)
     }
 
     /// Fewer than 64 bytes starting on a word boundary: 64-bit words in
     /// the machine's byte order with the end-around carry (2^64 ≡ 1 as
-    /// well), then a 32-bit one, folded and swapped back once (as the
+    /// well), then a 32-bit one, swapped back once (`add_native`, as the
     /// bulk is), then the last 0 to 3 bytes. A 32-byte TCP header takes
     /// four additions where 32-bit big-endian words took eight, each with
     /// its swap.
@@ -98,16 +102,28 @@ impl Checksum {
             native = sum + u64::from(carry);
             rest = tail;
         }
-        let folded = fold(native);
-        self.add_u64_word(u64::from(if cfg!(target_endian = "little") {
-            folded.swap_bytes()
-        } else {
-            folded
-        }));
+        self.add_native(native);
         if rest.is_empty() {
             return self;
         }
         self.add_tail(rest)
+    }
+
+    /// Adds a sum of 16-bit words taken in the machine's byte order (any
+    /// value congruent to it modulo 2^16 − 1), swapped back. Reversing a
+    /// u64's eight bytes moves each byte between an even and an odd
+    /// position, weights 1 and 2^8 (2^16 ≡ 1), so it multiplies the value
+    /// by 2^8 modulo 2^16 − 1, as swapping the two bytes of its folded
+    /// 16 bits does (a rotation by 8): one `bswap` in place of the fold
+    /// and the swap. Zero stays zero and nothing else becomes zero, so
+    /// `sum` and `finish` give what the folded value would.
+    #[inline(always)]
+    fn add_native(&mut self, native: u64) {
+        self.add_u64_word(if cfg!(target_endian = "little") {
+            native.swap_bytes()
+        } else {
+            native
+        });
     }
 
     /// The last 0 to 3 bytes of an `add_bytes` (starting on a word boundary).
@@ -374,7 +390,8 @@ pub(crate) fn upper_layer<A: IpAddress>(src: A, dst: A, protocol: IpProtocol, da
         // 32-bit loop.
         sum.add_short(data);
     } else {
-        sum.add_bytes_any(data);
+        // (The pseudo-header is 12 or 40 bytes: a word boundary.)
+        sum.add_long(data);
     }
     sum.finish()
 }
