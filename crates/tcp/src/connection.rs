@@ -654,7 +654,10 @@ impl Connection {
         let t = earlier(t, self.persist_deadline);
         let t = earlier(t, self.keepalive_deadline);
         let t = earlier(t, self.time_wait_deadline);
-        earlier(t, self.loss_probe_deadline())
+        // `loss_probe_deadline` less its comparison with the
+        // retransmission timer: `t` is no later than that timer, so a
+        // probe deadline at or after it loses to `t` here anyway.
+        earlier(t, self.loss_probe_at())
     }
 
     /// RFC 8985 §7.2: when the tail loss probe is due, if one may go: with
@@ -666,15 +669,27 @@ impl Connection {
     /// retransmission timer (which then comes first).
     #[inline]
     fn loss_probe_deadline(&self) -> Option<Instant> {
+        let deadline = self.loss_probe_at()?;
+        match self.retransmit_deadline {
+            Some(rto) if rto <= deadline => None,
+            _ => Some(deadline),
+        }
+    }
+
+    /// `loss_probe_deadline` before the retransmission timer is looked at.
+    #[inline(always)]
+    fn loss_probe_at(&self) -> Option<Instant> {
         let base = self.tlp_base?;
-        if !self.config.tail_loss_probe
+        // Nothing in flight first: a receiver's every call ends there
+        // (`tlp_base` stays set once an ACK has advanced).
+        if self.snd_max <= self.snd_una
+            || !self.config.tail_loss_probe
             || !self.sack_enabled
             || self.tlp_owed
             || self.tlp_end.is_some()
             || self.recovery.is_some()
             || !self.sacked.is_empty()
             || self.retries > 0
-            || self.snd_max <= self.snd_una
             || self.snd_nxt != self.snd_max
             || !matches!(
                 self.state,
@@ -698,11 +713,7 @@ impl Connection {
             }
             None => Duration::from_secs(1),
         };
-        let deadline = base.checked_add(pto)?;
-        match self.retransmit_deadline {
-            Some(rto) if rto <= deadline => None,
-            _ => Some(deadline),
-        }
+        base.checked_add(pto)
     }
 
     // ----- time -----
@@ -2014,7 +2025,8 @@ impl Connection {
     /// last one's header); stops where `new_data` would decide otherwise
     /// (a short segment: Nagle, SWS avoidance, the window's end) and leaves
     /// that to it. `new_data`'s steps for the case `burst_may_continue`
-    /// allows, in its order. Returns how many, and false if `emit` said stop.
+    /// allows, in its order. Returns how many, and false if `emit` said
+    /// stop or nothing more can go now.
     fn continue_burst(
         &mut self,
         now: Instant,
@@ -2036,7 +2048,16 @@ impl Connection {
                 len = len / max_payload * max_payload;
             }
             if len < max_payload {
-                // Short, or nothing: Nagle and SWS avoidance decide (`new_data`).
+                if len == 0 && self.snd_nxt != self.snd_una && !self.tlp_owed {
+                    // Nothing, with data in flight (no persist timer to
+                    // arm) and no FIN (`burst_may_continue`): the poll
+                    // that would follow finds nothing (`new_data` returns
+                    // None, and nothing else may be owed). Its one
+                    // lasting effect, without it.
+                    self.last_was_new_data = false;
+                    return (sent, false);
+                }
+                // Short: Nagle and SWS avoidance decide (`new_data`).
                 return (sent, true);
             }
             let seq = self.snd_nxt;
