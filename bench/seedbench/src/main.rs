@@ -17,6 +17,7 @@
 mod kernel;
 mod null;
 mod sim;
+mod speed;
 mod stats;
 mod timed;
 mod tun;
@@ -437,6 +438,8 @@ fn is_root() -> bool {
 
 /// What the TUN part measures in one round.
 struct TunRound {
+    /// `speed::probe` at the round's start.
+    speed: f64,
     plain: tun::Handshakes,
     timed: tun::Handshakes,
     traced: tun::Handshakes,
@@ -486,6 +489,7 @@ fn run_tun(a: &Args, clock_ns: f64) -> io::Result<Vec<TunRound>> {
                 .next()
                 .ok_or_else(|| io::Error::other("TUN with offloads: a round missing"))?;
             out.push(TunRound {
+                speed: speed::probe(),
                 plain: tun::handshakes(&mut dev, Pass::Plain, runs, warm, port, clock_ns)?,
                 timed: tun::handshakes(
                     &mut dev,
@@ -624,8 +628,10 @@ fn main() -> ExitCode {
         ("3i", "tx2", false, 2),
         ("3j", "tx32", false, 32),
     ];
+    let mut speeds = Vec::with_capacity(rounds);
     for round in 0..rounds {
         eprintln!("seedbench: round {}/{rounds}", round + 1);
+        speeds.push(speed::probe());
         let sim_runs = share(a.sim_runs, rounds, round);
         let kernel_runs = share(a.kernel_runs, rounds, round);
         let null_blocks = share(a.null_blocks, rounds, round);
@@ -704,6 +710,7 @@ fn main() -> ExitCode {
     }
 
     // --- TUN with the real kernel
+    let mut tun_speeds: Vec<String> = Vec::new();
     if !want("tun") {
         results.set_err(&TUN_ROWS, &format!("not run (mode {})", a.mode));
     } else if !is_root() {
@@ -728,11 +735,27 @@ fn main() -> ExitCode {
                     results.add("3l", Ok(r.offloaded_send.own_per_packet.clone()));
                 }
                 tun_details(&mut results, &rs);
+                tun_speeds = rs.iter().map(|r| format!("{:.0}", r.speed)).collect();
             }
             Err(e) => results.set_err(&TUN_ROWS, &err_string(e)),
         }
     }
 
+    results.details.push(format!(
+        "CPU phase check, at the start of each round: ns to copy and checksum 1448 bytes (lower = faster; \
+         on this shared VM the same work takes up to ~2x as long for minutes at a time, and every row with it): \
+         rounds {}{}",
+        speeds
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        if tun_speeds.is_empty() {
+            String::new()
+        } else {
+            format!("; TUN rounds {}", tun_speeds.join(" "))
+        }
+    ));
     for (k, &(_, name, receive, per_poll)) in NULL_CASES.iter().enumerate() {
         let (device, packets, segments) = null_device[k];
         if segments == 0 {
