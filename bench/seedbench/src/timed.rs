@@ -148,6 +148,20 @@ impl<D: Device> Device for Timed<D> {
         r
     }
 
+    fn gathers(&self) -> bool {
+        self.inner.gathers()
+    }
+
+    fn transmit_gather(&mut self, now: Instant, parts: &[&[u8]]) -> io::Result<()> {
+        let start = self.timing.then(Instant::now);
+        let r = self.inner.transmit_gather(now, parts);
+        if let Some(start) = start {
+            self.device_ns += start.elapsed().as_nanos() as u64;
+            self.calls += 1;
+        }
+        r
+    }
+
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()
     }

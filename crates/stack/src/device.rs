@@ -66,6 +66,19 @@ pub trait Device {
     ) -> io::Result<Option<(usize, RxMeta)>> {
         Ok(self.receive(now, buf)?.map(|n| (n, RxMeta::default())))
     }
+    /// Whether [`transmit_gather`](Device::transmit_gather) sends a packet
+    /// from its pieces as they lie, without joining them first (a TUN's
+    /// `writev`): then the stack hands a full segment over as its headers
+    /// and the payload where it waits in the send buffer, not copied.
+    fn gathers(&self) -> bool {
+        false
+    }
+    /// Sends one packet given as pieces, in order. The stack calls it only
+    /// when [`gathers`](Device::gathers) says so; by default the pieces are
+    /// joined and sent with [`transmit`](Device::transmit).
+    fn transmit_gather(&mut self, now: Instant, parts: &[&[u8]]) -> io::Result<()> {
+        self.transmit(now, &parts.concat())
+    }
     /// [`transmit`](Device::transmit) for a packet the device finishes
     /// (only used when [`offloads`](Device::offloads) says it can).
     fn transmit_meta(&mut self, now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {

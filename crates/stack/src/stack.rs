@@ -40,6 +40,11 @@ const ACK_BATCH: usize = 32;
 /// comes at once.
 const RX_BUDGET: usize = 128;
 
+/// The shortest payload sent from where it lies (`Device::transmit_gather`)
+/// rather than copied into the frame: below it the copy costs less than
+/// the device's handling of one more piece.
+const GATHER_MIN: usize = 512;
+
 /// The two ends of a connection, as the stack demultiplexes by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FourTuple {
@@ -171,6 +176,8 @@ struct TcpTx<'a> {
     stats: &'a mut StackStats,
     trace_log: &'a mut Option<Vec<(Instant, oxcat_trace::Event)>>,
     offloads: Option<Offloads>,
+    /// The device sends a packet from its pieces (`Device::gathers`).
+    gathers: bool,
 }
 
 impl TcpTx<'_> {
@@ -201,6 +208,15 @@ impl TcpTx<'_> {
         }
         let offloaded = self.offloads.is_some_and(|o| o.tso_max > 0);
         let buf = &mut *self.buf;
+        if self.gathers && !offloaded && payload.len() >= GATHER_MIN {
+            // The headers in the frame, the payload sent from where it
+            // lies in the send buffer: the device's own copy is the only one.
+            if let Some(n) = template.and_then(|t| t.emit_headers(buf, h, payload)) {
+                self.stats.packets_out += 1;
+                let (head, tail) = payload.parts();
+                return dev.transmit_gather(now, &[&buf[..n], head, tail]);
+            }
+        }
         if buf.len() < payload.len() + 100 {
             buf.resize(payload.len() + 100, 0);
         }
@@ -1288,6 +1304,7 @@ impl Stack {
                 stats: &mut self.stats,
                 trace_log: &mut self.trace_log,
                 offloads: self.offloads,
+                gathers: dev.gathers(),
             };
             match &mut self.sockets[i] {
                 Socket::TcpStream {
