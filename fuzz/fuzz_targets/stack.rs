@@ -47,6 +47,9 @@ struct Port {
     inbox: VecDeque<(Vec<u8>, bool)>,
     sent: Vec<Vec<u8>>,
     offloaded: bool,
+    /// Takes full segments as pieces (`Device::transmit_gather`, joined by
+    /// its default).
+    gathers: bool,
 }
 
 impl Device for Port {
@@ -73,6 +76,9 @@ impl Device for Port {
     fn transmit(&mut self, _now: Instant, packet: &[u8]) -> io::Result<()> {
         self.sent.push(packet.to_vec());
         Ok(())
+    }
+    fn gathers(&self) -> bool {
+        self.gathers
     }
     fn offloads(&self) -> Offloads {
         if self.offloaded {
@@ -227,7 +233,7 @@ fn check_transport(proto: IpProtocol, data: &[u8], src: IpAddr, dst: IpAddr, sum
     }
 }
 
-fn setup(offloaded: bool) -> World {
+fn setup(offloaded: bool, gathers: bool) -> World {
     let now = Instant::now();
     let cfg = |v4, v6, seed| StackConfig { ipv4: Some(v4), ipv6: Some(v6), seed, ..StackConfig::default() };
     let mut a = Stack::new(cfg(A4, A6, 1), now);
@@ -239,7 +245,7 @@ fn setup(offloaded: bool) -> World {
     let mut w = World {
         a,
         b,
-        pa: Port { offloaded, ..Port::default() },
+        pa: Port { offloaded, gathers, ..Port::default() },
         pb: Port::default(),
         now,
         listener,
@@ -369,8 +375,9 @@ fn forge_tcp(w: &World, f: &TcpForge) -> (Vec<u8>, bool) {
 
 fn run(data: &[u8]) -> arbitrary::Result<()> {
     let mut u = Unstructured::new(data);
-    let offloaded = u.arbitrary::<bool>()?;
-    let mut w = setup(offloaded);
+    // Bit 0: an offloading device (as `bool` reads it); bit 1: a gathering one.
+    let mode = u.arbitrary::<u8>()?;
+    let mut w = setup(mode & 1 == 1, mode & 2 == 2);
     let mut rounds = 0;
     while !u.is_empty() && rounds < 64 {
         rounds += 1;
