@@ -152,9 +152,14 @@ impl<D: Device> Device for Timed<D> {
         self.inner.gathers()
     }
 
-    fn transmit_gather(&mut self, now: Instant, parts: &[&[u8]]) -> io::Result<()> {
+    fn transmit_gather(
+        &mut self,
+        now: Instant,
+        parts: &[&[u8]],
+        meta: Option<TxMeta>,
+    ) -> io::Result<()> {
         let start = self.timing.then(Instant::now);
-        let r = self.inner.transmit_gather(now, parts);
+        let r = self.inner.transmit_gather(now, parts, meta);
         if let Some(start) = start {
             self.device_ns += start.elapsed().as_nanos() as u64;
             self.calls += 1;

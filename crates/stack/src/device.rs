@@ -73,11 +73,23 @@ pub trait Device {
     fn gathers(&self) -> bool {
         false
     }
-    /// Sends one packet given as pieces, in order. The stack calls it only
-    /// when [`gathers`](Device::gathers) says so; by default the pieces are
-    /// joined and sent with [`transmit`](Device::transmit).
-    fn transmit_gather(&mut self, now: Instant, parts: &[&[u8]]) -> io::Result<()> {
-        self.transmit(now, &parts.concat())
+    /// Sends one packet given as pieces, in order, finished as `meta` says
+    /// (None: as it is). The stack calls it only when
+    /// [`gathers`](Device::gathers) says so, with `meta` only when
+    /// [`offloads`](Device::offloads) allows it; by default the pieces are
+    /// joined and sent with [`transmit`](Device::transmit) or
+    /// [`transmit_meta`](Device::transmit_meta).
+    fn transmit_gather(
+        &mut self,
+        now: Instant,
+        parts: &[&[u8]],
+        meta: Option<TxMeta>,
+    ) -> io::Result<()> {
+        let packet = parts.concat();
+        match meta {
+            Some(meta) => self.transmit_meta(now, &packet, meta),
+            None => self.transmit(now, &packet),
+        }
     }
     /// [`transmit`](Device::transmit) for a packet the device finishes
     /// (only used when [`offloads`](Device::offloads) says it can).

@@ -97,33 +97,34 @@ impl SegmentTemplate {
         payload: Payload<'_>,
         partial: bool,
     ) -> Option<usize> {
-        self.build(buf, h, payload, Some(partial))
+        self.build(buf, h, payload, true, partial)
     }
 
     /// The IP and TCP headers of the packet `emit` would build, alone, at
     /// the start of `buf` (lengths and checksum count `payload`, which is
-    /// read but not copied): for a device that sends the packet from its
-    /// pieces (`Device::transmit_gather`). Returns the headers' length.
+    /// read for the checksum unless `partial`, never copied): for a device
+    /// that sends the packet from its pieces (`Device::transmit_gather`).
+    /// Returns the headers' length.
     pub(crate) fn emit_headers(
         &self,
         buf: &mut [u8],
         h: &Header,
         payload: Payload<'_>,
+        partial: bool,
     ) -> Option<usize> {
-        self.build(buf, h, payload, None)
+        self.build(buf, h, payload, false, partial)
     }
 
-    /// `copy`: Some(partial) to lay out the whole packet (the checksum left
-    /// partial or not), None for the headers alone with the full checksum.
+    /// `copy`: the whole packet, or the headers alone.
     #[inline(always)]
     fn build(
         &self,
         buf: &mut [u8],
         h: &Header,
         payload: Payload<'_>,
-        copy: Option<bool>,
+        copy: bool,
+        partial: bool,
     ) -> Option<usize> {
-        let partial = copy == Some(true);
         let o = &h.options;
         if o.mss.is_some() || o.window_scale.is_some() || o.sack_permitted || !o.sack.is_empty() {
             return None;
@@ -133,11 +134,7 @@ impl SegmentTemplate {
         let total = self.ip_len + tcp_len;
         let v4 = self.ip_len == 20;
         let length_field = u16::try_from(if v4 { total } else { tcp_len }).ok()?;
-        let written = if copy.is_some() {
-            total
-        } else {
-            total - payload.len()
-        };
+        let written = if copy { total } else { total - payload.len() };
         let packet = buf.get_mut(..written)?;
         // The header and ports in one copy of a known size.
         let tcp = if v4 {
@@ -188,14 +185,14 @@ impl SegmentTemplate {
         };
         if !payload.is_empty() {
             let (head, tail) = payload.parts();
-            if copy.is_some() {
+            if copy {
                 let (a, b) = data.split_at_mut(head.len());
                 oxcat_tcp::copy::copy(a, head);
                 oxcat_tcp::copy::copy(b, tail);
                 if !partial {
                     sum += u64::from(Checksum::new().add_bytes(data).sum());
                 }
-            } else {
+            } else if !partial {
                 // Summed where the bytes lie (an odd first part carries
                 // the word it splits over to the second: `Checksum`).
                 sum += u64::from(Checksum::new().add_bytes(head).add_bytes(tail).sum());
@@ -302,6 +299,7 @@ mod tests {
             timestamps in proptest::option::of(any::<(u32, u32)>()),
             payload in proptest::collection::vec(any::<u8>(), 0..1600),
             split in any::<prop::sample::Index>(),
+            partial in any::<bool>(),
         ) {
             let t = tuple(v6, a, b, 40000, 80);
             let h = Header {
@@ -315,9 +313,9 @@ mod tests {
             let parts = Payload::new(head, tail);
             let template = SegmentTemplate::new(&t).unwrap();
             let mut whole = vec![0u8; 2048];
-            let n = template.emit(&mut whole, &h, parts, false).unwrap();
+            let n = template.emit(&mut whole, &h, parts, partial).unwrap();
             let mut headers = vec![0u8; 100];
-            let hl = template.emit_headers(&mut headers, &h, parts).unwrap();
+            let hl = template.emit_headers(&mut headers, &h, parts, partial).unwrap();
             let gathered = [&headers[..hl], head, tail].concat();
             prop_assert_eq!(&gathered[..], &whole[..n]);
         }

@@ -208,13 +208,14 @@ impl TcpTx<'_> {
         }
         let offloaded = self.offloads.is_some_and(|o| o.tso_max > 0);
         let buf = &mut *self.buf;
-        if self.gathers && !offloaded && payload.len() >= GATHER_MIN {
+        if self.gathers && payload.len() >= GATHER_MIN {
             // The headers in the frame, the payload sent from where it
             // lies in the send buffer: the device's own copy is the only one.
-            if let Some(n) = template.and_then(|t| t.emit_headers(buf, h, payload)) {
+            if let Some(n) = template.and_then(|t| t.emit_headers(buf, h, payload, offloaded)) {
                 self.stats.packets_out += 1;
                 let (head, tail) = payload.parts();
-                return dev.transmit_gather(now, &[&buf[..n], head, tail]);
+                let meta = offloaded.then(|| tso_meta(tuple, n, payload.len(), mss));
+                return dev.transmit_gather(now, &[&buf[..n], head, tail], meta);
             }
         }
         if buf.len() < payload.len() + 100 {
@@ -228,16 +229,7 @@ impl TcpTx<'_> {
             Ok(n) => {
                 self.stats.packets_out += 1;
                 if offloaded {
-                    // The device fills in the checksum and, for a segment
-                    // longer than one MSS's payload, cuts it (TSO).
-                    let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
-                    let tcp_header = n - ip_header - payload.len();
-                    let piece = mss.saturating_sub(tcp_header - 20);
-                    let meta = TxMeta {
-                        tcp_segment_size: (mss > 0 && piece > 0 && payload.len() > piece)
-                            .then_some(piece as u16),
-                        csum_start: Some(ip_header as u16),
-                    };
+                    let meta = tso_meta(tuple, n - payload.len(), payload.len(), mss);
                     dev.transmit_meta(now, &buf[..n], meta)
                 } else {
                     dev.transmit(now, &buf[..n])
@@ -245,6 +237,19 @@ impl TcpTx<'_> {
             }
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// What an offloading device is to finish in a TCP packet whose headers
+/// are `headers` bytes: the checksum, and for a segment longer than one
+/// MSS's payload (`mss` 0: never), the cutting (TSO).
+fn tso_meta(tuple: &FourTuple, headers: usize, payload: usize, mss: usize) -> TxMeta {
+    let ip_header = if tuple.local.is_ipv4() { 20 } else { 40 };
+    let tcp_header = headers - ip_header;
+    let piece = mss.saturating_sub(tcp_header - 20);
+    TxMeta {
+        tcp_segment_size: (mss > 0 && piece > 0 && payload > piece).then_some(piece as u16),
+        csum_start: Some(ip_header as u16),
     }
 }
 

@@ -227,9 +227,19 @@ impl Device for Tun {
         true
     }
 
-    fn transmit_gather(&mut self, _now: Instant, parts: &[&[u8]]) -> io::Result<()> {
+    fn transmit_gather(
+        &mut self,
+        _now: Instant,
+        parts: &[&[u8]],
+        meta: Option<TxMeta>,
+    ) -> io::Result<()> {
+        // The headers come whole in the first piece (what the vnet header
+        // needs of them).
+        let hdr = match meta {
+            Some(meta) if self.vnet => vnet_header(parts.first().copied().unwrap_or(&[]), meta),
+            _ => [0u8; VNET_HDR_LEN],
+        };
         // One writev(2): the TUN takes the whole vector as one packet.
-        let hdr = [0u8; VNET_HDR_LEN];
         let mut iov = [io::IoSlice::new(&[]); 4];
         let mut n = 0;
         if self.vnet {
@@ -256,25 +266,31 @@ impl Device for Tun {
         if !self.vnet {
             return self.write_packet(packet, &[0u8; VNET_HDR_LEN]);
         }
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        if let Some(start) = meta.csum_start {
-            hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-            hdr[6..8].copy_from_slice(&start.to_ne_bytes());
-            hdr[8..10].copy_from_slice(&16u16.to_ne_bytes());
-            if let Some(size) = meta.tcp_segment_size {
-                let tcp_header = packet
-                    .get(usize::from(start) + 12)
-                    .map_or(20, |b| usize::from(b >> 4) * 4);
-                hdr[1] = if packet.first().map(|b| b >> 4) == Some(6) {
-                    VIRTIO_NET_HDR_GSO_TCPV6
-                } else {
-                    VIRTIO_NET_HDR_GSO_TCPV4
-                };
-                let hdr_len = (usize::from(start) + tcp_header) as u16;
-                hdr[2..4].copy_from_slice(&hdr_len.to_ne_bytes());
-                hdr[4..6].copy_from_slice(&size.to_ne_bytes());
-            }
-        }
-        self.write_packet(packet, &hdr)
+        self.write_packet(packet, &vnet_header(packet, meta))
     }
+}
+
+/// The virtio_net_hdr asking the kernel to finish a packet as `meta` says
+/// (`headers`: the packet from its start through the TCP header, at least).
+fn vnet_header(headers: &[u8], meta: TxMeta) -> [u8; VNET_HDR_LEN] {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    if let Some(start) = meta.csum_start {
+        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        hdr[6..8].copy_from_slice(&start.to_ne_bytes());
+        hdr[8..10].copy_from_slice(&16u16.to_ne_bytes());
+        if let Some(size) = meta.tcp_segment_size {
+            let tcp_header = headers
+                .get(usize::from(start) + 12)
+                .map_or(20, |b| usize::from(b >> 4) * 4);
+            hdr[1] = if headers.first().map(|b| b >> 4) == Some(6) {
+                VIRTIO_NET_HDR_GSO_TCPV6
+            } else {
+                VIRTIO_NET_HDR_GSO_TCPV4
+            };
+            let hdr_len = (usize::from(start) + tcp_header) as u16;
+            hdr[2..4].copy_from_slice(&hdr_len.to_ne_bytes());
+            hdr[4..6].copy_from_slice(&size.to_ne_bytes());
+        }
+    }
+    hdr
 }

@@ -56,7 +56,12 @@ impl Device for Gathering {
     fn gathers(&self) -> bool {
         true
     }
-    fn transmit_gather(&mut self, now: Instant, parts: &[&[u8]]) -> std::io::Result<()> {
+    fn transmit_gather(
+        &mut self,
+        now: Instant,
+        parts: &[&[u8]],
+        _meta: Option<oxcat_stack::TxMeta>,
+    ) -> std::io::Result<()> {
         self.gathered += 1;
         self.port.transmit(now, &parts.concat())
     }
