@@ -495,6 +495,11 @@ struct Ours {
     received: Sha256Sum,
     shut: bool,
     eof: bool,
+    /// Shut the write side only once the peer's EOF is in (see
+    /// `both_ways_at_once`).
+    shut_after_eof: bool,
+    /// Every byte queued.
+    queued_all: bool,
     buf: Vec<u8>,
 }
 
@@ -506,6 +511,8 @@ impl Ours {
             received: Sha256Sum::new(),
             shut: false,
             eof: false,
+            shut_after_eof: false,
+            queued_all: false,
             buf: vec![0; 256 << 10],
         }
     }
@@ -524,7 +531,11 @@ impl Ours {
         if !may_send || self.shut {
             return;
         }
-        while let Some(piece) = self.out.pending() {
+        while !self.queued_all {
+            let Some(piece) = self.out.pending() else {
+                self.queued_all = true;
+                break;
+            };
             match s.tcp_send(self.h, piece) {
                 Ok(n) => {
                     self.out.at += n;
@@ -539,6 +550,9 @@ impl Ours {
                 }
                 Err(e) => panic!("tcp_send: {e}"),
             }
+        }
+        if self.shut_after_eof && !self.eof {
+            return;
         }
         s.tcp_shutdown_write(self.h, Instant::now())
             .expect("shutdown");
@@ -840,11 +854,15 @@ impl Case {
 }
 
 /// Both ends send `len` bytes at once, each then shutting its write side;
-/// byte-exact by SHA-256 both ways.
+/// byte-exact by SHA-256 both ways. Our FIN waits for the tool's: ncat
+/// ends when its socket reaches EOF, its stdin sent or not, so a FIN of
+/// ours that came first (our side finished sending sooner once it stopped
+/// copying payloads into frames) cut its sending short.
 fn both_ways_at_once<D: Device>(d: &mut Driver<D>, case: Case, len: u64) {
     let label = format!("{}: {len} bytes each way at once", case.label());
     let (kernel_end, h) = case.connect(d, len, None);
     let mut o = Ours::new(h, case.our_seed(), len);
+    o.shut_after_eof = true;
     d.run_transfer(&label, h, |s| {
         o.pump(s, true);
         (o.eof && o.shut, o.moved())
