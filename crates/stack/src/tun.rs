@@ -152,12 +152,17 @@ impl Tun {
         } else {
             self.file.write(packet)
         };
-        match r {
-            Ok(_) => Ok(()),
-            // A full queue drops the packet, as a wire would; TCP resends.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-        }
+        written(r)
+    }
+}
+
+/// A write's outcome for the stack: a full queue drops the packet, as a
+/// wire would (TCP resends), and is no error.
+fn written(r: io::Result<usize>) -> io::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -254,12 +259,7 @@ impl Device for Tun {
             iov[n] = io::IoSlice::new(part);
             n += 1;
         }
-        match self.file.write_vectored(&iov[..n]) {
-            Ok(_) => Ok(()),
-            // A full queue drops the packet, as a wire would; TCP resends.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-        }
+        written(self.file.write_vectored(&iov[..n]))
     }
 
     fn transmit_meta(&mut self, _now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {
