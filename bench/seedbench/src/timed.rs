@@ -63,6 +63,18 @@ impl<D> Timed<D> {
         self.timing = on;
         self.reset();
     }
+
+    /// One device call, bracketed by the clock when timing is on.
+    #[inline(always)]
+    fn timed<R>(&mut self, call: impl FnOnce(&mut Self) -> R) -> R {
+        let start = self.timing.then(Instant::now);
+        let r = call(self);
+        if let Some(start) = start {
+            self.device_ns += start.elapsed().as_nanos() as u64;
+            self.calls += 1;
+        }
+        r
+    }
 }
 
 /// The stack's own share of `poll_ns` spent in polls that made `calls`
@@ -91,28 +103,17 @@ impl<D: Device> Device for Timed<D> {
     }
 
     fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let start = self.timing.then(Instant::now);
-        let r = self.inner.receive(now, buf);
-        if let Ok(Some(n)) = &r {
-            if is_syn(&buf[..*n]) {
-                self.syn_in = true;
+        self.timed(|t| {
+            let r = t.inner.receive(now, buf);
+            if let Ok(Some(n)) = &r {
+                t.syn_in |= is_syn(&buf[..*n]);
             }
-        }
-        if let Some(start) = start {
-            self.device_ns += start.elapsed().as_nanos() as u64;
-            self.calls += 1;
-        }
-        r
+            r
+        })
     }
 
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
-        let start = self.timing.then(Instant::now);
-        let r = self.inner.transmit(now, packet);
-        if let Some(start) = start {
-            self.device_ns += start.elapsed().as_nanos() as u64;
-            self.calls += 1;
-        }
-        r
+        self.timed(|t| t.inner.transmit(now, packet))
     }
 
     fn offloads(&self) -> Offloads {
@@ -124,28 +125,17 @@ impl<D: Device> Device for Timed<D> {
         now: Instant,
         buf: &mut [u8],
     ) -> io::Result<Option<(usize, RxMeta)>> {
-        let start = self.timing.then(Instant::now);
-        let r = self.inner.receive_meta(now, buf);
-        if let Ok(Some((n, _))) = &r {
-            if is_syn(&buf[..*n]) {
-                self.syn_in = true;
+        self.timed(|t| {
+            let r = t.inner.receive_meta(now, buf);
+            if let Ok(Some((n, _))) = &r {
+                t.syn_in |= is_syn(&buf[..*n]);
             }
-        }
-        if let Some(start) = start {
-            self.device_ns += start.elapsed().as_nanos() as u64;
-            self.calls += 1;
-        }
-        r
+            r
+        })
     }
 
     fn transmit_meta(&mut self, now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {
-        let start = self.timing.then(Instant::now);
-        let r = self.inner.transmit_meta(now, packet, meta);
-        if let Some(start) = start {
-            self.device_ns += start.elapsed().as_nanos() as u64;
-            self.calls += 1;
-        }
-        r
+        self.timed(|t| t.inner.transmit_meta(now, packet, meta))
     }
 
     fn gathers(&self) -> bool {
@@ -158,13 +148,7 @@ impl<D: Device> Device for Timed<D> {
         parts: &[&[u8]],
         meta: Option<TxMeta>,
     ) -> io::Result<()> {
-        let start = self.timing.then(Instant::now);
-        let r = self.inner.transmit_gather(now, parts, meta);
-        if let Some(start) = start {
-            self.device_ns += start.elapsed().as_nanos() as u64;
-            self.calls += 1;
-        }
-        r
+        self.timed(|t| t.inner.transmit_gather(now, parts, meta))
     }
 
     fn poll_at(&self) -> Option<Instant> {
