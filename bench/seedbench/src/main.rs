@@ -73,7 +73,7 @@ struct Args {
     sim_bytes: usize,
     tun_bytes: usize,
     null_blocks: usize,
-    /// Only this in-memory case (rx1, rx32, tx2, tx32), for profiling.
+    /// Only this in-memory case (hs: the handshakes; rx1, rx32, tx2, tx32), for profiling.
     null_case: Option<String>,
 }
 
@@ -109,14 +109,14 @@ fn parse_args() -> Result<Args, String> {
             "--null-case" => {
                 a.null_case = Some(
                     it.next()
-                        .filter(|c| ["rx1", "rx32", "tx2", "tx32"].contains(&c.as_str()))
-                        .ok_or("--null-case needs rx1, rx32, tx2 or tx32")?,
+                        .filter(|c| ["hs", "rx1", "rx32", "tx2", "tx32"].contains(&c.as_str()))
+                        .ok_or("--null-case needs hs, rx1, rx32, tx2 or tx32")?,
                 )
             }
             "-h" | "--help" => {
                 return Err("usage: seedbench [all|sim|tun|kernel|null] [--rounds N] \
                             [--sim-runs N] [--tun-runs N] [--kernel-runs N] [--sim-bytes B] \
-                            [--tun-bytes B] [--null-blocks N] [--null-case rx1|rx32|tx2|tx32]"
+                            [--tun-bytes B] [--null-blocks N] [--null-case hs|rx1|rx32|tx2|tx32]"
                     .into())
             }
             other => return Err(format!("unknown argument: {other}")),
@@ -661,7 +661,7 @@ fn main() -> ExitCode {
             results.add("1d", r.map_err(err_string));
         }
         if want("null") {
-            if a.null_case.is_none() {
+            if a.null_case.as_ref().is_none_or(|c| c == "hs") {
                 let r = null::handshakes(sim_runs, (sim_runs / 20).max(20));
                 results.add("2d", r.map_err(err_string));
             }
