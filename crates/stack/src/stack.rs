@@ -45,6 +45,12 @@ const RX_BUDGET: usize = 128;
 /// the device's handling of one more piece.
 const GATHER_MIN: usize = 512;
 
+/// The socket tables' hasher: foldhash, seeded at random per table (as
+/// std's SipHash is, so a peer cannot aim its 4-tuples at one bucket), at
+/// a fraction of SipHash's cost (~100 instructions a lookup, several
+/// lookups per handshake).
+type Seeded = foldhash::fast::RandomState;
+
 /// The two ends of a connection, as the stack demultiplexes by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FourTuple {
@@ -259,13 +265,13 @@ pub struct Stack {
     tcp_v6: Arc<TcpConfig>,
     sockets: Vec<Socket>,
     free: Vec<usize>,
-    tcp_conns: HashMap<FourTuple, usize>,
+    tcp_conns: HashMap<FourTuple, usize, Seeded>,
     /// The connection the last segment in went to: the next one usually
     /// goes there too, found without hashing the 4-tuple (the table's
     /// keyed SipHash stays, against hash flooding).
     last_conn: Option<(FourTuple, usize)>,
-    tcp_listeners: HashMap<SocketAddr, usize>,
-    udp_sockets: HashMap<SocketAddr, usize>,
+    tcp_listeners: HashMap<SocketAddr, usize, Seeded>,
+    udp_sockets: HashMap<SocketAddr, usize, Seeded>,
     isn: IsnGenerator,
     next_port: u16,
     stats: StackStats,
@@ -532,10 +538,10 @@ impl Stack {
             config,
             sockets: Vec::new(),
             free: Vec::new(),
-            tcp_conns: HashMap::new(),
+            tcp_conns: HashMap::default(),
             last_conn: None,
-            tcp_listeners: HashMap::new(),
-            udp_sockets: HashMap::new(),
+            tcp_listeners: HashMap::default(),
+            udp_sockets: HashMap::default(),
             stats: StackStats::default(),
             control_out: VecDeque::new(),
             timers: BinaryHeap::new(),

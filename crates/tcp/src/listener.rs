@@ -51,7 +51,9 @@ pub struct Listener<K> {
     // (Boxed: a connection is about 1 KB, and the queues move their
     // entries around: into the map, out of it by swap_remove, into the
     // accept queue. A handshake moved it some ten times.)
-    syn_queue: IndexMap<K, Box<Connection>>,
+    // foldhash: seeded at random per map, as SipHash is, at a fraction of
+    // its cost; the queue is bounded anyway (`syn_queue_max`).
+    syn_queue: IndexMap<K, Box<Connection>, foldhash::fast::RandomState>,
     accept_queue: VecDeque<(K, Box<Connection>)>,
     transmits: VecDeque<(K, Segment)>,
     isn: IsnGenerator,
@@ -86,7 +88,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
             config: config.into(),
             backlog,
             syn_queue_max: backlog.max(8) * 2,
-            syn_queue: IndexMap::new(),
+            syn_queue: IndexMap::default(),
             accept_queue: VecDeque::new(),
             transmits: VecDeque::new(),
             isn,
