@@ -869,7 +869,7 @@ impl Stack {
         h: SocketHandle,
     ) -> io::Result<Option<(SocketHandle, SocketAddr)>> {
         let (tuple, conn) = match self.sockets.get_mut(h.0) {
-            Some(Socket::TcpListener { listener, .. }) => match listener.accept() {
+            Some(Socket::TcpListener { listener, .. }) => match listener.accept_boxed() {
                 Some(c) => c,
                 None => return Ok(None),
             },
@@ -878,7 +878,7 @@ impl Stack {
         let remote = tuple.remote;
         let i = self.insert(Socket::TcpStream {
             tuple,
-            conn: Box::new(conn),
+            conn,
             orphan: false,
             template: SegmentTemplate::new(&tuple),
         });

@@ -348,16 +348,34 @@ impl Connection {
         syn: &Header,
     ) -> Connection {
         let mut c = Connection::blank(config.into(), now, iss);
-        c.state = State::Listen;
-        c.trace_segment_in(now, syn, 0);
-        c.irs = syn.seq;
-        c.rcv_nxt = syn.seq + 1u32;
-        c.rcv_adv = c.rcv_nxt;
-        c.take_syn_options(now, syn);
-        c.update_send_window_from_syn(syn);
-        c.set_state(now, State::SynReceived);
-        c.syn_owed = true;
+        c.take_syn(now, syn);
         c
+    }
+
+    /// `accept_syn` straight into a box (the listener keeps half-open
+    /// connections boxed): one copy of the kilobyte fewer.
+    pub(crate) fn accept_syn_boxed(
+        config: Arc<Config>,
+        now: Instant,
+        iss: SeqNum,
+        syn: &Header,
+    ) -> Box<Connection> {
+        let mut c = Box::new(Connection::blank(config, now, iss));
+        c.take_syn(now, syn);
+        c
+    }
+
+    /// A blank connection takes a SYN: SYN-RECEIVED, the SYN-ACK owed.
+    fn take_syn(&mut self, now: Instant, syn: &Header) {
+        self.state = State::Listen;
+        self.trace_segment_in(now, syn, 0);
+        self.irs = syn.seq;
+        self.rcv_nxt = syn.seq + 1u32;
+        self.rcv_adv = self.rcv_nxt;
+        self.take_syn_options(now, syn);
+        self.update_send_window_from_syn(syn);
+        self.set_state(now, State::SynReceived);
+        self.syn_owed = true;
     }
 
     // ----- what the owner asks -----

@@ -161,7 +161,13 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
 
     /// The next established connection, as `accept` returns it.
     pub fn accept(&mut self) -> Option<(K, Connection)> {
-        self.accept_queue.pop_front().map(|(k, c)| (k, *c))
+        self.accept_boxed().map(|(k, c)| (k, *c))
+    }
+
+    /// `accept`, the connection left in the box it waited in (no copy of
+    /// its kilobyte, no new allocation for a caller that keeps it boxed).
+    pub fn accept_boxed(&mut self) -> Option<(K, Box<Connection>)> {
+        self.accept_queue.pop_front()
     }
 
     /// Whether a connection for `key` is still in the handshake here.
@@ -222,7 +228,7 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
             return;
         }
         let iss = self.isn.isn(now, &key);
-        let mut conn = Box::new(Connection::accept_syn(self.config.clone(), now, iss, h));
+        let mut conn = Connection::accept_syn_boxed(self.config.clone(), now, iss, h);
         if !payload.is_empty() {
             // Data on a SYN is not taken (no TFO); the peer resends it.
             let _ = seq_len(h, payload.len());
