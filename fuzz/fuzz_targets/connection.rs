@@ -59,7 +59,18 @@ struct Cfg {
 
 impl Cfg {
     fn build(&self) -> Config {
-        let sizes = [1usize, 100, 1000, 4096, 8192, 65535, 65536, 256 * 1024, 1 << 20, 4 << 20];
+        let sizes = [
+            1usize,
+            100,
+            1000,
+            4096,
+            8192,
+            65535,
+            65536,
+            256 * 1024,
+            1 << 20,
+            4 << 20,
+        ];
         Config {
             // Keep the MSS sane but include tiny and odd values.
             mss: [1, 64, 536, 1000, 1460, 9000, self.mss.max(1)][usize::from(self.mss % 7)],
@@ -69,8 +80,14 @@ impl Cfg {
             timestamps: self.timestamps,
             sack: self.sack,
             nodelay: self.nodelay,
-            keepalive: self.keepalive.then(|| (Duration::from_secs(7), Duration::from_secs(1), 3)),
-            congestion: if self.newreno { Algorithm::NewReno } else { Algorithm::Cubic },
+            keepalive: self
+                .keepalive
+                .then(|| (Duration::from_secs(7), Duration::from_secs(1), 3)),
+            congestion: if self.newreno {
+                Algorithm::NewReno
+            } else {
+                Algorithm::Cubic
+            },
             initial_window: u32::from(self.initial_window % 12),
             syn_retries: u32::from(self.retries % 8),
             data_retries: u32::from(self.retries % 16),
@@ -123,7 +140,10 @@ enum Op {
     Send(u16),
     /// The application hands over its own buffers (`send_bytes`, no copy):
     /// `len` bytes cut into 1..=16 slices, each offered once.
-    SendBytes { len: u16, pieces: u8 },
+    SendBytes {
+        len: u16,
+        pieces: u8,
+    },
     Recv(u16),
     ShutdownWrite,
     Close,
@@ -136,7 +156,10 @@ enum Op {
     AdvanceSecs(u32),
     /// Deliver what is in flight to the peer (dropping some by mask) and the
     /// peer's answers back to the connection.
-    PeerExchange { drop_mask: u16, reverse: bool },
+    PeerExchange {
+        drop_mask: u16,
+        reverse: bool,
+    },
     /// The peer does something.
     PeerSend(u16),
     PeerRecv,
@@ -194,10 +217,17 @@ fn drain(c: &mut Connection, now: Instant, burst: bool) -> Vec<Segment> {
         loop {
             let before = out.len();
             c.poll_transmit_burst(now, &mut h, |h, p| {
-                out.push(Segment { header: *h, payload: p.to_vec() });
+                out.push(Segment {
+                    header: *h,
+                    payload: p.to_vec(),
+                });
                 out.len() <= MAX_TRANSMITS
             });
-            assert!(out.len() <= MAX_TRANSMITS, "poll_transmit_burst did not terminate ({MAX_TRANSMITS} segments) in {:?}", c.state());
+            assert!(
+                out.len() <= MAX_TRANSMITS,
+                "poll_transmit_burst did not terminate ({MAX_TRANSMITS} segments) in {:?}",
+                c.state()
+            );
             if out.len() == before {
                 return out;
             }
@@ -207,7 +237,11 @@ fn drain(c: &mut Connection, now: Instant, burst: bool) -> Vec<Segment> {
         match c.poll_transmit(now) {
             Some(s) => {
                 out.push(s);
-                assert!(out.len() <= MAX_TRANSMITS, "poll_transmit did not terminate ({MAX_TRANSMITS} segments) in {:?}", c.state());
+                assert!(
+                    out.len() <= MAX_TRANSMITS,
+                    "poll_transmit did not terminate ({MAX_TRANSMITS} segments) in {:?}",
+                    c.state()
+                );
             }
             None => return out,
         }
@@ -222,14 +256,27 @@ impl World {
         let mss = self.conn.send_mss();
         for s in &segs {
             let h = &s.header;
-            assert!(s.payload.len() <= mss, "payload {} > send MSS {} in {:?}: {:?}", s.payload.len(), mss, self.conn.state(), s);
+            assert!(
+                s.payload.len() <= mss,
+                "payload {} > send MSS {} in {:?}: {:?}",
+                s.payload.len(),
+                mss,
+                self.conn.state(),
+                s
+            );
             if h.flags.rst() {
                 assert!(s.payload.is_empty(), "RST with payload: {s:?}");
             }
             if was_closed || self.conn.state() == State::Closed {
-                assert!(h.flags.rst(), "Closed connection sent a non-RST segment: {s:?}");
+                assert!(
+                    h.flags.rst(),
+                    "Closed connection sent a non-RST segment: {s:?}"
+                );
                 self.track.closed_rsts += 1;
-                assert!(self.track.closed_rsts <= 1, "Closed connection sent more than one RST: {s:?}");
+                assert!(
+                    self.track.closed_rsts <= 1,
+                    "Closed connection sent more than one RST: {s:?}"
+                );
             }
             if !h.flags.rst() {
                 let end = h.seq.0.wrapping_add(s.seq_len() as u32);
@@ -303,7 +350,10 @@ impl World {
                 return;
             }
             if !moved {
-                let next = [self.conn.poll_timeout(), self.peer.poll_timeout()].into_iter().flatten().min();
+                let next = [self.conn.poll_timeout(), self.peer.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 let Some(t) = next else { break };
                 self.now = self.now.max(t);
                 self.conn.handle_timeout(self.now);
@@ -323,7 +373,13 @@ impl World {
         let now = self.now;
         self.conn.handle_timeout(now);
         if let Some(t) = self.conn.poll_timeout() {
-            assert!(t > now, "poll_timeout {:?} not after handle_timeout({:?}) in {:?}", t, now, self.conn.state());
+            assert!(
+                t > now,
+                "poll_timeout {:?} not after handle_timeout({:?}) in {:?}",
+                t,
+                now,
+                self.conn.state()
+            );
         }
         self.peer.handle_timeout(now);
     }
@@ -332,7 +388,11 @@ impl World {
 fn build_segment(w: &World, spec: &SegSpec) -> (Header, Vec<u8>) {
     let t = &w.track;
     let seq = SeqNum(spec.seq.resolve(t.rcv_nxt));
-    let ack_base = if spec.ack_base_una { t.snd_una } else { t.snd_max };
+    let ack_base = if spec.ack_base_una {
+        t.snd_una
+    } else {
+        t.snd_max
+    };
     let ack = SeqNum(spec.ack.resolve(ack_base));
     let mut sack = SackBlocks::new();
     for (l, r) in spec.sack.iter().take(4) {
@@ -344,9 +404,17 @@ fn build_segment(w: &World, spec: &SegSpec) -> (Header, Vec<u8>) {
         window_scale: spec.window_scale,
         sack_permitted: spec.sack_permitted,
         sack,
-        timestamps: spec.timestamps.map(|(v, e)| (v.resolve(t.ts_peer), e.resolve(t.ts_mine))),
+        timestamps: spec
+            .timestamps
+            .map(|(v, e)| (v.resolve(t.ts_peer), e.resolve(t.ts_mine))),
     };
-    let h = Header { seq, ack, flags: Flags(spec.flags), window: spec.window, options };
+    let h = Header {
+        seq,
+        ack,
+        flags: Flags(spec.flags),
+        window: spec.window,
+        options,
+    };
     let len = usize::from(spec.payload_len) % (MAX_PAYLOAD + 1);
     let payload: Vec<u8> = (0..len).map(|i| spec.fill.wrapping_add(i as u8)).collect();
     (h, payload)
@@ -384,8 +452,20 @@ fn setup(input: &Input, now: Instant) -> World {
         sent: Vec::new(),
         closed_rsts: 0,
     };
-    let mut w = World { now, conn, peer, to_peer: Vec::new(), to_conn: Vec::new(), track, burst: input.burst };
-    w.track.rcv_nxt = if input.start == Start::SynSent { input.peer_iss } else { w.conn.irs().0.wrapping_add(1) };
+    let mut w = World {
+        now,
+        conn,
+        peer,
+        to_peer: Vec::new(),
+        to_conn: Vec::new(),
+        track,
+        burst: input.burst,
+    };
+    w.track.rcv_nxt = if input.start == Start::SynSent {
+        input.peer_iss
+    } else {
+        w.conn.irs().0.wrapping_add(1)
+    };
     if input.start != Start::SynSent && input.start != Start::SynReceived {
         w.run_until("ESTABLISHED", |w| {
             w.conn.state() == State::Established && w.peer.state() == State::Established
@@ -404,11 +484,15 @@ fn setup(input: &Input, now: Instant) -> World {
         }
         Start::CloseWait => {
             w.peer.shutdown_write(w.now);
-            w.run_until("CLOSE-WAIT", |w| w.conn.state() == State::CloseWait && w.peer.state() == State::FinWait2);
+            w.run_until("CLOSE-WAIT", |w| {
+                w.conn.state() == State::CloseWait && w.peer.state() == State::FinWait2
+            });
         }
         Start::LastAck => {
             w.peer.shutdown_write(w.now);
-            w.run_until("CLOSE-WAIT", |w| w.conn.state() == State::CloseWait && w.peer.state() == State::FinWait2);
+            w.run_until("CLOSE-WAIT", |w| {
+                w.conn.state() == State::CloseWait && w.peer.state() == State::FinWait2
+            });
             w.conn.shutdown_write(w.now);
             w.drain_conn();
         }
@@ -422,7 +506,11 @@ fn setup(input: &Input, now: Instant) -> World {
                 w.feed_conn(&s.header, &s.payload);
             }
             w.drain_conn();
-            assert_eq!(w.conn.state(), State::Closing, "setup: crossing FINs did not give CLOSING");
+            assert_eq!(
+                w.conn.state(),
+                State::Closing,
+                "setup: crossing FINs did not give CLOSING"
+            );
         }
         Start::TimeWait => {
             w.conn.shutdown_write(w.now);
@@ -452,7 +540,8 @@ fn run(input: Input) {
             }
             Op::SendBytes { len, pieces } => {
                 let len = usize::from(*len);
-                let data = oxcat_tcp::Bytes::from((0..len).map(|i| (i * 3) as u8).collect::<Vec<u8>>());
+                let data =
+                    oxcat_tcp::Bytes::from((0..len).map(|i| (i * 3) as u8).collect::<Vec<u8>>());
                 let step = len.div_ceil(usize::from(*pieces % 16) + 1).max(1);
                 for at in (0..len).step_by(step) {
                     let mut chunk = data.slice(at..(at + step).min(len));

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use oxcat_tcp::{Config, Connection, Flags, Header, IsnGenerator, Listener, Options, SackBlocks, SeqNum, State};
+use oxcat_tcp::{
+    Config, Connection, Flags, Header, IsnGenerator, Listener, Options, SackBlocks, SeqNum, State,
+};
 
 const MAX_TRANSMITS: usize = 10_000;
 const KEYS: u8 = 24;
@@ -96,7 +98,10 @@ struct KeyTrack {
 }
 
 fn check_segment(seg: &oxcat_tcp::Segment) {
-    assert!(seg.payload.is_empty(), "listener sent a segment with payload: {seg:?}");
+    assert!(
+        seg.payload.is_empty(),
+        "listener sent a segment with payload: {seg:?}"
+    );
     // (Half-open connections also send pure ACKs: challenge ACKs and ACKs
     // for unacceptable segments in SYN-RECEIVED, RFC 9293 §3.10.7.4.)
 }
@@ -124,8 +129,16 @@ fn run(input: Input) {
         let k = keys[usize::from(key)];
         let (flags, seq_base, ack_base) = match spec.kind {
             Kind::Syn => (Flags::SYN, k.client_isn, 0),
-            Kind::FinalAck => (Flags::ACK, k.client_isn.wrapping_add(1), k.server_isn.wrapping_add(1)),
-            Kind::Raw(f) => (Flags(f), k.client_isn.wrapping_add(1), k.server_isn.wrapping_add(1)),
+            Kind::FinalAck => (
+                Flags::ACK,
+                k.client_isn.wrapping_add(1),
+                k.server_isn.wrapping_add(1),
+            ),
+            Kind::Raw(f) => (
+                Flags(f),
+                k.client_isn.wrapping_add(1),
+                k.server_isn.wrapping_add(1),
+            ),
         };
         let mut sack = SackBlocks::new();
         if let Some((a, b)) = spec.sack {
@@ -152,7 +165,10 @@ fn run(input: Input) {
         let mut n = 0;
         while let Some((key, seg)) = l.poll_transmit(now) {
             n += 1;
-            assert!(n <= MAX_TRANSMITS, "Listener::poll_transmit did not terminate");
+            assert!(
+                n <= MAX_TRANSMITS,
+                "Listener::poll_transmit did not terminate"
+            );
             check_segment(&seg);
             if seg.header.flags.syn() {
                 keys[usize::from(key)].server_isn = seg.header.seq.0;
@@ -164,7 +180,11 @@ fn run(input: Input) {
             l.accept_queue_len(),
             backlog
         );
-        assert!(l.syn_queue_len() <= backlog.max(8) * 2, "SYN queue {} over its bound", l.syn_queue_len());
+        assert!(
+            l.syn_queue_len() <= backlog.max(8) * 2,
+            "SYN queue {} over its bound",
+            l.syn_queue_len()
+        );
     };
 
     for op in input.ops.iter().take(128) {
@@ -177,7 +197,10 @@ fn run(input: Input) {
                 if let Some((key, c)) = l.accept() {
                     assert!(
                         // Closed is possible: a queued connection takes segments and may be reset (as in Linux).
-                        !matches!(c.state(), State::SynReceived | State::Listen | State::SynSent),
+                        !matches!(
+                            c.state(),
+                            State::SynReceived | State::Listen | State::SynSent
+                        ),
                         "accept() returned a connection in {:?}",
                         c.state()
                     );
@@ -200,7 +223,10 @@ fn run(input: Input) {
                 }
                 l.handle_timeout(now);
                 if let Some(t) = l.poll_timeout() {
-                    assert!(t > now, "Listener::poll_timeout {t:?} not after handle_timeout({now:?})");
+                    assert!(
+                        t > now,
+                        "Listener::poll_timeout {t:?} not after handle_timeout({now:?})"
+                    );
                 }
             }
             Op::PokeAccepted(i, spec) => {
@@ -213,7 +239,10 @@ fn run(input: Input) {
                     let mut n = 0;
                     while let Some(seg) = c.poll_transmit(now) {
                         n += 1;
-                        assert!(n <= MAX_TRANSMITS, "Connection::poll_transmit did not terminate");
+                        assert!(
+                            n <= MAX_TRANSMITS,
+                            "Connection::poll_transmit did not terminate"
+                        );
                         assert!(seg.payload.len() <= c.send_mss());
                     }
                 }

@@ -59,7 +59,11 @@ impl Device for Port {
     fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         Ok(self.receive_meta(now, buf)?.map(|(n, _)| n))
     }
-    fn receive_meta(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<(usize, RxMeta)>> {
+    fn receive_meta(
+        &mut self,
+        _now: Instant,
+        buf: &mut [u8],
+    ) -> io::Result<Option<(usize, RxMeta)>> {
         let Some((p, partial)) = self.inbox.pop_front() else {
             return Ok(None);
         };
@@ -68,10 +72,20 @@ impl Device for Port {
             // packet is cut, as a device would.
             let n = buf.len();
             buf.copy_from_slice(&p[..n]);
-            return Ok(Some((n, RxMeta { checksum_partial: partial })));
+            return Ok(Some((
+                n,
+                RxMeta {
+                    checksum_partial: partial,
+                },
+            )));
         }
         buf[..p.len()].copy_from_slice(&p);
-        Ok(Some((p.len(), RxMeta { checksum_partial: partial })))
+        Ok(Some((
+            p.len(),
+            RxMeta {
+                checksum_partial: partial,
+            },
+        )))
     }
     fn transmit(&mut self, _now: Instant, packet: &[u8]) -> io::Result<()> {
         self.sent.push(packet.to_vec());
@@ -94,11 +108,31 @@ enum Op {
     /// Bytes as a packet.
     Raw(Vec<u8>, bool),
     Tcp(TcpForge),
-    Udp { v6: bool, to_port: u16, from_port: u16, payload: Vec<u8>, checksum: ChecksumChoice },
+    Udp {
+        v6: bool,
+        to_port: u16,
+        from_port: u16,
+        payload: Vec<u8>,
+        checksum: ChecksumChoice,
+    },
     /// An ICMP error quoting one of A's recent packets (cut at `cut`).
-    IcmpError { v6: bool, icmp_type: u8, code: u8, mtu: u16, which: u8, cut: u16, flip: Option<(u16, u8)> },
+    IcmpError {
+        v6: bool,
+        icmp_type: u8,
+        code: u8,
+        mtu: u16,
+        which: u8,
+        cut: u16,
+        flip: Option<(u16, u8)>,
+    },
     /// An IPv4 fragment of a UDP or TCP datagram.
-    Fragment { ident: u16, offset: u16, more: bool, protocol: bool, payload: Vec<u8> },
+    Fragment {
+        ident: u16,
+        offset: u16,
+        more: bool,
+        protocol: bool,
+        payload: Vec<u8>,
+    },
     /// Time passes (ms).
     Wait(u16),
     /// A's application.
@@ -108,11 +142,17 @@ enum Op {
     Close,
     Accept,
     UdpRecv,
-    UdpSend { v6: bool, port: u16, len: u16 },
+    UdpSend {
+        v6: bool,
+        port: u16,
+        len: u16,
+    },
     /// B's application sends (keeps the real connection busy).
     PeerSend(u16),
     /// Deliver what each stack sent to the other (`drop_mask` drops some).
-    Exchange { drop_mask: u8 },
+    Exchange {
+        drop_mask: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -164,12 +204,16 @@ struct World {
 fn poll_a(w: &mut World) {
     let mut spins = 0;
     loop {
-        w.a.poll(w.now, &mut w.pa).expect("poll of an in-memory device");
+        w.a.poll(w.now, &mut w.pa)
+            .expect("poll of an in-memory device");
         check_sent(w);
         match w.a.poll_at() {
             Some(t) if t <= w.now => {
                 spins += 1;
-                assert!(spins < 8, "poll_at stays at or before now after {spins} polls");
+                assert!(
+                    spins < 8,
+                    "poll_at stays at or before now after {spins} polls"
+                );
             }
             _ => break,
         }
@@ -178,7 +222,8 @@ fn poll_a(w: &mut World) {
 
 fn poll_b(w: &mut World) {
     for _ in 0..8 {
-        w.b.poll(w.now, &mut w.pb).expect("poll of an in-memory device");
+        w.b.poll(w.now, &mut w.pb)
+            .expect("poll of an in-memory device");
         if w.b.poll_at().is_none_or(|t| t > w.now) {
             break;
         }
@@ -190,7 +235,11 @@ fn check_sent(w: &mut World) {
     // With offloads the device cuts large segments and fills checksums in.
     let whole = !w.pa.offloaded;
     for p in &w.pa.sent {
-        assert!(!whole || p.len() <= MTU, "A sent {} bytes over an MTU of {MTU}", p.len());
+        assert!(
+            !whole || p.len() <= MTU,
+            "A sent {} bytes over an MTU of {MTU}",
+            p.len()
+        );
         match p.first().map(|b| b >> 4) {
             Some(4) => {
                 let ip = Ipv4Packet::new_checked(&p[..]).expect("A's IPv4 packet is well-formed");
@@ -198,19 +247,40 @@ fn check_sent(w: &mut World) {
                 if repr.more_frags || repr.frag_offset != 0 {
                     continue;
                 }
-                check_transport(repr.protocol, ip.payload(), IpAddr::V4(repr.src), IpAddr::V4(repr.dst), whole, &mut w.last);
+                check_transport(
+                    repr.protocol,
+                    ip.payload(),
+                    IpAddr::V4(repr.src),
+                    IpAddr::V4(repr.dst),
+                    whole,
+                    &mut w.last,
+                );
             }
             Some(6) => {
                 let ip = Ipv6Packet::new_checked(&p[..]).expect("A's IPv6 packet is well-formed");
                 let repr = Ipv6Repr::parse(&ip).expect("A's IPv6 header");
-                check_transport(repr.next_header, ip.payload(), IpAddr::V6(repr.src), IpAddr::V6(repr.dst), whole, &mut w.last);
+                check_transport(
+                    repr.next_header,
+                    ip.payload(),
+                    IpAddr::V6(repr.src),
+                    IpAddr::V6(repr.dst),
+                    whole,
+                    &mut w.last,
+                );
             }
             v => panic!("A sent a packet of IP version {v:?}"),
         }
     }
 }
 
-fn check_transport(proto: IpProtocol, data: &[u8], src: IpAddr, dst: IpAddr, summed: bool, last: &mut (u32, u32)) {
+fn check_transport(
+    proto: IpProtocol,
+    data: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    summed: bool,
+    last: &mut (u32, u32),
+) {
     match (proto, src, dst) {
         (IpProtocol::TCP, IpAddr::V4(s), IpAddr::V4(d)) => {
             let t = TcpPacket::new_checked(data).expect("A's TCP segment is well-formed");
@@ -235,17 +305,32 @@ fn check_transport(proto: IpProtocol, data: &[u8], src: IpAddr, dst: IpAddr, sum
 
 fn setup(offloaded: bool, gathers: bool) -> World {
     let now = Instant::now();
-    let cfg = |v4, v6, seed| StackConfig { ipv4: Some(v4), ipv6: Some(v6), seed, ..StackConfig::default() };
+    let cfg = |v4, v6, seed| StackConfig {
+        ipv4: Some(v4),
+        ipv6: Some(v6),
+        seed,
+        ..StackConfig::default()
+    };
     let mut a = Stack::new(cfg(A4, A6, 1), now);
     let mut b = Stack::new(cfg(B4, B6, 2), now);
-    let listener6 = a.tcp_listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 80), 4, now).unwrap();
-    let listener = a.tcp_listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 80), 4, now).unwrap();
+    let listener6 = a
+        .tcp_listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 80), 4, now)
+        .unwrap();
+    let listener = a
+        .tcp_listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 80), 4, now)
+        .unwrap();
     let udp = a.udp_bind(SocketAddr::new(A4.into(), 53)).unwrap();
-    let conn_b = b.tcp_connect(SocketAddr::new(A4.into(), 80), Some(40000), now).unwrap();
+    let conn_b = b
+        .tcp_connect(SocketAddr::new(A4.into(), 80), Some(40000), now)
+        .unwrap();
     let mut w = World {
         a,
         b,
-        pa: Port { offloaded, gathers, ..Port::default() },
+        pa: Port {
+            offloaded,
+            gathers,
+            ..Port::default()
+        },
         pb: Port::default(),
         now,
         listener,
@@ -262,7 +347,15 @@ fn setup(offloaded: bool, gathers: bool) -> World {
         exchange(&mut w, 0);
     }
     w.conn_a = w.a.tcp_accept(w.listener).ok().flatten().map(|(h, _)| h);
-    assert!(w.conn_a.is_some(), "the live connection was not accepted in setup: a {:?} b {:?} b state {:?} inbox {} {}", w.a.stats(), w.b.stats(), w.b.tcp_state(w.conn_b), w.pa.inbox.len(), w.pb.inbox.len());
+    assert!(
+        w.conn_a.is_some(),
+        "the live connection was not accepted in setup: a {:?} b {:?} b state {:?} inbox {} {}",
+        w.a.stats(),
+        w.b.stats(),
+        w.b.tcp_state(w.conn_b),
+        w.pa.inbox.len(),
+        w.pb.inbox.len()
+    );
     assert_ne!(w.last, (0, 0), "A sent no segment in setup");
     w
 }
@@ -305,7 +398,13 @@ fn ip_packet(v6: bool, proto: IpProtocol, upper: &[u8]) -> Vec<u8> {
 
 /// Sets the transport checksum at `at` in `upper` as chosen; returns
 /// whether the packet goes in marked checksum-offloaded.
-fn apply_checksum(v6: bool, proto: IpProtocol, upper: &mut [u8], at: usize, choice: &ChecksumChoice) -> bool {
+fn apply_checksum(
+    v6: bool,
+    proto: IpProtocol,
+    upper: &mut [u8],
+    at: usize,
+    choice: &ChecksumChoice,
+) -> bool {
     if upper.len() < at + 2 {
         return false;
     }
@@ -313,7 +412,9 @@ fn apply_checksum(v6: bool, proto: IpProtocol, upper: &mut [u8], at: usize, choi
     let mut sum = if v6 {
         let mut s = Checksum::new();
         s.add_bytes(&B6.octets()).add_bytes(&A6.octets());
-        s.add_u16((upper.len() >> 16) as u16).add_u16(upper.len() as u16).add_u16(u16::from(proto.0));
+        s.add_u16((upper.len() >> 16) as u16)
+            .add_u16(upper.len() as u16)
+            .add_u16(u16::from(proto.0));
         s
     } else {
         let mut s = Checksum::new();
@@ -326,7 +427,9 @@ fn apply_checksum(v6: bool, proto: IpProtocol, upper: &mut [u8], at: usize, choi
     let right = sum.finish();
     match choice {
         ChecksumChoice::Right => upper[at..at + 2].copy_from_slice(&right.to_be_bytes()),
-        ChecksumChoice::Wrong(x) => upper[at..at + 2].copy_from_slice(&(right ^ x.max(&1)).to_be_bytes()),
+        ChecksumChoice::Wrong(x) => {
+            upper[at..at + 2].copy_from_slice(&(right ^ x.max(&1)).to_be_bytes())
+        }
         ChecksumChoice::Zero => {}
         ChecksumChoice::Offloaded => {
             upper[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
@@ -347,7 +450,10 @@ fn forge_tcp(w: &World, f: &TcpForge) -> (Vec<u8>, bool) {
         (f.seq_delta as u32, f.ack_delta as u32)
     } else {
         // A's ack is the next byte it expects of B; its seq what B acks.
-        (w.last.1.wrapping_add(f.seq_delta as u32), w.last.0.wrapping_add(f.ack_delta as u32))
+        (
+            w.last.1.wrapping_add(f.seq_delta as u32),
+            w.last.0.wrapping_add(f.ack_delta as u32),
+        )
     };
     r.seq = seq;
     r.ack = ack;
@@ -390,7 +496,13 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     w.pa.inbox.push_back((p, partial));
                 }
             }
-            Op::Udp { v6, to_port, from_port, payload, checksum } => {
+            Op::Udp {
+                v6,
+                to_port,
+                from_port,
+                payload,
+                checksum,
+            } => {
                 let to = if to_port % 2 == 0 { 53 } else { to_port };
                 let mut upper = vec![0u8; 8 + payload.len().min(2000)];
                 upper[..2].copy_from_slice(&from_port.to_be_bytes());
@@ -400,10 +512,24 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 let n = upper.len() - 8;
                 upper[8..].copy_from_slice(&payload[..n]);
                 let partial = apply_checksum(v6, IpProtocol::UDP, &mut upper, 6, &checksum);
-                w.pa.inbox.push_back((ip_packet(v6, IpProtocol::UDP, &upper), partial));
+                w.pa.inbox
+                    .push_back((ip_packet(v6, IpProtocol::UDP, &upper), partial));
             }
-            Op::IcmpError { v6, icmp_type, code, mtu, which, cut, flip } => {
-                let quoted = w.pb.inbox.iter().rev().nth(usize::from(which) % 4).map(|(p, _)| p.clone());
+            Op::IcmpError {
+                v6,
+                icmp_type,
+                code,
+                mtu,
+                which,
+                cut,
+                flip,
+            } => {
+                let quoted =
+                    w.pb.inbox
+                        .iter()
+                        .rev()
+                        .nth(usize::from(which) % 4)
+                        .map(|(p, _)| p.clone());
                 let mut quoted = quoted.unwrap_or_default();
                 quoted.truncate(usize::from(cut) % 1400 + 1);
                 if let Some((at, x)) = flip {
@@ -413,7 +539,13 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     }
                 }
                 let mut upper = vec![0u8; 8 + quoted.len()];
-                upper[0] = if icmp_type % 3 == 0 { icmp_type } else if v6 { [1, 2, 3][usize::from(code) % 3] } else { 3 };
+                upper[0] = if icmp_type % 3 == 0 {
+                    icmp_type
+                } else if v6 {
+                    [1, 2, 3][usize::from(code) % 3]
+                } else {
+                    3
+                };
                 upper[1] = code;
                 if v6 {
                     upper[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
@@ -421,7 +553,11 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                     upper[6..8].copy_from_slice(&mtu.to_be_bytes());
                 }
                 upper[8..].copy_from_slice(&quoted);
-                let proto = if v6 { IpProtocol::ICMPV6 } else { IpProtocol::ICMP };
+                let proto = if v6 {
+                    IpProtocol::ICMPV6
+                } else {
+                    IpProtocol::ICMP
+                };
                 if v6 {
                     apply_checksum(true, proto, &mut upper, 2, &ChecksumChoice::Right);
                 } else {
@@ -432,8 +568,18 @@ fn run(data: &[u8]) -> arbitrary::Result<()> {
                 }
                 w.pa.inbox.push_back((ip_packet(v6, proto, &upper), false));
             }
-            Op::Fragment { ident, offset, more, protocol, payload } => {
-                let proto = if protocol { IpProtocol::UDP } else { IpProtocol::TCP };
+            Op::Fragment {
+                ident,
+                offset,
+                more,
+                protocol,
+                payload,
+            } => {
+                let proto = if protocol {
+                    IpProtocol::UDP
+                } else {
+                    IpProtocol::TCP
+                };
                 let payload = &payload[..payload.len().min(1400)];
                 let mut p = ip_packet(false, proto, payload);
                 p[4..6].copy_from_slice(&ident.to_be_bytes());
