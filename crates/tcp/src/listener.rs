@@ -180,7 +180,10 @@ impl<K: Hash + Eq + Copy + Ord> Listener<K> {
         if let Some(conn) = self.syn_queue.get_mut(&key) {
             // Linux (tcp_check_req): a final ACK when the accept queue is full is
             // dropped; the entry stays half-open and its SYN-ACK is resent.
-            let completes = h.flags.ack() && !h.flags.rst() && !h.flags.syn();
+            // Any segment with ACK can complete the handshake (a SYN,ACK at
+            // the peer's ISN too, as in a simultaneous open), so all of
+            // them wait while the queue is full.
+            let completes = h.flags.ack() && !h.flags.rst();
             if completes && self.accept_queue.len() > self.backlog {
                 self.stats.acks_dropped_accept_full += 1;
                 self.note_drop(now, "final ACK dropped: accept queue full");

@@ -628,3 +628,48 @@ fn a_burst_stops_where_emit_says_and_the_rest_stays_owed() {
     let got = read_all(&mut server);
     assert_eq!(got, data[..got.len()], "in order, every byte once");
 }
+
+/// The accept queue holds at most backlog + 1 whatever segment completes a
+/// handshake: a SYN,ACK,FIN at the peer's ISN (the engine takes a SYN,ACK
+/// in SYN-RECEIVED as a simultaneous open) waits while the queue is full,
+/// as a plain final ACK does. (Found by the `listener` fuzz target.)
+#[test]
+fn a_syn_ack_completing_a_handshake_waits_while_the_accept_queue_is_full() {
+    use oxcat_tcp::{Flags, Header, Options};
+    let t0 = Instant::now();
+    let mut listener: Listener<u8> =
+        Listener::new(Config::default(), 0, IsnGenerator::new(3, t0), t0);
+    let mut clients = Vec::new();
+    for key in 1..=2u8 {
+        let mut c = Connection::connect(Config::default(), t0, SeqNum(u32::from(key) * 1000));
+        let syn = c.poll_transmit(t0).expect("SYN");
+        listener.handle_segment(t0, key, &syn.header, &syn.payload);
+        let (k, sa) = listener.poll_transmit(t0).expect("SYN-ACK");
+        assert_eq!(k, key);
+        c.handle_segment(t0, &sa.header, &sa.payload);
+        clients.push((c, syn.header.seq, sa.header.seq));
+    }
+    // Client 1 completes with its ACK: the queue (backlog 0) is full.
+    let ack = clients[0].0.poll_transmit(t0).expect("ACK");
+    listener.handle_segment(t0, 1, &ack.header, &ack.payload);
+    assert_eq!(listener.accept_queue_len(), 1);
+    // Client 2's half-open connection gets a SYN,ACK,FIN at the client's ISN
+    // acknowledging our SYN.
+    let (_, isn, our_isn) = clients[1];
+    let odd = Header {
+        seq: isn,
+        ack: our_isn + 1u32,
+        flags: Flags::SYN | Flags::ACK | Flags::FIN,
+        window: 1000,
+        options: Options::default(),
+    };
+    listener.handle_segment(t0, 2, &odd, &[]);
+    assert_eq!(listener.accept_queue_len(), 1, "backlog 0 holds one");
+    assert_eq!(listener.syn_queue_len(), 1, "the other stays half-open");
+    assert_eq!(listener.stats().acks_dropped_accept_full, 1);
+    // Once the first is accepted, the second's plain ACK completes it.
+    assert!(listener.accept().is_some());
+    let ack = clients[1].0.poll_transmit(t0).expect("ACK");
+    listener.handle_segment(t0, 2, &ack.header, &ack.payload);
+    assert_eq!(listener.accept_queue_len(), 1);
+}
