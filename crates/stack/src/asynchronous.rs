@@ -26,9 +26,12 @@ fn poll_op<T>(
     let mut g = inner.lock();
     match op(&mut g) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            // No wake of the stack thread here: a try that would block
+            // changed nothing, and waking it made the task and the thread
+            // ping-pong (its round wakes the task, the task's next try woke
+            // it) for as long as the task waited. Its own rounds (packets,
+            // timers, other calls, its 100 ms tick) wake the task.
             g.wakers.push(cx.waker().clone());
-            drop(g);
-            inner.wake();
             Poll::Pending
         }
         other => {

@@ -22,6 +22,8 @@ use crate::stack::{SocketHandle, Stack};
 pub(crate) struct Shared {
     pub(crate) stacks: Vec<Stack>,
     stop: bool,
+    /// Rounds the stack thread has run (see [`Runtime::rounds`]).
+    rounds: u64,
     /// Async tasks waiting for progress; all are woken after each round
     /// (a spurious wake costs one more try, never a lost one).
     pub(crate) wakers: Vec<std::task::Waker>,
@@ -71,6 +73,7 @@ impl Runtime {
             shared: Mutex::new(Shared {
                 stacks: Vec::new(),
                 stop: false,
+                rounds: 0,
                 wakers: Vec::new(),
             }),
             progressed: Condvar::new(),
@@ -100,6 +103,14 @@ impl Runtime {
             inner,
             thread: Some(thread),
         })
+    }
+
+    /// How many rounds (poll every stack, signal the waiters) the stack
+    /// thread has run: one per packet burst, due timer or socket call that
+    /// queued work, plus a tick every 100 ms when idle. A count that climbs
+    /// fast while nothing happens means something is spinning.
+    pub fn rounds(&self) -> u64 {
+        self.inner.lock().rounds
     }
 
     /// Runs `f` on a stack, under the lock (for calls the blocking API does not wrap).
@@ -146,6 +157,7 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
             if g.stop {
                 return;
             }
+            g.rounds += 1;
             let now = Instant::now();
             let mut next: Option<Instant> = None;
             let Shared { stacks, .. } = &mut *g;
@@ -205,6 +217,7 @@ fn blocking_until<T>(
     mut op: impl FnMut(&mut Shared) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut g = inner.lock();
+    let mut woken = false;
     loop {
         match op(&mut g) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -217,7 +230,16 @@ fn blocking_until<T>(
                     }
                     wait = wait.min(left);
                 }
-                inner.wake();
+                // Once, for whatever the first try queued. Waking the stack
+                // thread on every try made the two ping-pong (its round
+                // signals us, we wake it again): an idle listener or a
+                // connect left unanswered spun a CPU. Its own rounds (a
+                // packet, a timer, another call's wake, or its 100 ms
+                // tick) signal us from then on.
+                if !woken {
+                    inner.wake();
+                    woken = true;
+                }
                 g = inner
                     .progressed
                     .wait_timeout(g, wait)

@@ -63,3 +63,34 @@ async fn echo_over_the_async_api() {
         data.len()
     );
 }
+
+/// A task waiting on accept costs nothing: the stack thread is not woken
+/// by every try (the task and the thread used to ping-pong, ~100,000
+/// rounds a second, a whole CPU). Its idle tick is 100 ms; the wait lasts
+/// 400 ms; the bound leaves room for any scheduling.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_accept_does_not_spin_the_stack_thread() {
+    let rt = Runtime::start(|| {
+        let now = Instant::now();
+        let (pa, pb) = sim_link(LinkConfig::default(), 6);
+        let cfg = |ip| StackConfig {
+            ipv4: Some(ip),
+            ..StackConfig::default()
+        };
+        vec![
+            (Stack::new(cfg(A), now), Box::new(pa) as Box<dyn Device>),
+            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
+        ]
+    })
+    .unwrap();
+    let listener =
+        AsyncTcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 7), 8).unwrap();
+    let before = rt.rounds();
+    let r = tokio::time::timeout(Duration::from_millis(400), listener.accept()).await;
+    assert!(r.is_err(), "nobody connected");
+    let rounds = rt.rounds() - before;
+    assert!(
+        rounds < 40,
+        "stack rounds while a task waited 400 ms: {rounds}"
+    );
+}

@@ -96,3 +96,35 @@ fn connect_to_a_closed_port_is_refused() {
         .expect("refused");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// Waiting costs nothing: an accept with no client and a connect nobody
+/// answers sleep until something happens, rather than waking the stack
+/// thread on every try (the two used to ping-pong: ~100,000 rounds a
+/// second, a whole CPU). The stack thread's idle tick is 100 ms, and each
+/// wait here lasts 400 ms; the bound leaves room for any scheduling.
+#[test]
+fn waiting_calls_do_not_spin_the_stack_thread() {
+    let rt = runtime(LinkConfig {
+        loss: 1.0, // nothing arrives: the connect stays unanswered
+        ..LinkConfig::default()
+    });
+    let listener =
+        TcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 1234), 8).unwrap();
+    let before = rt.rounds();
+    let r = listener.accept_timeout(Duration::from_millis(400));
+    assert!(r.is_err(), "nobody connected");
+    let idle_accept = rt.rounds() - before;
+    let before = rt.rounds();
+    let r = TcpStream::connect_timeout(
+        &rt,
+        StackId(0),
+        SocketAddr::new(IpAddr::V4(B), 1234),
+        Duration::from_millis(400),
+    );
+    assert!(r.is_err(), "every packet is lost");
+    let unanswered_connect = rt.rounds() - before;
+    assert!(
+        idle_accept < 40 && unanswered_connect < 40,
+        "stack rounds while waiting 400 ms: accept {idle_accept}, connect {unanswered_connect}"
+    );
+}
