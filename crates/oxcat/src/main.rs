@@ -123,6 +123,8 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
     user_stack::finish();
     // The capture takes the last packets (FIN, ACK) before the files are closed.
     capture::finish();
+    // A trace holding events back to order them writes them now.
+    sys::flush_trace();
     match result {
         Ok(code) => code,
         Err(f) => fail(&f),

@@ -24,7 +24,35 @@ pub fn start_trace(sink: Sink) {
 /// Turns tracing off and hands back the tracer (with its kept events).
 pub fn stop_trace() -> Option<Tracer> {
     TRACE_ON.store(false, Ordering::Relaxed);
-    TRACER.lock().unwrap_or_else(|p| p.into_inner()).take()
+    let mut t = TRACER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(t) = t.as_mut() {
+        t.flush();
+    }
+    t
+}
+
+fn with_tracer(f: impl FnOnce(&mut Tracer)) {
+    if tracing() {
+        if let Some(t) = TRACER.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            f(t);
+        }
+    }
+}
+
+/// Events recorded up to `window` late (our stack's, handed over by a
+/// thread in batches) still come out in time order: see `Tracer::set_reorder`.
+pub fn reorder_trace(window: Duration) {
+    with_tracer(|t| t.set_reorder(window));
+}
+
+/// Writes the held events whose window has passed.
+pub fn release_trace() {
+    with_tracer(Tracer::release);
+}
+
+/// Writes every held event (before the process exits).
+pub fn flush_trace() {
+    with_tracer(Tracer::flush);
 }
 
 #[inline]
@@ -44,8 +72,18 @@ pub fn set_role(role: &'static str) {
 
 /// Records one call; `call` and `result` are only built when tracing.
 pub fn record(call: impl FnOnce() -> String, result: impl FnOnce() -> Option<String>) {
+    record_as(ROLE.with(|r| r.get()), call, result);
+}
+
+/// [`record`] for a call made by `role` (as if on a thread named so):
+/// `--stack user` shows the calls on our stack as `stack accept(#2) = #4`.
+pub fn record_as(
+    role: Option<&str>,
+    call: impl FnOnce() -> String,
+    result: impl FnOnce() -> Option<String>,
+) {
     if tracing() {
-        let text = match ROLE.with(|r| r.get()) {
+        let text = match role {
             Some(role) => format!("{role:<6} {}", call()),
             None => call(),
         };
@@ -100,14 +138,29 @@ pub fn errno_name(e: &io::Error) -> String {
         Some(libc::EINVAL) => "EINVAL",
         Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT",
         Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL",
-        _ => "E?",
+        Some(_) => "E?",
+        // Our stack's errors carry a kind, not an errno: the errno Linux
+        // gives for the same.
+        None => match e.kind() {
+            io::ErrorKind::ConnectionRefused => "ECONNREFUSED",
+            io::ErrorKind::ConnectionReset => "ECONNRESET",
+            io::ErrorKind::TimedOut => "ETIMEDOUT",
+            io::ErrorKind::BrokenPipe => "EPIPE",
+            io::ErrorKind::AddrInUse => "EADDRINUSE",
+            io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
+            io::ErrorKind::WouldBlock => "EAGAIN",
+            io::ErrorKind::NotConnected => "ENOTCONN",
+            io::ErrorKind::InvalidInput => "EINVAL",
+            _ => "E?",
+        },
     };
     format!("{name} ({})", crate::error::describe(e))
 }
 
-/// `127.0.0.1:80`, `[::1]:80`, or a Unix socket's path.
+/// `127.0.0.1:80`, `[::1]:80`, or a Unix socket's path; a `--stack user`
+/// bridge socket as the address it stands for.
 pub fn show_addr(a: &SockAddr) -> String {
-    if let Some(sa) = a.as_socket() {
+    if let Some(sa) = crate::user_stack::real_addr(a) {
         return sa.to_string();
     }
     if let Some(p) = a.as_pathname() {

@@ -253,6 +253,10 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
         );
     }
     if tracing {
+        // The stack's events reach the timeline in batches (every 2 ms,
+        // below): held back 50 ms, they and the socket calls come out in
+        // the order they happened.
+        crate::sys::reorder_trace(Duration::from_millis(50));
         let stop = us.stop.clone();
         let keep = cfg.mermaid.is_some();
         let pump = std::thread::Builder::new()
@@ -261,6 +265,7 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(2));
                     us.forward_trace(keep);
+                    crate::sys::release_trace();
                 }
                 us.forward_trace(keep);
             })
@@ -334,6 +339,7 @@ fn write_records(us: &UserStack) {
     if let Some(t) = lock(&us.trace_pump).take() {
         let _ = t.join();
     }
+    crate::sys::flush_trace();
     if let Some(path) = &us.mermaid {
         let mut events = lock(&us.kept).clone();
         events.sort_by_key(|e| e.micros);
@@ -400,7 +406,20 @@ impl UserStack {
         timeout: Duration,
     ) -> io::Result<(Socket, SocketAddr)> {
         refuse_loopback(addr)?;
-        let stream = TcpStream::connect_timeout(&self.rt, self.id, addr, timeout)?;
+        stack_call(|| format!("connect({addr})"), || None);
+        let r = TcpStream::connect_timeout(&self.rt, self.id, addr, timeout);
+        stack_call(
+            || format!("connect({addr})"),
+            || {
+                outcome(&r, |s| {
+                    let local = s
+                        .local_addr()
+                        .map_or_else(|_| "?".into(), |a| a.to_string());
+                    format!("#{} from {local}", s.handle().index())
+                })
+            },
+        );
+        let stream = r?;
         let local = stream.local_addr()?;
         let (app, bridge) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
         app.set_nonblocking(true)?;
@@ -408,34 +427,51 @@ impl UserStack {
         Ok((app, local))
     }
 
-    /// Two pumps between a connection of ours and its Unix bridge.
+    /// Two pumps between a connection of ours and its Unix bridge. The
+    /// calls they make on our stack (recv, send, shutdown; close when both
+    /// are done) are the connection's socket calls in the trace.
     fn bridge_stream(&self, stream: TcpStream, bridge: Socket) -> io::Result<()> {
+        let h = stream.handle().index();
         let stream = Arc::new(stream);
         let bridge = Arc::new(bridge);
         let (s, b) = (stream.clone(), bridge.clone());
+        // The pump that ends last records the close (the stream goes with it).
+        let pumps = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let last_out = pumps.clone();
+        let done = move |pumps: &std::sync::atomic::AtomicUsize| {
+            if pumps.fetch_sub(1, Ordering::AcqRel) == 1 {
+                stack_call(|| format!("close(#{h})"), || Some("0".into()));
+            }
+        };
         std::thread::Builder::new()
             .name("oxcat-in".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
-                    match (&*s).read(&mut buf) {
+                    let r = (&*s).read(&mut buf);
+                    stack_call(
+                        || format!("recv(#{h}, {})", buf.len()),
+                        || outcome(&r, |n| n.to_string()),
+                    );
+                    match r {
                         Ok(0) => {
                             // The peer's FIN: EOF for the CLI, which may still send.
                             let _ = b.shutdown(std::net::Shutdown::Write);
-                            return;
+                            break;
                         }
                         Ok(n) => {
                             if (&*b).write_all(&buf[..n]).is_err() {
-                                return;
+                                break;
                             }
                         }
                         Err(_) => {
                             // Reset or timed out: the CLI sees the connection end.
                             let _ = b.shutdown(std::net::Shutdown::Both);
-                            return;
+                            break;
                         }
                     }
                 }
+                done(&pumps);
             })?;
         let out = std::thread::Builder::new()
             .name("oxcat-out".into())
@@ -446,17 +482,28 @@ impl UserStack {
                         Ok(0) | Err(_) => {
                             // The CLI is done sending: FIN after the buffered bytes,
                             // and stay until they are delivered.
-                            let _ = stream.shutdown_write();
+                            let r = stream.shutdown_write();
+                            stack_call(
+                                || format!("shutdown(#{h}, SHUT_WR)"),
+                                || outcome(&r, |_| "0".into()),
+                            );
                             let _ = stream.wait_sent(LINGER);
-                            return;
+                            break;
                         }
                         Ok(n) => {
-                            if (&*stream).write_all(&buf[..n]).is_err() {
-                                return;
+                            let r = (&*stream).write_all(&buf[..n]);
+                            stack_call(
+                                || format!("send(#{h}, {n})"),
+                                || outcome(&r, |_| n.to_string()),
+                            );
+                            if r.is_err() {
+                                break;
                             }
                         }
                     }
                 }
+                drop(stream);
+                done(&last_out);
             })?;
         let mut threads = lock(&self.outbound);
         threads.retain(|t| !t.is_finished());
@@ -467,7 +514,29 @@ impl UserStack {
     /// A listening socket on our stack at `addr`; the returned Unix listener
     /// (non-blocking) hands the CLI each accepted connection.
     pub fn listen_tcp(&self, addr: SocketAddr, backlog: usize) -> io::Result<Socket> {
-        let listener = TcpListener::bind(&self.rt, self.id, addr, backlog)?;
+        let r = TcpListener::bind(&self.rt, self.id, addr, backlog);
+        match &r {
+            Ok(l) => {
+                let n = l.handle().index();
+                let family = if addr.is_ipv4() {
+                    "AF_INET"
+                } else {
+                    "AF_INET6"
+                };
+                stack_call(
+                    || format!("socket({family}, SOCK_STREAM)"),
+                    || Some(format!("#{n}")),
+                );
+                stack_call(|| format!("bind(#{n}, {addr})"), || Some("0".into()));
+                stack_call(|| format!("listen(#{n}, {backlog})"), || Some("0".into()));
+            }
+            Err(_) => stack_call(
+                || format!("bind+listen({addr}, {backlog})"),
+                || outcome(&r, |_| "0".into()),
+            ),
+        }
+        let listener = r?;
+        let ln = listener.handle().index();
         let name = self.name_for(addr, None)?;
         let unix = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         unix.bind(&name)?;
@@ -485,6 +554,10 @@ impl UserStack {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(_) => return,
                     };
+                    stack_call(
+                        || format!("accept(#{ln})"),
+                        || Some(format!("#{} from {peer}", stream.handle().index())),
+                    );
                     let local = stream.local_addr().ok();
                     let handed = us.name_for(peer, local).and_then(|own| {
                         let c = Socket::new(Domain::UNIX, Type::STREAM, None)?;
@@ -707,6 +780,20 @@ impl UserStack {
         });
         Ok((s, cut))
     }
+}
+
+/// Records a call on our stack in the trace: `stack  accept(#1) = #2 from
+/// 198.18.0.1:40000` (numbers are the sockets' places in the stack's table,
+/// as descriptors are on the kernel's sockets).
+fn stack_call(call: impl FnOnce() -> String, result: impl FnOnce() -> Option<String>) {
+    crate::sys::record_as(Some("stack"), call, result);
+}
+
+fn outcome<T>(r: &io::Result<T>, ok: impl FnOnce(&T) -> String) -> Option<String> {
+    Some(match r {
+        Ok(v) => ok(v),
+        Err(e) => format!("-1 {}", crate::sys::errno_name(e)),
+    })
 }
 
 /// Our stack reaches hosts over the TUN device only; the kernel's loopback is not there.

@@ -276,6 +276,39 @@ true
             "{needle:?} not in the trace:\n{trace}"
         );
     }
+    // The calls on our stack, marked `stack`, in the notes' order around
+    // the handshake the stack does by itself; the bridge's accept names the
+    // real peer; one timeline, in time order.
+    let first = |needle: &str| {
+        trace
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in the trace:\n{trace}"))
+    };
+    let listen = first("stack  listen(#");
+    let syn = first(" SYN seq=");
+    let accepted = first("stack  accept(#");
+    assert!(first("stack  socket(AF_INET") < listen);
+    first("stack  socket(AF_INET, SOCK_STREAM) = #");
+    assert!(listen < syn && syn < accepted, "{trace}");
+    assert!(trace
+        .lines()
+        .nth(accepted)
+        .unwrap()
+        .contains(" from 198.18.0.1:"));
+    for needle in ["stack  recv(#", "stack  send(#", "stack  close(#"] {
+        first(needle);
+    }
+    assert!(!trace.contains("(unknown)"), "{trace}");
+    let stamps: Vec<f64> = trace
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.trim().parse().ok())
+        .collect();
+    assert!(stamps.len() > 20, "{trace}");
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps go back:\n{trace}"
+    );
     let segments = trace
         .lines()
         .filter(|l| l.contains("] in  ") || l.contains("] out "))

@@ -276,6 +276,11 @@ impl TcpListener {
         })
     }
 
+    /// The listening socket in its stack's table.
+    pub fn handle(&self) -> SocketHandle {
+        self.handle
+    }
+
     /// [`accept`](TcpListener::accept) that gives up with `WouldBlock` after `timeout`.
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
         self.accept_until(Some(Instant::now() + timeout))
@@ -357,6 +362,11 @@ impl TcpStream {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The connection's socket in its stack's table.
+    pub fn handle(&self) -> SocketHandle {
+        self.handle
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -496,6 +506,11 @@ impl UdpSocket {
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
         })
+    }
+
+    /// The socket in its stack's table.
+    pub fn handle(&self) -> SocketHandle {
+        self.handle
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

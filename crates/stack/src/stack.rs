@@ -89,6 +89,14 @@ impl std::hash::Hash for FourTuple {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketHandle(usize);
 
+impl SocketHandle {
+    /// The socket's number in its stack's table (what a trace shows, as
+    /// a descriptor number on the kernel's sockets).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub ipv4: Option<Ipv4Addr>,

@@ -313,6 +313,16 @@ impl Sink {
 pub struct Tracer {
     start: Instant,
     sink: Sink,
+    /// With [`Tracer::set_reorder`]: events held back, by (stamp, arrival).
+    held: Option<Held>,
+}
+
+/// Events held back so that ones stamped earlier but recorded later (a
+/// stack thread's, handed over in batches) still come out in time order.
+struct Held {
+    window_us: u64,
+    next: u64,
+    events: std::collections::BTreeMap<(u64, u64), Stamped>,
 }
 
 impl Tracer {
@@ -323,7 +333,64 @@ impl Tracer {
 
     /// A tracer whose clock started at `start` (so several tracers can share a timeline).
     pub fn starting_at(start: Instant, sink: Sink) -> Self {
-        Tracer { start, sink }
+        Tracer {
+            start,
+            sink,
+            held: None,
+        }
+    }
+
+    /// Writes events in the order of their stamps rather than as recorded:
+    /// each is held until `window` has passed since its stamp (by the
+    /// clock, see [`Tracer::release`]), so one recorded up to `window` late
+    /// still takes its place. [`Tracer::flush`] (and dropping the tracer)
+    /// writes what is held.
+    pub fn set_reorder(&mut self, window: std::time::Duration) {
+        self.held = Some(Held {
+            window_us: window.as_micros() as u64,
+            next: 0,
+            events: std::collections::BTreeMap::new(),
+        });
+    }
+
+    /// Writes the held events whose window has passed (call now and then
+    /// when events may be held and none are being recorded).
+    pub fn release(&mut self) {
+        let now = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_micros() as u64;
+        self.release_up_to(now);
+    }
+
+    /// Writes every held event.
+    pub fn flush(&mut self) {
+        self.release_up_to(u64::MAX);
+    }
+
+    fn release_up_to(&mut self, now_us: u64) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        while let Some(entry) = held.events.first_entry() {
+            if entry.key().0.saturating_add(held.window_us) > now_us {
+                break;
+            }
+            let stamped = entry.remove();
+            Self::write(&mut self.sink, stamped);
+        }
+    }
+
+    fn write(sink: &mut Sink, stamped: Stamped) {
+        match sink {
+            // A trace line that cannot be written must not end the run.
+            Sink::Text(w) => {
+                let _ = writeln!(w, "{}", stamped.render_text());
+            }
+            Sink::Json(w) => {
+                let _ = writeln!(w, "{}", stamped.render_json());
+            }
+            Sink::Memory(v) => v.push(stamped),
+        }
     }
 
     /// A tracer that writes a text timeline to stderr.
@@ -348,15 +415,13 @@ impl Tracer {
             host: host.map(str::to_string),
             event,
         };
-        match &mut self.sink {
-            // A trace line that cannot be written must not end the run.
-            Sink::Text(w) => {
-                let _ = writeln!(w, "{}", stamped.render_text());
+        match self.held.as_mut() {
+            Some(held) => {
+                held.events.insert((micros, held.next), stamped);
+                held.next += 1;
+                self.release();
             }
-            Sink::Json(w) => {
-                let _ = writeln!(w, "{}", stamped.render_json());
-            }
-            Sink::Memory(v) => v.push(stamped),
+            None => Self::write(&mut self.sink, stamped),
         }
     }
 
@@ -365,7 +430,8 @@ impl Tracer {
         self.record(Event::SocketCall { call, result });
     }
 
-    /// The events kept so far (empty for a text sink, which keeps nothing).
+    /// The events kept so far (empty for a text sink, which keeps nothing;
+    /// held ones not yet).
     pub fn events(&self) -> &[Stamped] {
         match &self.sink {
             Sink::Memory(v) => v,
@@ -379,6 +445,12 @@ impl Tracer {
             Sink::Memory(v) => std::mem::take(v),
             Sink::Text(_) | Sink::Json(_) => Vec::new(),
         }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -403,6 +475,56 @@ macro_rules! trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a reorder window, an event recorded late takes its place by its
+    /// stamp; without one, events come out as recorded.
+    #[test]
+    fn a_reorder_window_puts_late_events_in_time_order() {
+        use std::time::Duration;
+        let start = Instant::now();
+        let note = |s: &str| Event::note(s.to_string());
+        let order = |reorder: bool| {
+            let mut t = Tracer::starting_at(start, Sink::Memory(Vec::new()));
+            if reorder {
+                t.set_reorder(Duration::from_secs(3600));
+            }
+            t.record_at(start + Duration::from_millis(5), None, note("call at 5 ms"));
+            t.record_at(
+                start + Duration::from_millis(2),
+                None,
+                note("segment at 2 ms"),
+            );
+            t.record_at(
+                start + Duration::from_millis(5),
+                None,
+                note("state at 5 ms"),
+            );
+            // Held for an hour: nothing is out before the flush.
+            let before = t.events().len();
+            t.release();
+            assert_eq!(t.events().len(), before);
+            t.flush();
+            (
+                before,
+                t.events()
+                    .iter()
+                    .map(|e| e.render_text())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (held, sorted) = order(true);
+        assert_eq!(held, 0);
+        assert_eq!(
+            sorted,
+            [
+                "[   0.002000] -- segment at 2 ms",
+                "[   0.005000] -- call at 5 ms",
+                "[   0.005000] -- state at 5 ms"
+            ]
+        );
+        let (_, as_recorded) = order(false);
+        assert_eq!(as_recorded[0], "[   0.005000] -- call at 5 ms");
+    }
 
     #[test]
     fn text_lines_have_microsecond_stamps() {
