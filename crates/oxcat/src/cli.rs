@@ -360,14 +360,26 @@ fn user_stack_config(args: &Args) -> Result<Option<UserStackConfig>, Failure> {
         args.stack_addr.iter().map(String::as_str).collect()
     };
     for a in given {
-        match a.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(v)) => ipv4 = Some(v),
-            Ok(std::net::IpAddr::V6(v)) => ipv6 = Some(v),
-            Err(_) => {
-                return Err(Failure::usage(format!(
-                    "Invalid --stack-addr \"{a}\" (an IPv4 or IPv6 address)"
-                )))
-            }
+        let ip = a.parse::<std::net::IpAddr>().map_err(|_| {
+            Failure::usage(format!(
+                "Invalid --stack-addr \"{a}\" (an IPv4 or IPv6 address)"
+            ))
+        })?;
+        // One host's own unicast address: anything else can never be
+        // reached (every connect would just time out).
+        let unusable = ip.is_unspecified()
+            || ip.is_multicast()
+            || ip.is_loopback()
+            || matches!(ip, std::net::IpAddr::V4(v) if v.is_broadcast());
+        if unusable {
+            return Err(Failure::usage(format!(
+                "Invalid --stack-addr \"{a}\": our stack needs a unicast address of its own \
+                 (not unspecified, multicast, broadcast or loopback)"
+            )));
+        }
+        match ip {
+            std::net::IpAddr::V4(v) => ipv4 = Some(v),
+            std::net::IpAddr::V6(v) => ipv6 = Some(v),
         }
     }
     let given: Vec<&str> = if args.tun_addr.is_empty() {
@@ -389,6 +401,15 @@ fn user_stack_config(args: &Args) -> Result<Option<UserStackConfig>, Failure> {
             return Err(bad());
         }
         kernel_addrs.push((ip, len));
+    }
+    for (ip, _) in &kernel_addrs {
+        if Some(*ip) == ipv4.map(std::net::IpAddr::V4)
+            || Some(*ip) == ipv6.map(std::net::IpAddr::V6)
+        {
+            return Err(Failure::usage(format!(
+                "--stack-addr {ip} is the kernel side's address (--tun-addr): our stack needs one of its own"
+            )));
+        }
     }
     let tun = args.tun.clone().unwrap_or_else(|| "oxcat0".to_string());
     if tun.is_empty() || tun.len() > 15 || tun.contains('/') || tun.contains(char::is_whitespace) {

@@ -45,7 +45,29 @@ impl fmt::Display for Failure {
 /// The C library's text for an I/O error ("Connection refused"), without
 /// Rust's " (os error 111)" suffix, so messages read like ncat's.
 pub fn describe(err: &io::Error) -> String {
-    let text = err.to_string();
+    // Our stack's errors carry a kind and no errno: the kind's errno, so
+    // that they read as the kernel's do ("Connection refused", not Rust's
+    // "connection refused").
+    let errno = match (err.raw_os_error(), err.get_ref()) {
+        (None, None) => match err.kind() {
+            io::ErrorKind::ConnectionRefused => Some(libc::ECONNREFUSED),
+            io::ErrorKind::ConnectionReset => Some(libc::ECONNRESET),
+            io::ErrorKind::ConnectionAborted => Some(libc::ECONNABORTED),
+            io::ErrorKind::TimedOut => Some(libc::ETIMEDOUT),
+            io::ErrorKind::BrokenPipe => Some(libc::EPIPE),
+            io::ErrorKind::AddrInUse => Some(libc::EADDRINUSE),
+            io::ErrorKind::AddrNotAvailable => Some(libc::EADDRNOTAVAIL),
+            io::ErrorKind::NotConnected => Some(libc::ENOTCONN),
+            io::ErrorKind::HostUnreachable => Some(libc::EHOSTUNREACH),
+            io::ErrorKind::NetworkUnreachable => Some(libc::ENETUNREACH),
+            _ => None,
+        },
+        _ => None,
+    };
+    let text = match errno {
+        Some(n) => io::Error::from_raw_os_error(n).to_string(),
+        None => err.to_string(),
+    };
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),
         None => text,
@@ -65,5 +87,15 @@ mod tests {
             "connect to 127.0.0.1:9: Connection refused"
         );
         assert_eq!(Failure::io("x", &e).exit_code(), 1);
+        // Our stack's: a kind, no errno; the same words.
+        let ours = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(describe(&ours), "Connection refused");
+        assert_eq!(
+            describe(&io::Error::from(io::ErrorKind::TimedOut)),
+            "Connection timed out"
+        );
+        // A message of its own stays.
+        let custom = io::Error::new(io::ErrorKind::ConnectionRefused, "no listener here");
+        assert_eq!(describe(&custom), "no listener here");
     }
 }

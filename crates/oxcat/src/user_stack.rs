@@ -130,6 +130,10 @@ fn open_tun(cfg: &UserStackConfig) -> Result<(Tun, bool), Failure> {
             ),
             Some(libc::ENOENT) | Some(libc::ENODEV) => "this system has no /dev/net/tun".to_string(),
             Some(libc::EBUSY) => "another process has it open".to_string(),
+            // TUNSETIFF on a name that exists as another kind of interface.
+            Some(libc::EINVAL) if existed => {
+                "an interface of that name exists and is not a TUN device".to_string()
+            }
             _ => crate::error::describe(&e),
         };
         Failure::usage(format!("--stack user: cannot open TUN device {}: {why}", cfg.tun))

@@ -391,6 +391,18 @@ fn user_stack_flags_are_checked() {
             &["--stack", "user", "--tun-addr", "198.18.0.1", "-l", "1"],
             "Invalid --tun-addr",
         ),
+        (
+            &["--stack", "user", "--stack-addr", "0.0.0.0", "-l", "1"],
+            "needs a unicast address of its own",
+        ),
+        (
+            &["--stack", "user", "--stack-addr", "224.0.0.1", "-l", "1"],
+            "needs a unicast address of its own",
+        ),
+        (
+            &["--stack", "user", "--stack-addr", "fd00::1", "-l", "1"],
+            "is the kernel side's address",
+        ),
         (&["--stack", "user", "-U", "/tmp/x"], "do not mix"),
         (&["--stack", "bogus", "-l", "1"], "invalid value 'bogus'"),
     ] {
@@ -400,4 +412,29 @@ fn user_stack_flags_are_checked() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(msg), "{args:?}: {err}");
     }
+}
+
+/// `--tun` naming an interface that exists but is no TUN device (here the
+/// namespace's own loopback) gets one line saying so, exit 2.
+#[test]
+fn an_interface_that_is_not_a_tun_is_named_so() {
+    if !root_or_skip("an_interface_that_is_not_a_tun_is_named_so") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    in_namespace(
+        d,
+        r#"
+timeout 10 $OXCAT --stack user --tun lo -l 1234 < /dev/null 2> $D/err
+echo $? > $D/rc
+"#,
+        Duration::from_secs(30),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    assert_eq!(s("rc").trim(), "2");
+    assert_eq!(
+        s("err"),
+        "oxcat: --stack user: cannot open TUN device lo: an interface of that name exists and is not a TUN device.\n"
+    );
 }
