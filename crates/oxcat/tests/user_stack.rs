@@ -74,7 +74,7 @@ fn udp_both_roles() {
         d,
         r#"
 # Our stack listens (v4): it learns its peer from the first datagram, then answers.
-(sleep 1.5; echo reply-from-oxcat; sleep 2) | timeout 6 $OXCAT --stack user -u -l 1235 > $D/ox_got 2> $D/ox.err &
+(sleep 1.5; echo reply-from-oxcat; sleep 2) | timeout 6 $OXCAT --stack user -u -l 1235 --trace=$D/udp.trace > $D/ox_got 2> $D/ox.err &
 for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
 sleep 0.3
 (echo hello-from-ncat; sleep 3) | timeout 4 $NCAT -u 198.18.0.2 1235 > $D/nc_got
@@ -93,6 +93,11 @@ true
     assert_eq!(s("nc_got"), "reply-from-oxcat\n");
     assert_eq!(s("nc6_got"), "hello-from-oxcat\n");
     assert_eq!(s("ox6_got"), "reply-from-ncat\n", "{}", s("ox6.err"));
+    // The datagrams are on the trace, each way, with their lengths.
+    let trace = s("udp.trace");
+    for needle in ["-- udp in  198.18.0.1:", " > 198.18.0.2:1235 len=16", "-- udp out "] {
+        assert!(trace.contains(needle), "{needle:?} not in:\n{trace}");
+    }
 }
 
 /// `-u -l -k -c` on our stack: every sender gets its own program, as with

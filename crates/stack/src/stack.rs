@@ -1407,6 +1407,13 @@ impl Stack {
         to: SocketAddr,
         data: &[u8],
     ) -> io::Result<()> {
+        if let Some(log) = &mut self.trace_log {
+            let n = data.len();
+            log.push((
+                now,
+                oxcat_trace::Event::note(format!("udp out {local} > {to} len={n}")),
+            ));
+        }
         let mut sent = 0;
         let r = self.udp_packets(local, to, data, &mut |packet: &[u8]| {
             sent += 1;
@@ -1538,7 +1545,7 @@ impl Stack {
         let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
         match ip.protocol {
             IpProtocol::TCP => self.ingress_tcp(now, src, dst, payload, packet),
-            IpProtocol::UDP => self.ingress_udp(src, dst, payload, packet),
+            IpProtocol::UDP => self.ingress_udp(now, src, dst, payload, packet),
             IpProtocol::ICMP => self.ingress_icmpv4(now, ip.src, ip.dst, payload),
             _ => {}
         }
@@ -1590,7 +1597,7 @@ impl Stack {
         let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
         match upper.protocol {
             IpProtocol::TCP => self.ingress_tcp(now, src, dst, upper_bytes, packet),
-            IpProtocol::UDP => self.ingress_udp(src, dst, upper_bytes, packet),
+            IpProtocol::UDP => self.ingress_udp(now, src, dst, upper_bytes, packet),
             IpProtocol::ICMPV6 => self.ingress_icmpv6(now, ip.src, ip.dst, upper_bytes),
             _ => {}
         }
@@ -1779,7 +1786,14 @@ impl Stack {
         }
     }
 
-    fn ingress_udp(&mut self, src: IpAddr, dst: IpAddr, datagram: &[u8], packet: &[u8]) {
+    fn ingress_udp(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        datagram: &[u8],
+        packet: &[u8],
+    ) {
         let Ok(up) = UdpPacket::new_checked(datagram) else {
             self.stats.malformed += 1;
             return;
@@ -1804,6 +1818,13 @@ impl Stack {
             })
             .copied();
         let from = SocketAddr::new(src, repr.src_port);
+        if let Some(log) = &mut self.trace_log {
+            let n = up.payload().len();
+            log.push((
+                now,
+                oxcat_trace::Event::note(format!("udp in  {from} > {local} len={n}")),
+            ));
+        }
         // A connected socket hears only its peer (Linux's lookup passes it
         // over for anyone else: port unreachable).
         let i = i.filter(|&i| match &self.sockets[i] {
