@@ -95,7 +95,11 @@ true
     assert_eq!(s("ox6_got"), "reply-from-ncat\n", "{}", s("ox6.err"));
     // The datagrams are on the trace, each way, with their lengths.
     let trace = s("udp.trace");
-    for needle in ["-- udp in  198.18.0.1:", " > 198.18.0.2:1235 len=16", "-- udp out "] {
+    for needle in [
+        "-- udp in  198.18.0.1:",
+        " > 198.18.0.2:1235 len=16",
+        "-- udp out ",
+    ] {
         assert!(trace.contains(needle), "{needle:?} not in:\n{trace}");
     }
 }
