@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use oxcat_stack::{Device, SocketHandle, Stack, StackConfig, Tun};
@@ -42,13 +43,15 @@ fn kernel_server(listening: std::sync::mpsc::Sender<()>) -> io::Result<usize> {
     c.set_nonblocking(false)?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
     sys::close(l);
+    // Reads and writes go to the accepted socket, not the listening one.
+    let fd = c.as_raw_fd();
     let mut c = std::net::TcpStream::from(c);
     let mut got = Vec::new();
     while got.len() < 14 {
         let mut small = [0u8; 8];
         let n = c.read(&mut small)?;
         sys::record(
-            || "read(4, buf, 8)".to_string(),
+            || format!("read({fd}, buf, 8)"),
             || Some(format!("{n} \"{}\"", String::from_utf8_lossy(&small[..n]))),
         );
         if n == 0 {
@@ -58,7 +61,7 @@ fn kernel_server(listening: std::sync::mpsc::Sender<()>) -> io::Result<usize> {
     }
     c.write_all(b"Hello, Client!")?;
     sys::record(
-        || "write(4, \"Hello, Client!\", 14)".to_string(),
+        || format!("write({fd}, \"Hello, Client!\", 14)"),
         || Some("14".into()),
     );
     let mut total = 0;
@@ -71,10 +74,10 @@ fn kernel_server(listening: std::sync::mpsc::Sender<()>) -> io::Result<usize> {
         total += n;
     }
     sys::record(
-        || "read(4, buf, 65536) ...".to_string(),
+        || format!("read({fd}, buf, 65536) ..."),
         || Some(format!("{total} bytes, then 0 (EOF: our FIN)")),
     );
-    sys::record(|| "close(4)".to_string(), || Some("0".into()));
+    sys::close(c);
     Ok(total)
 }
 
