@@ -13,6 +13,7 @@
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use oxcat_trace::{Direction, Event, Sink, Stamped};
 use rustix::event::PollFlags;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::sim_demo::{PcapOut, SharedPcap};
 use crate::sys;
 
 /// `oxcat demo` alone, or followed by flags: a host named "demo" with a
@@ -252,11 +254,48 @@ macro_rules! say {
     };
 }
 
-fn show_event(e: &Stamped) {
+/// The scene being shown; with `--trace-format json` every event line
+/// carries it, as `"scene":N`.
+static SCENE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A JSON string literal for `s`.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A scene begins: its heading, and with `--trace-format json` a
+/// `{"scene":N,"t_us":0,"type":"scene",...}` line before its events, saying
+/// which clock its `t_us` count on (each scene's start from 0).
+fn begin_scene(n: u32, clock: &str, heading: &str) {
+    SCENE.store(n, std::sync::atomic::Ordering::Relaxed);
+    say!("{heading}\n");
     if JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
-        println!("{}", e.render_json());
-    } else {
-        println!("{}", e.render_text());
+        let title = heading.trim_matches(|c| c == '=' || c == ' ');
+        println!(
+            "{{\"scene\":{n},\"t_us\":0,\"type\":\"scene\",\"title\":{},\"clock\":\"{clock}\"}}",
+            json_string(title)
+        );
+    }
+}
+
+/// An event as a JSON line, with the scene it belongs to.
+fn json_line(e: &Stamped) -> String {
+    let scene = SCENE.load(std::sync::atomic::Ordering::Relaxed);
+    let body = e.render_json();
+    match body.strip_prefix('{') {
+        Some(rest) => format!("{{\"scene\":{scene},{rest}"),
+        None => body,
     }
 }
 
@@ -267,25 +306,44 @@ fn show_event(e: &Stamped) {
     about = "The notes' client/server exchange, live: on the kernel's sockets over loopback, then on oxcat's own TCP/IP stack over a simulated link (no root, no network), with every socket call and segment, the notes' two diagrams drawn from the run, an accept-queue scene, a lossy-link scene, and the notes' timings measured."
 )]
 struct DemoArgs {
-    /// Packet loss on the lossy-link scene's link, from 0 to 0.9.
-    #[arg(long, default_value_t = 0.1, value_name = "P")]
+    /// Packet loss on the lossy-link scene's link, from 0 to 0.9 (at high
+    /// loss TCP may give up, as Linux's does after its retries: the scene
+    /// then shows that).
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "P",
+        allow_negative_numbers = true
+    )]
     loss: f64,
-    /// One-way delay of the simulated link, in milliseconds.
-    #[arg(long, default_value_t = 1.0, value_name = "MS")]
+    /// One-way delay of the simulated link, in milliseconds (0 to 10000).
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "MS",
+        allow_negative_numbers = true
+    )]
     delay: f64,
     /// Seed of the simulated link (same seed, same run).
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Write the userspace exchange's packets to FILE (pcap, opens in Wireshark/tshark).
+    /// Write packets to FILE (pcap, opens in Wireshark/tshark), as captured at the
+    /// client's end: the userspace exchange's, then the lossy-link scene's (TCP stream
+    /// 1); with --kernel, every packet on the TUN device.
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
-    /// Write the userspace exchange's segment diagram to FILE (Mermaid).
+    /// Write the userspace exchange's segment diagram to FILE (Mermaid); with --kernel,
+    /// the kernel run's.
     #[arg(long, value_name = "FILE")]
     mermaid: Option<std::path::PathBuf>,
-    /// Timeline format: text, or json (one JSON object per event, every event).
+    /// Timeline format: text, or json: every event of every scene on standard output,
+    /// one JSON object a line with its "scene" number, each scene opened by a
+    /// {"type":"scene"} line (t_us counts from the start of its scene); the narrative goes
+    /// to standard error.
     #[arg(long = "trace-format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     trace_format: String,
-    /// How many connections the timings are measured over.
+    /// How many connections the timings are measured over (at least 10; the kernel's at
+    /// most 500).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     runs: usize,
     /// Only measure and print the notes' figures.
@@ -311,7 +369,7 @@ fn worth_showing(e: &Stamped) -> bool {
 fn print_timeline(events: &[Stamped], json: bool) {
     for e in events {
         if json {
-            println!("{}", e.render_json());
+            println!("{}", json_line(e));
         } else if worth_showing(e) {
             println!("{}", e.render_text());
         }
@@ -329,7 +387,11 @@ fn demo_error(what: &str, e: &std::io::Error) -> i32 {
 
 fn kernel_part(json: bool) -> Result<bool, i32> {
     let (events, fig) = run_exchange().map_err(|e| demo_error("the kernel exchange failed", &e))?;
-    say!("== 1. The notes' client/server exchange on the kernel's sockets (loopback) ==\n");
+    begin_scene(
+        1,
+        "real",
+        "== 1. The notes' client/server exchange on the kernel's sockets (loopback) ==",
+    );
     say!("Every socket call, with microseconds since the start:\n");
     print_timeline(&events, json);
     say!("\nWhat it shows:");
@@ -352,20 +414,26 @@ fn kernel_part(json: bool) -> Result<bool, i32> {
     Ok(fig.drained == DRAIN_BYTES)
 }
 
-fn user_part(a: &DemoArgs, json: bool) -> Result<bool, i32> {
+fn user_part(a: &DemoArgs, out: &mut Outputs, json: bool) -> Result<bool, i32> {
     use crate::sim_demo::{self, Sim};
     let delay = std::time::Duration::from_secs_f64(a.delay.max(0.0) / 1000.0);
     let link = LinkConfig {
         delay,
         ..LinkConfig::default()
     };
-    let mut sim = Sim::new(link, a.seed, a.pcap.as_deref())
+    let pcap = out.pcap.as_ref().map(|(_, p)| p.clone());
+    let mut sim = Sim::new(link, a.seed, 0, pcap)
         .map_err(|e| demo_error("cannot start the simulated link", &e))?;
     let facts = sim_demo::exchange(&mut sim)
         .map_err(|e| demo_error("the userspace exchange failed", &e))?;
     let events = sim.sorted_events();
+    begin_scene(
+        2,
+        "simulated",
+        "== 2. The same exchange on oxcat's own TCP/IP stack ==",
+    );
     say!(
-        "== 2. The same exchange on oxcat's own TCP/IP stack ==\n\nTwo stacks in this process, client {} and server {}, joined by a simulated link ({} ms each way). Times are simulated microseconds; `out` lines are segments as they left a stack.\n",
+        "Two stacks in this process, client {} and server {}, joined by a simulated link ({} ms each way). Times are simulated microseconds; `out` lines are segments as they left a stack.\n",
         sim_demo::CLIENT_IP,
         sim_demo::SERVER_IP,
         a.delay
@@ -410,14 +478,10 @@ fn user_part(a: &DemoArgs, json: bool) -> Result<bool, i32> {
     let diagram = connection_diagram(&events, &DiagramOptions::default()).unwrap_or_default();
     say!("The notes' second diagram (segments), drawn from this run:\n");
     say!("```mermaid\n{diagram}```\n");
-    if let Some(path) = &a.mermaid {
-        std::fs::write(path, &diagram)
-            .map_err(|e| demo_error(&format!("cannot write {}", path.display()), &e))?;
-        say!("(diagram written to {})\n", path.display());
-    }
-    if let Some(path) = &a.pcap {
+    out.write_mermaid(&diagram)?;
+    if let Some((path, _)) = &out.pcap {
         say!(
-            "(every packet of this exchange written to {}: try `tshark -r {}`)\n",
+            "(every packet of this exchange, as the client's end saw it, written to {}: try `tshark -r {}`; scene 4's packets follow)\n",
             path.display(),
             path.display()
         );
@@ -425,17 +489,27 @@ fn user_part(a: &DemoArgs, json: bool) -> Result<bool, i32> {
     Ok(facts.drained == facts.drain_total && facts.fin_at >= facts.last_data_at)
 }
 
-fn queue_scene(a: &DemoArgs) -> Result<bool, i32> {
-    use crate::sim_demo::{self, Sim};
+/// The accept-queue scene's wait before the server's first accept().
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn queue_scene(a: &DemoArgs, json: bool) -> Result<bool, i32> {
+    use crate::sim_demo::{self, secs, Sim};
     let link = LinkConfig {
         delay: std::time::Duration::from_secs_f64(a.delay.max(0.0) / 1000.0),
         ..LinkConfig::default()
     };
-    let mut sim = Sim::new(link, a.seed, None)
+    let mut sim = Sim::new(link, a.seed, 3, None)
         .map_err(|e| demo_error("cannot start the simulated link", &e))?;
-    let f = sim_demo::accept_queue_scene(&mut sim, 5, 2)
+    let f = sim_demo::accept_queue_scene(&mut sim, 5, 2, QUEUE_WAIT)
         .map_err(|e| demo_error("the accept-queue scene failed", &e))?;
-    say!("== 3. Scene: a full accept queue (backlog 2, 5 clients) ==\n");
+    begin_scene(
+        3,
+        "simulated",
+        &format!(
+            "== 3. Scene: a full accept queue (backlog 2, 5 clients, the first accept() after {}) ==",
+            secs(f.first_accept_at)
+        ),
+    );
     for e in sim.sorted_events() {
         let shown = match &e.event {
             Event::Queue { .. }
@@ -445,8 +519,10 @@ fn queue_scene(a: &DemoArgs) -> Result<bool, i32> {
             Event::State { to, .. } => to == "Established",
             _ => false,
         };
-        if shown {
-            show_event(&e);
+        if json {
+            println!("{}", json_line(&e));
+        } else if shown {
+            println!("{}", e.render_text());
         }
     }
     say!("\nWhat it shows:");
@@ -455,44 +531,83 @@ fn queue_scene(a: &DemoArgs) -> Result<bool, i32> {
         f.in_queue, f.established_before_accept, f.clients
     );
     say!(
-        "- the server dropped {} SYN(s) and {} final ACK(s) while the queue was full; the clients' and the server's retransmissions got them in once accept() made room: {} of {} accepted.",
-        f.syns_dropped, f.acks_dropped, f.accepted_in_the_end, f.clients
+        "- the server dropped {} SYN(s) and {} final ACK(s) while the queue was full; it called accept() first at {}, and the retransmissions (the server's SYN-ACK, the clients' ACK) got the rest in once accept() had made room: {} of {} accepted, the last at {}.",
+        f.syns_dropped,
+        f.acks_dropped,
+        secs(f.first_accept_at),
+        f.accepted_in_the_end,
+        f.clients,
+        secs(f.last_accept_at)
     );
     say!();
     Ok(f.accepted_in_the_end == f.clients && f.syns_dropped + f.acks_dropped > 0)
 }
 
-fn loss_scene(a: &DemoArgs) -> Result<bool, i32> {
-    use crate::sim_demo::{self, Sim};
+/// A span of simulated time: `12 ms`, `3.4 s`, `128.0 s (2 min 8 s)`.
+fn sim_span(us: u64) -> String {
+    if us < 1_000_000 {
+        format!("{} ms", us / 1000)
+    } else if us < 120_000_000 {
+        format!("{:.1} s", us as f64 / 1e6)
+    } else {
+        let s = us / 1_000_000;
+        format!("{:.1} s ({} min {} s)", us as f64 / 1e6, s / 60, s % 60)
+    }
+}
+
+/// Lines of the lossy scene's text timeline before the rest is only counted.
+const LOSS_LINES_SHOWN: usize = 40;
+
+fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
+    use crate::sim_demo::{self, LossEnd, Sim};
     let link = LinkConfig {
         loss: a.loss.clamp(0.0, 0.9),
         delay: std::time::Duration::from_secs_f64(a.delay.max(0.0) / 1000.0),
         reorder: 0.05,
         ..LinkConfig::default()
     };
-    let mut sim = Sim::new(link, a.seed, None)
+    let pcap = out.pcap.as_ref().map(|(_, p)| p.clone());
+    let mut sim = Sim::new(link, a.seed, 4, pcap)
         .map_err(|e| demo_error("cannot start the simulated link", &e))?;
     let f = sim_demo::lossy_scene(&mut sim, 32 * 1024)
         .map_err(|e| demo_error("the lossy-link scene failed", &e))?;
-    say!(
-        "== 4. Scene: a lossy link (loss {:.0}%, 5% reordered, {} ms each way, seed {}) ==\n",
-        link.loss * 100.0,
-        a.delay,
-        a.seed
+    begin_scene(
+        4,
+        "simulated",
+        &format!(
+            "== 4. Scene: a lossy link (loss {:.0}%, 5% reordered, {} ms each way, seed {}) ==",
+            link.loss * 100.0,
+            a.delay,
+            a.seed
+        ),
     );
-    for e in sim.sorted_events() {
-        if matches!(
-            e.event,
-            Event::Retransmit { .. }
-                | Event::Timer {
-                    deadline_us: None,
-                    ..
-                }
-        ) {
-            show_event(&e);
+    let events = sim.sorted_events();
+    let mut shown = 0;
+    let mut not_shown = 0;
+    for e in &events {
+        if json {
+            println!("{}", json_line(e));
+            continue;
+        }
+        let worth = match &e.event {
+            Event::Retransmit { .. } | Event::SocketCall { .. } => true,
+            Event::Timer { deadline_us, .. } => deadline_us.is_none(),
+            Event::State { to, .. } => to == "Closed",
+            _ => false,
+        };
+        if !worth {
+            continue;
+        }
+        if shown < LOSS_LINES_SHOWN {
+            println!("{}", e.render_text());
+            shown += 1;
+        } else {
+            not_shown += 1;
         }
     }
-    let events = sim.sorted_events();
+    if not_shown > 0 {
+        say!("... and {not_shown} more such lines (--trace-format json has every event)");
+    }
     let diagram = connection_diagram(
         &events,
         &DiagramOptions {
@@ -505,27 +620,106 @@ fn loss_scene(a: &DemoArgs) -> Result<bool, i32> {
     say!("\nThe connection's segments (a cross marks a segment the link lost):\n");
     say!("```mermaid\n{diagram}```\n");
     say!("What it shows:");
-    say!(
-        "- the link lost {} packets; the stacks retransmitted {} time(s) on their own, the application never knew; {} bytes arrived {} in {} ms of simulated time.",
-        f.lost,
-        f.retransmissions,
-        f.bytes,
-        if f.intact { "intact" } else { "DAMAGED" },
-        f.sim_ms
-    );
+    let mut causes = Vec::new();
+    if f.fast > 0 {
+        causes.push(format!(
+            "{} in loss recovery (the receiver's duplicate ACKs carried SACK blocks for the data above a hole; once more than two segments' worth above it is SACKed, the sender counts it lost, RFC 6675, and resends it at once, without waiting for three duplicate ACKs)",
+            f.fast
+        ));
+    }
+    if f.timeout > 0 {
+        causes.push(format!(
+            "{} after the retransmission timer expired (200 ms at least, doubling each time; nothing else was coming back to tell)",
+            f.timeout
+        ));
+    }
+    if f.probes > 0 {
+        causes.push(format!(
+            "{} as tail loss probes (RFC 8985: the last segment sent again to draw an ACK)",
+            f.probes
+        ));
+    }
+    if f.handshake > 0 {
+        causes.push(format!(
+            "{} of the handshake (a SYN or SYN-ACK sent again: its timer starts at 1 s)",
+            f.handshake
+        ));
+    }
+    let causes = if causes.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", causes.join("; "))
+    };
+    match &f.end {
+        LossEnd::Delivered => say!(
+            "- the link lost {} packets and held back {} (reordering); the stacks retransmitted {} time(s) on their own{causes}. The application never knew: {} bytes arrived {} in {} of simulated time.",
+            f.lost,
+            f.reordered,
+            f.retransmissions(),
+            f.bytes,
+            if f.intact { "intact" } else { "DAMAGED" },
+            sim_span(f.sim_us)
+        ),
+        LossEnd::GaveUp(what) => {
+            let cfg = oxcat_tcp::Config::default();
+            say!(
+                "- the link lost {} packets and held back {} (reordering); the stacks retransmitted {} time(s){causes}, waiting twice as long after each unanswered try, until the client's stack gave up: {what}, after {} of simulated time. {} of {} bytes had arrived, {}. Linux gives up too: after {} SYN retransmissions (net.ipv4.tcp_syn_retries), and for data after tcp_retries2 = {}, which it turns into a time budget of about 15 minutes; our stack counts {} and {} retransmissions.",
+                f.lost,
+                f.reordered,
+                f.retransmissions(),
+                sim_span(f.sim_us),
+                f.received,
+                f.bytes,
+                if f.intact { "intact and in order" } else { "DAMAGED" },
+                cfg.syn_retries,
+                cfg.data_retries,
+                cfg.syn_retries,
+                cfg.data_retries
+            )
+        }
+    }
+    if f.needless_late > 0 {
+        say!(
+            "- {} retransmission(s) were not needed, the original being only late: the link held it back (reordering), so it arrived after later segments. That left a hole at the receiver, whose ACKs then SACKed the data above it, and the sender cannot tell a late segment from a lost one.{}",
+            f.needless_late,
+            if f.lost == 0 {
+                " The link lost nothing here: reordering alone caused them."
+            } else {
+                ""
+            }
+        );
+    }
+    if f.needless_unacked > 0 {
+        say!(
+            "- {} retransmission(s) were not needed, the receiver already having the bytes: the ACKs saying so were lost on the way back or still on their way, and a sender learns of an arrival only from an ACK.",
+            f.needless_unacked
+        );
+    }
+    if let Some((path, _)) = &out.pcap {
+        say!(
+            "- (this scene's packets follow the exchange's in {}, as the client's end saw them: what the link lost on the way to the server is in it, what it lost on the way back is not; try `tshark -r {} -Y tcp.stream==1`)",
+            path.display(),
+            path.display()
+        );
+    }
     say!();
     Ok(f.intact)
 }
 
-fn kernel_tun_part(json: bool) -> Result<bool, i32> {
-    let run = match crate::kernel_demo::run() {
+fn kernel_tun_part(out: &mut Outputs, json: bool) -> Result<bool, i32> {
+    let pcap = out.pcap.as_ref().map(|(_, p)| p.clone());
+    let run = match crate::kernel_demo::run(pcap) {
         Ok(r) => r,
         Err(line) => {
             eprintln!("{}: demo: {line}", crate::msg::prefix());
             return Err(2);
         }
     };
-    say!("== The notes' exchange: the Linux kernel's server, oxcat's stack as the client, over TUN ==\n");
+    begin_scene(
+        1,
+        "real",
+        "== The notes' exchange: the Linux kernel's server, oxcat's stack as the client, over TUN ==",
+    );
     say!("A private network namespace with TUN device oxdemo0: the kernel is 198.18.0.1, our stack 198.18.0.2. `server` lines are the kernel-side program's system calls; `client` lines are our stack and the demo's calls on it (`out` = segments it sent, `in` = segments the kernel sent).\n");
     for e in &run.events {
         let shown = match &e.event {
@@ -534,7 +728,7 @@ fn kernel_tun_part(json: bool) -> Result<bool, i32> {
             _ => true,
         };
         if json {
-            println!("{}", e.render_json());
+            println!("{}", json_line(e));
         } else if shown {
             println!("{}", e.render_text());
         }
@@ -544,6 +738,15 @@ fn kernel_tun_part(json: bool) -> Result<bool, i32> {
     let diagram = connection_diagram(&run.events, &DiagramOptions::default()).unwrap_or_default();
     say!("The notes' second diagram (segments), drawn from this run:\n");
     say!("```mermaid\n{diagram}```\n");
+    out.write_mermaid(&diagram)?;
+    if let Some((path, p)) = &out.pcap {
+        let n = p.lock().map_or(0, |p| p.packets());
+        say!(
+            "({n} packets, every one our stack sent or received on oxdemo0, written to {}: try `tshark -r {}`)\n",
+            path.display(),
+            path.display()
+        );
+    }
     say!(
         "The kernel's server read {} of {} bytes after \"Hello, Server!\", then our FIN.",
         run.server_received,
@@ -554,7 +757,6 @@ fn kernel_tun_part(json: bool) -> Result<bool, i32> {
 
 fn figures_part(runs: usize) -> Result<(), i32> {
     use crate::figures::{self, human};
-    let runs = runs.max(10);
     let ours = figures::stack_syn_to_accept(runs)
         .map_err(|e| demo_error("measuring SYN-to-accept", &e))?;
     let kernel = figures::kernel_syn_to_accept(runs.min(500))
@@ -591,6 +793,50 @@ fn figures_part(runs: usize) -> Result<(), i32> {
     Ok(())
 }
 
+/// The files `--pcap` and `--mermaid` name, created before anything runs,
+/// so a path that cannot be written is reported first, not after the scenes.
+struct Outputs {
+    pcap: Option<(PathBuf, SharedPcap)>,
+    mermaid: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    fn open(a: &DemoArgs) -> Result<Outputs, i32> {
+        let create = |path: &PathBuf| {
+            std::fs::File::create(path)
+                .map_err(|e| demo_error(&format!("cannot create {}", path.display()), &e))
+        };
+        let pcap = match &a.pcap {
+            Some(path) => {
+                let out = PcapOut::new(create(path)?)
+                    .map_err(|e| demo_error(&format!("cannot write {}", path.display()), &e))?;
+                Some((path.clone(), out))
+            }
+            None => None,
+        };
+        let mermaid = match &a.mermaid {
+            Some(path) => Some((path.clone(), create(path)?)),
+            None => None,
+        };
+        Ok(Outputs { pcap, mermaid })
+    }
+
+    fn write_mermaid(&mut self, diagram: &str) -> Result<(), i32> {
+        use std::io::Write;
+        if let Some((path, file)) = &mut self.mermaid {
+            file.write_all(diagram.as_bytes())
+                .map_err(|e| demo_error(&format!("cannot write {}", path.display()), &e))?;
+            say!("(diagram written to {})\n", path.display());
+        }
+        Ok(())
+    }
+}
+
+fn usage_error(line: &str) -> i32 {
+    eprintln!("{}: demo: {line}", crate::msg::prefix());
+    2
+}
+
 pub fn main(args: &[OsString]) -> i32 {
     let argv = std::iter::once(OsString::from("oxcat demo")).chain(args.iter().cloned());
     let a = match DemoArgs::try_parse_from(argv) {
@@ -603,25 +849,31 @@ pub fn main(args: &[OsString]) -> i32 {
             }
             let first = e.to_string();
             let line = first.lines().next().unwrap_or("bad arguments");
-            eprintln!(
-                "{}: demo: {}",
-                crate::msg::prefix(),
-                line.trim_start_matches("error: ")
-            );
-            return 2;
+            return usage_error(line.trim_start_matches("error: "));
         }
     };
     if !(0.0..=0.9).contains(&a.loss) || !(0.0..=10_000.0).contains(&a.delay) {
-        eprintln!(
-            "{}: demo: --loss must be within 0..0.9 and --delay within 0..10000 ms",
-            crate::msg::prefix()
+        return usage_error("--loss must be within 0..0.9 and --delay within 0..10000 ms");
+    }
+    if a.runs < 10 {
+        return usage_error(&format!(
+            "--runs must be at least 10 (a median and a 99th percentile need a sample), not {}",
+            a.runs
+        ));
+    }
+    if a.figures_only && !a.kernel && (a.pcap.is_some() || a.mermaid.is_some()) {
+        return usage_error(
+            "--pcap and --mermaid record the exchange, which --figures-only does not run",
         );
-        return 2;
     }
     let json = a.trace_format == "json";
     JSON_OUTPUT.store(json, std::sync::atomic::Ordering::Relaxed);
+    let mut out = match Outputs::open(&a) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     if a.kernel {
-        return match kernel_tun_part(json) {
+        return match kernel_tun_part(&mut out, json) {
             Ok(true) => 0,
             Ok(false) => 1,
             Err(code) => code,
@@ -629,14 +881,14 @@ pub fn main(args: &[OsString]) -> i32 {
     }
     let mut ok = true;
     if !a.figures_only {
-        let parts: [&dyn Fn() -> Result<bool, i32>; 4] = [
-            &|| kernel_part(json),
-            &|| user_part(&a, json),
-            &|| queue_scene(&a),
-            &|| loss_scene(&a),
-        ];
-        for part in parts {
-            match part() {
+        for scene in 1..=4 {
+            let result = match scene {
+                1 => kernel_part(json),
+                2 => user_part(&a, &mut out, json),
+                3 => queue_scene(&a, json),
+                _ => loss_scene(&a, &out, json),
+            };
+            match result {
                 Ok(good) => ok &= good,
                 Err(code) => return code,
             }

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use oxcat_stack::{Device, SocketHandle, Stack, StackConfig, Tun};
@@ -12,6 +13,7 @@ use oxcat_tcp::State;
 use oxcat_trace::{Event, Sink, Stamped};
 use socket2::{Domain, SockAddr, Type};
 
+use crate::sim_demo::{SharedPcap, Tapped};
 use crate::sys;
 
 const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -42,13 +44,15 @@ fn kernel_server(listening: std::sync::mpsc::Sender<()>) -> io::Result<usize> {
     c.set_nonblocking(false)?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
     sys::close(l);
+    // Reads and writes go to the accepted socket, not the listening one.
+    let fd = c.as_raw_fd();
     let mut c = std::net::TcpStream::from(c);
     let mut got = Vec::new();
     while got.len() < 14 {
         let mut small = [0u8; 8];
         let n = c.read(&mut small)?;
         sys::record(
-            || "read(4, buf, 8)".to_string(),
+            || format!("read({fd}, buf, 8)"),
             || Some(format!("{n} \"{}\"", String::from_utf8_lossy(&small[..n]))),
         );
         if n == 0 {
@@ -58,7 +62,7 @@ fn kernel_server(listening: std::sync::mpsc::Sender<()>) -> io::Result<usize> {
     }
     c.write_all(b"Hello, Client!")?;
     sys::record(
-        || "write(4, \"Hello, Client!\", 14)".to_string(),
+        || format!("write({fd}, \"Hello, Client!\", 14)"),
         || Some("14".into()),
     );
     let mut total = 0;
@@ -71,17 +75,18 @@ fn kernel_server(listening: std::sync::mpsc::Sender<()>) -> io::Result<usize> {
         total += n;
     }
     sys::record(
-        || "read(4, buf, 65536) ...".to_string(),
+        || format!("read({fd}, buf, 65536) ..."),
         || Some(format!("{total} bytes, then 0 (EOF: our FIN)")),
     );
-    sys::record(|| "close(4)".to_string(), || Some("0".into()));
+    sys::close(c);
     Ok(total)
 }
 
 /// Our side, driven here: poll the stack, wait on the TUN fd or the next timer.
 struct Client {
     stack: Stack,
-    tun: Tun,
+    /// The TUN device, its packets also written to the pcap file when there is one.
+    tun: Tapped<Tun>,
     events: Vec<(Instant, Event)>,
 }
 
@@ -105,7 +110,7 @@ impl Client {
                     t.saturating_duration_since(Instant::now())
                 })
                 .min(Duration::from_millis(5));
-            let fd = self.tun.fd();
+            let fd = self.tun.inner().fd();
             let mut fds = [rustix::event::PollFd::new(
                 &fd,
                 rustix::event::PollFlags::IN,
@@ -133,7 +138,7 @@ pub struct KernelRun {
     pub server_received: usize,
 }
 
-fn exchange(tun: Tun) -> io::Result<KernelRun> {
+fn exchange(tun: Tun, pcap: Option<SharedPcap>) -> io::Result<KernelRun> {
     sys::start_trace(Sink::Memory(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || kernel_server(tx));
@@ -151,7 +156,7 @@ fn exchange(tun: Tun) -> io::Result<KernelRun> {
     stack.set_tracing(true);
     let mut me = Client {
         stack,
-        tun,
+        tun: Tapped::new(tun, pcap, now),
         events: Vec::new(),
     };
     let target = SocketAddr::from((KERNEL_IP, PORT));
@@ -225,9 +230,11 @@ fn exchange(tun: Tun) -> io::Result<KernelRun> {
     })
 }
 
-/// Runs the exchange in a private namespace on its own thread.
-pub fn run() -> Result<KernelRun, String> {
-    std::thread::spawn(|| -> Result<KernelRun, String> {
+/// Runs the exchange in a private namespace on its own thread; with
+/// `pcap`, every packet our stack sends or receives on the TUN device is
+/// written there.
+pub fn run(pcap: Option<SharedPcap>) -> Result<KernelRun, String> {
+    std::thread::spawn(move || -> Result<KernelRun, String> {
         // SAFETY: unshare(CLONE_NEWNET) changes only this thread's network namespace.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             let e = io::Error::last_os_error();
@@ -249,7 +256,7 @@ pub fn run() -> Result<KernelRun, String> {
                 crate::error::describe(&e)
             )
         })?;
-        exchange(tun).map_err(|e| format!("--kernel: {}", crate::error::describe(&e)))
+        exchange(tun, pcap).map_err(|e| format!("--kernel: {}", crate::error::describe(&e)))
     })
     .join()
     .map_err(|_| "--kernel: the run failed".to_string())?

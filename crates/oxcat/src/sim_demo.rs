@@ -8,31 +8,164 @@
 //! is simulated time, so the run is instant and the same every time for a
 //! seed); the figures are measured on the real clock.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use oxcat_stack::{
-    sim_link, Device, LinkConfig, PcapTap, SimPort, SocketHandle, Stack, StackConfig,
-};
+use oxcat_stack::{sim_link, Device, LinkConfig, SimPort, SocketHandle, Stack, StackConfig};
 use oxcat_tcp::State;
-use oxcat_trace::{Event, Stamped};
+use oxcat_trace::{Direction, Event, Stamped};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::DataLink;
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const SERVER_PORT: u16 = 1234;
 
+/// The demo's pcap file (LINKTYPE_RAW: bare IP packets, as on a TUN
+/// device), shared by the runs that record into it: the userspace exchange
+/// and the lossy-link scene go into one file, one after the other, each
+/// run's clock starting where the file's last packet left off.
+pub struct PcapOut {
+    writer: PcapWriter<File>,
+    /// Timestamp of the current run's start, since the Unix epoch.
+    base: Duration,
+    start: Instant,
+    /// The latest timestamp written.
+    last: Duration,
+    packets: u64,
+}
+
+/// A pcap file more than one device writes to.
+pub type SharedPcap = Arc<Mutex<PcapOut>>;
+
+fn wall_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl PcapOut {
+    /// Writes the pcap header to `file` (created, empty, by the caller).
+    pub fn new(file: File) -> io::Result<SharedPcap> {
+        let header = PcapHeader {
+            datalink: DataLink::RAW,
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
+        let now = wall_now();
+        Ok(Arc::new(Mutex::new(PcapOut {
+            writer,
+            base: now,
+            start: Instant::now(),
+            last: now,
+            packets: 0,
+        })))
+    }
+
+    /// A new run begins, its clock at `start`: its packets are stamped
+    /// from now on the wall clock, or a second after the file's last
+    /// packet if that is later (a simulated run can end in the future).
+    pub fn begin(&mut self, start: Instant) {
+        self.start = start;
+        self.base = if self.packets == 0 {
+            wall_now()
+        } else {
+            wall_now().max(self.last + Duration::from_secs(1))
+        };
+    }
+
+    fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        let ts = self.base + now.saturating_duration_since(self.start);
+        self.last = self.last.max(ts);
+        let p = PcapPacket::new(ts, packet.len() as u32, packet);
+        self.writer.write_packet(&p).map_err(io::Error::other)?;
+        self.packets += 1;
+        Ok(())
+    }
+
+    /// Packets written so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+}
+
+/// A device whose packets, both ways, are also written to a pcap file
+/// (when there is one): what a capture at that end of the link sees.
+pub struct Tapped<D> {
+    inner: D,
+    pcap: Option<SharedPcap>,
+}
+
+impl<D: Device> Tapped<D> {
+    /// `inner`, recorded into `pcap` from `start` (the run's clock) on.
+    pub fn new(inner: D, pcap: Option<SharedPcap>, start: Instant) -> Tapped<D> {
+        if let Some(p) = &pcap {
+            p.lock().unwrap_or_else(|e| e.into_inner()).begin(start);
+        }
+        Tapped { inner, pcap }
+    }
+
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    fn record(&self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        match &self.pcap {
+            Some(p) => p
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(now, packet),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<D: Device> Device for Tapped<D> {
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+
+    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let got = self.inner.receive(now, buf)?;
+        if let Some(n) = got {
+            self.record(now, &buf[..n])?;
+        }
+        Ok(got)
+    }
+
+    fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        self.record(now, packet)?;
+        self.inner.transmit(now, packet)
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.inner.poll_at()
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.readiness_fd()
+    }
+}
+
 /// Two stacks, a link between them, a simulated clock, and everything recorded.
 pub struct Sim {
     pub client: Stack,
     pub server: Stack,
-    client_port: Box<dyn Device>,
+    client_port: Tapped<SimPort>,
     server_port: SimPort,
     start: Instant,
     pub now: Instant,
     pub events: Vec<Stamped>,
 }
+
+/// At most this many steps in one `run_until`, whatever the simulated time:
+/// each step polls both stacks, so this bounds the real time a run takes.
+const MAX_STEPS: usize = 2_000_000;
 
 /// A stack at `ip` with its ISNs and ports seeded by `seed`.
 pub fn stack_config(ip: Ipv4Addr, seed: u64) -> StackConfig {
@@ -45,16 +178,17 @@ pub fn stack_config(ip: Ipv4Addr, seed: u64) -> StackConfig {
 
 impl Sim {
     /// A client (198.18.0.2) and a server (198.18.0.1) on a link; with
-    /// `pcap`, every packet on the link is written there (seen from the client's end).
-    pub fn new(link: LinkConfig, seed: u64, pcap: Option<&Path>) -> io::Result<Sim> {
+    /// `pcap`, every packet on the link is written there (seen from the
+    /// client's end). `run` tells the runs of one seed apart: each gives
+    /// the stacks other ISNs and the client another port, as a new
+    /// connection would have (0 for the exchange).
+    pub fn new(link: LinkConfig, seed: u64, run: u64, pcap: Option<SharedPcap>) -> io::Result<Sim> {
         let start = Instant::now();
         let (c, s) = sim_link(link, seed);
-        let client_port: Box<dyn Device> = match pcap {
-            Some(p) => Box::new(PcapTap::create(c, p, start)?),
-            None => Box::new(c),
-        };
-        let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1), start);
-        let mut server = Stack::new(stack_config(SERVER_IP, seed ^ 0x005e_ed5e), start);
+        let client_port = Tapped::new(c, pcap, start);
+        let salt = run.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1 ^ salt), start);
+        let mut server = Stack::new(stack_config(SERVER_IP, seed ^ 0x005e_ed5e ^ salt), start);
         client.set_tracing(true);
         server.set_tracing(true);
         Ok(Sim {
@@ -106,14 +240,14 @@ impl Sim {
 
     /// Polls both stacks at the current time.
     pub fn poll(&mut self) -> io::Result<()> {
-        self.client.poll(self.now, self.client_port.as_mut())?;
+        self.client.poll(self.now, &mut self.client_port)?;
         self.server.poll(self.now, &mut self.server_port)?;
         self.collect();
         Ok(())
     }
 
-    /// Moves the clock to the next thing due.
-    pub fn advance(&mut self) {
+    /// Moves the clock to the next thing due, but not past `until`.
+    pub fn advance(&mut self, until: Instant) {
         let next = [
             self.client_port.poll_at(),
             self.server_port.poll_at(),
@@ -123,14 +257,20 @@ impl Sim {
         .into_iter()
         .flatten()
         .min();
-        self.now = match next {
+        let next = match next {
             Some(t) => self.now.max(t),
             None => self.now + Duration::from_millis(1),
         };
+        self.now = if self.now < until {
+            next.min(until)
+        } else {
+            next
+        };
     }
 
-    /// Runs until `done` holds or `limit` of simulated time has passed;
-    /// returns whether `done` held.
+    /// Runs until `done` holds or `limit` of simulated time has passed
+    /// (the clock then stands at exactly `limit` from now); returns
+    /// whether `done` held.
     pub fn run_until(
         &mut self,
         limit: Duration,
@@ -138,17 +278,22 @@ impl Sim {
     ) -> io::Result<bool> {
         let deadline = self.now + limit;
         // Bounded twice: by simulated time and by steps.
-        for _ in 0..1_000_000 {
+        for _ in 0..MAX_STEPS {
             self.poll()?;
             if done(self) {
                 return Ok(true);
             }
-            if self.now > deadline {
+            if self.now >= deadline {
                 return Ok(false);
             }
-            self.advance();
+            self.advance(deadline);
         }
         Ok(false)
+    }
+
+    /// Lets `span` of simulated time pass, the stacks doing what falls due.
+    pub fn run_for(&mut self, span: Duration) -> io::Result<()> {
+        self.run_until(span, |_| false).map(|_| ())
     }
 
     /// Events in time order (stable: what happened at one instant keeps its order).
@@ -445,11 +590,27 @@ pub struct QueueFacts {
     pub acks_dropped: u64,
     pub accepted_in_the_end: usize,
     pub clients: usize,
+    /// When the server first called accept(), µs since the scene began.
+    pub first_accept_at: u64,
+    /// When the last client was accepted, µs since the scene began.
+    pub last_accept_at: u64,
+}
+
+/// Simulated µs as seconds, the way the timeline prints them: `5.000 s`.
+pub fn secs(us: u64) -> String {
+    format!("{}.{:03} s", us / 1_000_000, us % 1_000_000 / 1000)
 }
 
 /// The notes' warning: a bounded accept queue that nobody drains drops new
-/// connections. Backlog 2 (Linux admits backlog + 1), 5 clients.
-pub fn accept_queue_scene(sim: &mut Sim, clients: usize, backlog: usize) -> io::Result<QueueFacts> {
+/// connections. Backlog 2 (Linux admits backlog + 1), `clients` clients,
+/// and a server that waits `wait` before its first accept().
+pub fn accept_queue_scene(
+    sim: &mut Sim,
+    clients: usize,
+    backlog: usize,
+    wait: Duration,
+) -> io::Result<QueueFacts> {
+    let t0 = sim.micros();
     let listener = sim.server.tcp_listen(
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, SERVER_PORT)),
         backlog,
@@ -457,13 +618,14 @@ pub fn accept_queue_scene(sim: &mut Sim, clients: usize, backlog: usize) -> io::
     )?;
     sim.call("server", format!("listen(3, {backlog})"), "0");
     sim.note(format!(
-        "{clients} clients connect; the server does not call accept() for 5 seconds"
+        "{clients} clients connect; the server does not call accept() for {}",
+        secs(wait.as_micros() as u64)
     ));
     let mut handles = Vec::new();
     for _ in 0..clients {
         handles.push(sim.client.tcp_connect(server_addr(), None, sim.now)?);
     }
-    sim.run_until(Duration::from_secs(5), |_| false)?;
+    sim.run_for(wait)?;
     let in_queue = sim
         .server
         .tcp_listener(listener)
@@ -472,8 +634,10 @@ pub fn accept_queue_scene(sim: &mut Sim, clients: usize, backlog: usize) -> io::
         .iter()
         .filter(|h| state(&sim.client, **h) == Some(State::Established))
         .count();
+    let first_accept_at = sim.micros() - t0;
     sim.note(format!(
-        "after 5 s: {in_queue} connections in the accept queue; the rest were dropped and are being retried"
+        "{} later: {in_queue} connections in the accept queue; the rest were dropped and are being retried",
+        secs(first_accept_at)
     ));
     sim.note("the server now calls accept() for every connection that arrives");
     let mut accepted = 0;
@@ -499,20 +663,58 @@ pub fn accept_queue_scene(sim: &mut Sim, clients: usize, backlog: usize) -> io::
         acks_dropped: stats.acks_dropped_accept_full,
         accepted_in_the_end: accepted,
         clients,
+        first_accept_at,
+        last_accept_at: sim.micros() - t0,
     })
+}
+
+/// How the lossy-link scene ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LossEnd {
+    /// Every byte arrived, then the FIN (EOF).
+    Delivered,
+    /// The client's stack gave up (as Linux's does after tcp_syn_retries
+    /// or tcp_retries2): what the application saw.
+    GaveUp(String),
 }
 
 /// What the lossy-link scene showed.
 pub struct LossFacts {
     pub bytes: usize,
+    /// Bytes the server read.
+    pub received: usize,
+    /// What the server read is exactly what was sent, or its beginning.
     pub intact: bool,
+    pub end: LossEnd,
+    /// Packets the link dropped and held back (both directions).
     pub lost: u64,
-    pub retransmissions: usize,
-    pub sim_ms: u64,
+    pub reordered: u64,
+    /// Retransmissions, by cause.
+    pub fast: usize,
+    pub timeout: usize,
+    pub probes: usize,
+    /// SYNs and SYN-ACKs sent again (after the timer, or to a repeated SYN).
+    pub handshake: usize,
+    /// Data retransmissions that were not needed: an earlier copy of the
+    /// same bytes reached the other end, late (held back by the link) ...
+    pub needless_late: usize,
+    /// ... or in time, its ACKs lost or still on their way.
+    pub needless_unacked: usize,
+    /// Simulated µs until the bytes had all arrived or the stack gave up.
+    pub sim_us: u64,
+}
+
+impl LossFacts {
+    pub fn retransmissions(&self) -> usize {
+        self.fast + self.timeout + self.probes + self.handshake
+    }
 }
 
 /// A transfer over a link that loses, delays and reorders packets: the
-/// stacks retransmit on their own and the bytes arrive intact.
+/// stacks retransmit on their own and the bytes arrive intact, or, when
+/// the link loses too much, the client's stack gives up as Linux's would
+/// (6 SYN retransmissions, 15 of data). Simulated time is cheap: the scene
+/// runs until one or the other happens (a day at most), in bounded steps.
 pub fn lossy_scene(sim: &mut Sim, bytes: usize) -> io::Result<LossFacts> {
     let start = sim.micros();
     let listener = sim.server.tcp_listen(
@@ -532,52 +734,224 @@ pub fn lossy_scene(sim: &mut Sim, bytes: usize) -> io::Result<LossFacts> {
     let mut got = Vec::new();
     let mut closed = false;
     let mut buf = vec![0u8; 65536];
-    let ok = sim.run_until(Duration::from_secs(600), |s| {
+    let mut end = None;
+    let mut connected = false;
+    let ok = sim.run_until(Duration::from_secs(24 * 3600), |s| {
         if conn.is_none() {
             if let Ok(Some((c, _))) = s.server.tcp_accept(listener) {
                 conn = Some(c);
             }
         }
-        if state(&s.client, client) == Some(State::Established) && off < data.len() {
-            if let Ok(n) = s.client.tcp_send(client, &data[off..]) {
-                off += n;
-            }
-        }
-        if off == data.len() && !closed {
-            closed = true;
-            s.client.close(client, s.now);
-        }
         if let Some(c) = conn {
             loop {
                 match s.server.tcp_recv(c, &mut buf) {
-                    Ok(0) => return true,
+                    Ok(0) => {
+                        end = Some(LossEnd::Delivered);
+                        return true;
+                    }
                     Ok(n) => got.extend_from_slice(&buf[..n]),
                     Err(_) => break,
                 }
             }
         }
+        if !connected {
+            match s.client.tcp_connect_result(client) {
+                Ok(()) => {
+                    connected = true;
+                    s.call("client", "connect(3) completes", "0 (ESTABLISHED)");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    s.call("client", "connect(3)", errno_of(&e));
+                    end = Some(LossEnd::GaveUp(format!(
+                        "connect() failed with {}",
+                        errno_of(&e)
+                    )));
+                    return true;
+                }
+            }
+        }
+        if connected && off < data.len() {
+            match s.client.tcp_send(client, &data[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    s.call(
+                        "client",
+                        format!("send(3, buf, {})", data.len() - off),
+                        errno_of(&e),
+                    );
+                    end = Some(LossEnd::GaveUp(format!("send() failed with {}", errno_of(&e))));
+                    return true;
+                }
+            }
+        }
+        if off == data.len() && !closed {
+            closed = true;
+            s.client.close(client, s.now);
+            s.call("client", "close(3)", "0");
+        }
+        // After close() the application hears no more from its socket:
+        // if the stack gives up now, only the trace tells.
+        if closed && matches!(state(&s.client, client), None | Some(State::Closed)) {
+            end = Some(LossEnd::GaveUp(
+                "the application had already called close(), so no call was left to report ETIMEDOUT"
+                    .into(),
+            ));
+            return true;
+        }
         false
     })?;
-    if !ok {
+    let Some(end) = end.filter(|_| ok) else {
         return Err(fail("the lossy transfer did not finish"));
+    };
+    let sim_us = sim.micros() - start;
+    if end == LossEnd::Delivered {
+        // The notes' server closes too; the scene ends when both FINs are
+        // acknowledged (or a minute on), so segments still on the link
+        // (a needless retransmission, say) arrive and are counted.
+        if let Some(c) = conn {
+            sim.server.close(c, sim.now);
+            sim.call("server", "close(4)", "0");
+            sim.run_until(Duration::from_secs(60), |s| {
+                matches!(
+                    state(&s.client, client),
+                    None | Some(State::TimeWait | State::Closed)
+                ) && matches!(state(&s.server, c), None | Some(State::Closed))
+            })?;
+        }
     }
-    let retransmissions = sim
-        .events
-        .iter()
-        .filter(|e| matches!(e.event, Event::Retransmit { .. }))
-        .count();
+    let events = sim.sorted_events();
+    let (fast, timeout, probes) = retransmissions_by_cause(&events);
+    let (needless_late, needless_unacked) = needless_retransmissions(&events);
+    let stats = sim.server_port.stats();
     Ok(LossFacts {
         bytes,
-        intact: got == data,
-        lost: sim.client_link_lost(),
-        retransmissions,
-        sim_ms: (sim.micros() - start) / 1000,
+        received: got.len(),
+        intact: data.starts_with(&got),
+        end,
+        lost: stats.lost,
+        reordered: stats.reordered,
+        fast,
+        timeout,
+        probes,
+        handshake: handshake_retransmissions(&events),
+        needless_late,
+        needless_unacked,
+        sim_us,
     })
 }
 
-impl Sim {
-    /// Packets the link dropped (both directions).
-    fn client_link_lost(&self) -> u64 {
-        self.server_port.stats().lost
+/// The errno a socket call on the kernel would report for what our stack
+/// says, as strace shows it: `-1 ETIMEDOUT (Connection timed out)`.
+fn errno_of(e: &io::Error) -> String {
+    let errno = match e.kind() {
+        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        io::ErrorKind::ConnectionReset => libc::ECONNRESET,
+        io::ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
+        io::ErrorKind::BrokenPipe => libc::EPIPE,
+        _ => return format!("-1 ({e})"),
+    };
+    format!(
+        "-1 {}",
+        crate::sys::errno_name(&io::Error::from_raw_os_error(errno))
+    )
+}
+
+/// Retransmissions in `events`: fast (loss recovery), after a timeout, and loss probes.
+fn retransmissions_by_cause(events: &[Stamped]) -> (usize, usize, usize) {
+    let (mut fast, mut timeout, mut probes) = (0, 0, 0);
+    for e in events {
+        if let Event::Retransmit {
+            fast: f, probe: p, ..
+        } = e.event
+        {
+            if p {
+                probes += 1;
+            } else if f {
+                fast += 1;
+            } else {
+                timeout += 1;
+            }
+        }
     }
+    (fast, timeout, probes)
+}
+
+/// SYNs and SYN-ACKs that went out more than once (the engine reports
+/// data retransmissions only).
+fn handshake_retransmissions(events: &[Stamped]) -> usize {
+    let mut syns: HashMap<(String, u32), usize> = HashMap::new();
+    for e in events {
+        if let Event::Segment(s) = &e.event {
+            if s.dir == Direction::Out && s.flags & 0x02 != 0 {
+                *syns
+                    .entry((e.host.clone().unwrap_or_default(), s.seq))
+                    .or_default() += 1;
+            }
+        }
+    }
+    syns.values().map(|n| n - 1).sum()
+}
+
+/// The `TS val` of a segment's options (each copy of a segment sent at
+/// another millisecond carries another).
+fn ts_val(options: &str) -> Option<u32> {
+    let rest = &options[options.find("TS val ")? + 7..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Data retransmissions that were not needed, as (late, unacknowledged):
+/// copies of bytes an earlier copy of which reached the other end. `late`:
+/// the earlier copy arrived only after this one left (the link held it
+/// back); `unacknowledged`: it had arrived before, but the ACKs saying so
+/// were lost or still on their way. Copies are told apart by their
+/// timestamps: a retransmission leaves at least a millisecond after the
+/// copy before.
+pub fn needless_retransmissions(events: &[Stamped]) -> (usize, usize) {
+    // (sender, seq) -> (TS val, when it left) of each copy sent, in order.
+    type Copies = Vec<(Option<u32>, u64)>;
+    let mut copies: HashMap<(String, u32), Copies> = HashMap::new();
+    // (sender, seq, TS val) -> when it first arrived.
+    let mut arrived: HashMap<(String, u32, Option<u32>), u64> = HashMap::new();
+    for e in events {
+        let Event::Segment(s) = &e.event else {
+            continue;
+        };
+        if s.len == 0 {
+            continue;
+        }
+        let host = e.host.clone().unwrap_or_default();
+        let ts = ts_val(&s.options);
+        match s.dir {
+            Direction::Out => copies
+                .entry((host, s.seq))
+                .or_default()
+                .push((ts, e.micros)),
+            Direction::In => {
+                let sender = if host == "client" { "server" } else { "client" };
+                arrived
+                    .entry((sender.to_string(), s.seq, ts))
+                    .or_insert(e.micros);
+            }
+        }
+    }
+    let (mut late, mut unacknowledged) = (0, 0);
+    for ((sender, seq), sent) in &copies {
+        for (i, &(_, left)) in sent.iter().enumerate().skip(1) {
+            let first_arrival = sent[..i]
+                .iter()
+                .filter_map(|(ts, _)| arrived.get(&(sender.clone(), *seq, *ts)))
+                .min();
+            match first_arrival {
+                Some(&at) if at >= left => late += 1,
+                Some(_) => unacknowledged += 1,
+                None => {}
+            }
+        }
+    }
+    (late, unacknowledged)
 }

@@ -128,13 +128,29 @@ fn demo_replays_the_notes_on_the_kernel_and_on_our_stack() {
     assert_in_order(
         queue,
         &[
+            "the first accept() after 5.000 s",
             "server: listen(3, 2) = 0",
+            "the server does not call accept() for 5.000 s",
             "(3 waiting, backlog 2)",
             "final ACK dropped: accept queue full",
-            "3 connections in the accept queue",
+            "5.000 s later: 3 connections in the accept queue",
             "server: accept(3)",
+            "it called accept() first at 5.000 s",
             "5 of 5 accepted",
         ],
+    );
+    // What the text says is when the run did it: the first accept() is
+    // stamped 5 s, the last as the summary says.
+    let accepts: Vec<&str> = queue
+        .lines()
+        .filter(|l| l.contains("server: accept(3)"))
+        .collect();
+    assert_eq!(accepts.len(), 5, "{queue}");
+    assert!(accepts[0].starts_with("[   5.000000]"), "{}", accepts[0]);
+    let last = accepts[4][1..12].trim();
+    assert!(
+        queue.contains(&format!("the last at {} s", &last[..last.len() - 3])),
+        "the last accept() at {last}:\n{queue}"
     );
     let loss = section(&text, "== 4.", "== 5.");
     assert_in_order(loss, &["retransmit", "-x", "32768 bytes arrived intact"]);
@@ -213,59 +229,127 @@ fn demo_diagrams_parse_with_mermaid() {
     );
 }
 
+fn json_events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn tshark(pcap: &Path, filter: &[&str]) -> Vec<String> {
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(filter)
+        .output()
+        .expect("tshark (scripts/test installs it)");
+    assert!(
+        o.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pcap holds the userspace exchange (TCP stream 0: every segment the
+/// timeline shows leaving a stack, the link being clean) and then the
+/// lossy-link scene (stream 1: what the client's end saw, its own segments
+/// and those of the server's the link delivered).
 #[test]
 fn demo_pcap_opens_in_tshark_with_every_segment() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("demo.pcap");
-    let out = run_demo(&["--pcap", pcap.to_str().unwrap()]);
-    let text = String::from_utf8(out.stdout).unwrap();
-    let ours = section(&text, "== 2.", "What it shows");
-    let segments = ours.lines().filter(|l| l.contains(": out ")).count();
-    assert!(segments > 40, "{ours}");
-    let tshark = |filter: &[&str]| -> Vec<String> {
-        let o = Command::new("tshark")
-            .arg("-r")
-            .arg(&pcap)
-            .args(filter)
-            .output()
-            .expect("tshark (scripts/test installs it)");
-        assert!(
-            o.status.success(),
-            "tshark: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+    let out = run_demo(&["--pcap", pcap.to_str().unwrap(), "--trace-format", "json"]);
+    let events = json_events(&out.stdout);
+    let count = |scene: u64, host: Option<&str>, dir: Option<&str>, ty: &str| {
+        events
+            .iter()
+            .filter(|v| {
+                v["scene"] == scene
+                    && v["type"] == ty
+                    && host.is_none_or(|h| v["host"] == h)
+                    && dir.is_none_or(|d| v["dir"] == d)
+            })
+            .count()
     };
-    let all = tshark(&[]);
+    let exchange = count(2, None, Some("out"), "segment");
+    assert!(exchange > 40, "{exchange}");
+    let lossy = count(4, Some("client"), None, "segment");
+    assert!(lossy > 20, "{lossy}");
+    let all = tshark(&pcap, &[]);
     assert_eq!(
         all.len(),
-        segments,
+        exchange + lossy,
         "packets in the pcap vs segments in the timeline"
     );
-    assert!(tshark(&["-Y", "_ws.malformed"]).is_empty());
-    assert_eq!(tshark(&["-Y", "tcp"]).len(), segments);
-    assert_eq!(tshark(&["-Y", "tcp.flags.syn == 1"]).len(), 2);
-    assert_eq!(tshark(&["-Y", "tcp.flags.fin == 1"]).len(), 2);
-    let hello = tshark(&["-Y", "tcp.payload contains \"Hello, Server!\""]);
+    assert!(tshark(&pcap, &["-Y", "_ws.malformed"]).is_empty());
+    assert_eq!(tshark(&pcap, &["-Y", "tcp"]).len(), exchange + lossy);
+    assert_eq!(tshark(&pcap, &["-Y", "tcp.stream == 0"]).len(), exchange);
+    assert_eq!(tshark(&pcap, &["-Y", "tcp.stream == 1"]).len(), lossy);
+    assert_eq!(
+        tshark(&pcap, &["-Y", "tcp.stream == 0 && tcp.flags.syn == 1"]).len(),
+        2
+    );
+    assert_eq!(
+        tshark(&pcap, &["-Y", "tcp.stream == 0 && tcp.flags.fin == 1"]).len(),
+        2
+    );
+    let hello = tshark(&pcap, &["-Y", "tcp.payload contains \"Hello, Server!\""]);
     assert_eq!(hello.len(), 1);
+    // The lossy scene's retransmissions are there for Wireshark to see.
+    assert!(count(4, Some("client"), None, "retransmit") > 0);
+    let rtx = tshark(
+        &pcap,
+        &[
+            "-Y",
+            "tcp.stream == 1 && (tcp.analysis.retransmission || tcp.analysis.fast_retransmission)",
+        ],
+    );
+    assert!(!rtx.is_empty(), "no retransmission in stream 1");
 }
 
+/// Every event of every scene, each line with its scene; each scene opens
+/// with a marker saying which clock its t_us count on.
 #[test]
 fn demo_json_lines_are_json() {
     let out = run_demo(&["--trace-format", "json"]);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let events = json_events(&out.stdout);
     let mut types = std::collections::BTreeSet::new();
-    for line in text.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(v["t_us"].is_u64(), "{line}");
-        types.insert(v["type"].as_str().unwrap_or("").to_string());
+    let mut markers = Vec::new();
+    let mut current = 0;
+    for v in &events {
+        assert!(v["t_us"].is_u64(), "{v}");
+        let scene = v["scene"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no scene: {v}"));
+        if v["type"] == "scene" {
+            assert_eq!(v["t_us"], 0);
+            assert!(v["title"].is_string() && v["clock"].is_string(), "{v}");
+            markers.push(scene);
+            current = scene;
+        } else {
+            assert_eq!(scene, current, "an event outside its scene's block: {v}");
+            types.insert((scene, v["type"].as_str().unwrap_or("").to_string()));
+        }
     }
+    assert_eq!(markers, [1, 2, 3, 4]);
     for t in ["socket_call", "segment", "state", "queue", "timer", "note"] {
-        assert!(types.contains(t), "no {t} event in {types:?}");
+        assert!(
+            types.contains(&(2, t.to_string())),
+            "no {t} event in scene 2: {types:?}"
+        );
+    }
+    // Scenes 3 and 4 are not filtered in JSON: their segments and timers are there.
+    for scene in [3, 4] {
+        for t in ["segment", "state", "timer", "socket_call"] {
+            assert!(
+                types.contains(&(scene, t.to_string())),
+                "no {t} event in scene {scene}: {types:?}"
+            );
+        }
     }
     // The narrative went to stderr.
     assert!(String::from_utf8_lossy(&out.stderr).contains("== 2."));
@@ -273,13 +357,127 @@ fn demo_json_lines_are_json() {
 
 #[test]
 fn demo_rejects_bad_flags_with_one_line() {
-    for args in [&["--loss", "abc"][..], &["--loss", "2"], &["--bogus"]] {
+    for (args, says) in [
+        (&["--loss", "abc"][..], "--loss"),
+        (&["--loss", "2"], "--loss must be within 0..0.9"),
+        (&["--loss", "-0.5"], "--loss must be within 0..0.9"),
+        (&["--delay", "-5"], "--delay within 0..10000 ms"),
+        (&["--runs", "0"], "--runs must be at least 10"),
+        (&["--runs", "9"], "--runs must be at least 10"),
+        (&["--figures-only", "--pcap", "x.pcap"], "--figures-only"),
+        (&["--bogus"], "--bogus"),
+    ] {
         let out = oxcat().arg("demo").args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("oxcat: demo: "), "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} ran something");
     }
+}
+
+/// An output file that cannot be created is reported before anything
+/// runs: one line naming the file and the OS's reason, exit 1 (an I/O
+/// failure, as for the demo's other files).
+#[test]
+fn demo_checks_its_output_files_first() {
+    for flag in ["--pcap", "--mermaid"] {
+        for kernel in [false, true] {
+            let mut cmd = oxcat();
+            cmd.args(["demo", flag, "/nonexistent/dir/out"]);
+            if kernel {
+                cmd.arg("--kernel");
+            }
+            let out = cmd.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{flag} {kernel}: {err}");
+            assert_eq!(
+                err.trim_end(),
+                "oxcat: demo: cannot create /nonexistent/dir/out: No such file or directory",
+                "{flag}"
+            );
+            assert!(out.stdout.is_empty(), "{flag}: something ran first");
+        }
+    }
+}
+
+fn loss_summary(text: &str) -> String {
+    section(text, "== 4.", "== 5.")
+        .lines()
+        .filter(|l| l.starts_with("- "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every loss the flag accepts ends the scene: delivered, or (at 90% loss,
+/// where the SYN and its answer both get through one time in a hundred)
+/// with the client's stack giving up as Linux's does, reported.
+#[test]
+fn demo_lossy_scene_ends_at_any_accepted_loss() {
+    let out = run_demo(&["--loss", "0.5", "--seed", "3"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summary = loss_summary(&text);
+    assert!(summary.contains("32768 bytes arrived intact"), "{summary}");
+    let out = run_demo(&["--loss", "0.9", "--seed", "1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summary = loss_summary(&text);
+    assert_in_order(
+        &summary,
+        &[
+            "the stacks retransmitted 6 time(s)",
+            "6 of the handshake",
+            "until the client's stack gave up: connect() failed with -1 ETIMEDOUT",
+            "after 127.0 s",
+            "0 of 32768 bytes had arrived",
+            "after 6 SYN retransmissions",
+        ],
+    );
+    assert!(
+        section(&text, "== 4.", "== 5.")
+            .contains("client: connect(3) = -1 ETIMEDOUT (Connection timed out)"),
+        "{text}"
+    );
+}
+
+/// Seeds that differ only in their lowest bit give different loss patterns.
+#[test]
+fn demo_neighbouring_seeds_differ() {
+    let mut differ = 0;
+    for even in [0u64, 2, 4] {
+        let runs: Vec<String> = [even, even + 1]
+            .iter()
+            .map(|seed| {
+                let out = run_demo(&["--loss", "0.3", "--seed", &seed.to_string()]);
+                let text = String::from_utf8(out.stdout).unwrap();
+                let summary = loss_summary(&text);
+                // "the link lost N packets and held back M": the link's doing only.
+                summary[..summary.find(" (reordering)").unwrap()].to_string()
+            })
+            .collect();
+        differ += usize::from(runs[0] != runs[1]);
+    }
+    assert!(differ > 0, "seeds 0/1, 2/3 and 4/5 lost the same packets");
+}
+
+/// With no loss the 5% reordering can still cause a retransmission: the
+/// scene says so, and why.
+#[test]
+fn demo_explains_a_retransmission_without_loss() {
+    let out = run_demo(&["--loss", "0", "--seed", "2"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summary = loss_summary(&text);
+    assert_in_order(
+        &summary,
+        &[
+            "the link lost 0 packets and held back 1 (reordering)",
+            "retransmitted 1 time(s)",
+            "1 in loss recovery",
+            "SACK",
+            "1 retransmission(s) were not needed, the original being only late",
+            "reordering alone caused them",
+        ],
+    );
 }
 
 /// The README's "How TCP really works" quotes the demo: every timeline line
@@ -328,7 +526,16 @@ fn demo_kernel_over_tun() {
         eprintln!("SKIPPED demo_kernel_over_tun: needs root");
         return;
     }
-    let out = oxcat().args(["demo", "--kernel"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("kernel.pcap");
+    let mmd = dir.path().join("kernel.mmd");
+    let out = oxcat()
+        .args(["demo", "--kernel", "--pcap"])
+        .arg(&pcap)
+        .arg("--mermaid")
+        .arg(&mmd)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -349,7 +556,6 @@ fn demo_kernel_over_tun() {
             " SYN-ACK seq=",
             "SynSent -> Established",
             "server accept(",
-            "server read(4, buf, 8) = 8 \"Hello, S\"",
             "client: recv(3, buf, 64) = 14 \"Hello, Client!\"",
             "client: close(3) = 0",
             "FIN",
@@ -358,6 +564,43 @@ fn demo_kernel_over_tun() {
             "Note over C,S: 3 Way Handshaking done",
             "The kernel's server read 65536 of 65536 bytes",
         ],
+    );
+    // The server reads and writes on the descriptor accept() returned,
+    // and closes the listening one first, the accepted one last.
+    let accept = text.lines().find(|l| l.contains("server accept(")).unwrap();
+    let listening = &accept[accept.find("accept(").unwrap() + 7..accept.find(')').unwrap()];
+    let after = &accept[accept.find(") = ").unwrap() + 4..];
+    let accepted = after.split(' ').next().unwrap();
+    assert_ne!(listening, accepted, "{accept}");
+    assert_in_order(
+        &text,
+        &[
+            &format!("server close({listening}) = 0"),
+            &format!("server read({accepted}, buf, 8) = 8 \"Hello, S\""),
+            &format!("server read({accepted}, buf, 8) = 6 \"erver!\""),
+            &format!("server write({accepted}, \"Hello, Client!\", 14) = 14"),
+            &format!("server read({accepted}, buf, 65536) ... = 65536 bytes"),
+            &format!("server close({accepted}) = 0"),
+        ],
+    );
+    // --pcap: every segment our stack sent or received, as the timeline
+    // shows them; --mermaid: the run's segment diagram.
+    let segments = text
+        .lines()
+        .filter(|l| l.contains("client: out ") || l.contains("client: in "))
+        .count();
+    assert!(segments > 40, "{text}");
+    assert_eq!(tshark(&pcap, &["-Y", "tcp"]).len(), segments);
+    assert!(tshark(&pcap, &["-Y", "_ws.malformed"]).is_empty());
+    assert_eq!(
+        tshark(&pcap, &["-Y", "tcp.payload contains \"Hello, Client!\""]).len(),
+        1
+    );
+    let blocks = mermaid_blocks(&text);
+    assert_eq!(
+        std::fs::read_to_string(&mmd).unwrap(),
+        blocks[1],
+        "--mermaid writes the segment diagram"
     );
     // Without the privilege: one line, exit 2.
     let out = Command::new("setpriv")

@@ -49,7 +49,26 @@ impl Default for LinkConfig {
 #[derive(Debug, Clone)]
 struct Rng(u64);
 
+/// One splitmix64 step: spreads a seed over all 64 bits, so seeds that
+/// differ in any bit (0 and 1, 2 and 3, ...) start far apart.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl Rng {
+    /// A generator for `seed`: every seed its own sequence. xorshift's
+    /// state must not be zero; splitmix64 is a bijection, so exactly one
+    /// seed maps there, and it gets a fixed non-zero state instead.
+    fn new(seed: u64) -> Rng {
+        match splitmix64(seed) {
+            0 => Rng(0x9e37_79b9_7f4a_7c15),
+            s => Rng(s),
+        }
+    }
+
     fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
@@ -134,7 +153,7 @@ impl Impairment {
     pub(crate) fn new(config: LinkConfig, seed: u64) -> Self {
         Impairment {
             config,
-            rng: Rng(seed | 1),
+            rng: Rng::new(seed),
             order: 0,
             stats: LinkStats::default(),
         }
@@ -251,5 +270,55 @@ impl Device for SimPort {
 
     fn poll_at(&self) -> Option<Instant> {
         self.shared.borrow().lanes[1 - self.side].next_at()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(seed: u64) -> Vec<u64> {
+        let mut r = Rng::new(seed);
+        (0..8).map(|_| r.next()).collect()
+    }
+
+    #[test]
+    fn every_seed_draws_its_own_numbers() {
+        // Neighbours that differ only in the lowest bit included.
+        let all: Vec<Vec<u64>> = (0..64).map(draws).collect();
+        for a in 0..all.len() {
+            for b in a + 1..all.len() {
+                assert_ne!(all[a], all[b], "seeds {a} and {b} draw the same numbers");
+            }
+        }
+        assert_eq!(draws(5), draws(5), "the same seed, the same numbers");
+    }
+
+    #[test]
+    fn neighbouring_seeds_lose_different_packets() {
+        let config = LinkConfig {
+            loss: 0.5,
+            ..LinkConfig::default()
+        };
+        let now = Instant::now();
+        let pattern = |seed: u64| -> Vec<bool> {
+            let mut imp = Impairment::new(config, seed);
+            let mut lane = Lane::default();
+            (0..64)
+                .map(|_| {
+                    let lost = imp.stats.lost;
+                    imp.put(now, &[0u8; 40], &mut lane);
+                    imp.stats.lost > lost
+                })
+                .collect()
+        };
+        for seed in [0u64, 2, 6, 1 << 40] {
+            assert_ne!(
+                pattern(seed),
+                pattern(seed | 1),
+                "seeds {seed} and {}",
+                seed | 1
+            );
+        }
     }
 }
