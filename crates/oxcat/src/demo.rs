@@ -839,8 +839,12 @@ fn usage_error(line: &str) -> i32 {
 
 pub fn main(args: &[OsString]) -> i32 {
     let argv = std::iter::once(OsString::from("oxcat demo")).chain(args.iter().cloned());
-    let a = match DemoArgs::try_parse_from(argv) {
-        Ok(a) => a,
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = DemoArgs::command()
+        .try_get_matches_from(argv)
+        .and_then(|m| DemoArgs::from_arg_matches(&m).map(|a| (a, m)));
+    let (a, matches) = match parsed {
+        Ok(am) => am,
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -860,6 +864,23 @@ pub fn main(args: &[OsString]) -> i32 {
             "--runs must be at least 10 (a median and a 99th percentile need a sample), not {}",
             a.runs
         ));
+    }
+    if a.kernel {
+        // The kernel run has no simulated link and measures no figures.
+        let given =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        let unused: Vec<String> = ["loss", "delay", "seed", "runs", "figures_only"]
+            .into_iter()
+            .filter(|id| given(id))
+            .map(|id| format!("--{}", id.replace('_', "-")))
+            .collect();
+        if !unused.is_empty() {
+            let verb = if unused.len() == 1 { "does" } else { "do" };
+            return usage_error(&format!(
+                "{} {verb} not apply to --kernel (the real kernel over TUN: no simulated link, no figures)",
+                unused.join(", ")
+            ));
+        }
     }
     if a.figures_only && !a.kernel && (a.pcap.is_some() || a.mermaid.is_some()) {
         return usage_error(

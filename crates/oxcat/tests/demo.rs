@@ -365,6 +365,14 @@ fn demo_rejects_bad_flags_with_one_line() {
         (&["--runs", "0"], "--runs must be at least 10"),
         (&["--runs", "9"], "--runs must be at least 10"),
         (&["--figures-only", "--pcap", "x.pcap"], "--figures-only"),
+        (
+            &["--kernel", "--loss", "0.2"],
+            "--loss does not apply to --kernel",
+        ),
+        (
+            &["--kernel", "--seed", "3", "--runs", "20"],
+            "--seed, --runs do not apply to --kernel",
+        ),
         (&["--bogus"], "--bogus"),
     ] {
         let out = oxcat().arg("demo").args(args).output().unwrap();
