@@ -620,31 +620,16 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
     say!("\nThe connection's segments (a cross marks a segment the link lost):\n");
     say!("```mermaid\n{diagram}```\n");
     say!("What it shows:");
-    let mut causes = Vec::new();
-    if f.fast > 0 {
-        causes.push(format!(
-            "{} in loss recovery (the receiver's duplicate ACKs carried SACK blocks for the data above a hole; once more than two segments' worth above it is SACKed, the sender counts it lost, RFC 6675, and resends it at once, without waiting for three duplicate ACKs)",
-            f.fast
-        ));
-    }
-    if f.timeout > 0 {
-        causes.push(format!(
-            "{} after the retransmission timer expired (200 ms at least, doubling each time; nothing else was coming back to tell)",
-            f.timeout
-        ));
-    }
-    if f.probes > 0 {
-        causes.push(format!(
-            "{} as tail loss probes (RFC 8985: the last segment sent again to draw an ACK)",
-            f.probes
-        ));
-    }
-    if f.handshake > 0 {
-        causes.push(format!(
-            "{} of the handshake (a SYN or SYN-ACK sent again: its timer starts at 1 s)",
-            f.handshake
-        ));
-    }
+    let causes: Vec<String> = [
+        (f.fast, "in loss recovery (the receiver's duplicate ACKs carried SACK blocks for the data above a hole; once more than two segments' worth above it is SACKed, the sender counts it lost, RFC 6675, and resends it at once, without waiting for three duplicate ACKs)"),
+        (f.timeout, "after the retransmission timer expired (200 ms at least, doubling each time; nothing else was coming back to tell)"),
+        (f.probes, "as tail loss probes (RFC 8985: the last segment sent again to draw an ACK)"),
+        (f.handshake, "of the handshake (a SYN or SYN-ACK sent again: its timer starts at 1 s)"),
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n > 0)
+    .map(|(n, why)| format!("{n} {why}"))
+    .collect();
     let causes = if causes.is_empty() {
         String::new()
     } else {

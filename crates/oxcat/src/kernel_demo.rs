@@ -13,7 +13,7 @@ use oxcat_tcp::State;
 use oxcat_trace::{Event, Sink, Stamped};
 use socket2::{Domain, SockAddr, Type};
 
-use crate::sim_demo::{SharedPcap, Tapped};
+use crate::sim_demo::{tapped, SharedPcap, Tapped};
 use crate::sys;
 
 const KERNEL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -156,7 +156,7 @@ fn exchange(tun: Tun, pcap: Option<SharedPcap>) -> io::Result<KernelRun> {
     stack.set_tracing(true);
     let mut me = Client {
         stack,
-        tun: Tapped::new(tun, pcap, now),
+        tun: tapped(tun, pcap, now),
         events: Vec::new(),
     };
     let target = SocketAddr::from((KERNEL_IP, PORT));

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use oxcat_stack::{sim_link, Device, LinkConfig, SimPort, SocketHandle, Stack, StackConfig};
+use oxcat_stack::{
+    sim_link, Device, LinkConfig, Recorder, SimPort, SocketHandle, Stack, StackConfig, Tap,
+};
 use oxcat_tcp::State;
 use oxcat_trace::{Direction, Event, Stamped};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
@@ -94,28 +95,12 @@ impl PcapOut {
     }
 }
 
-/// A device whose packets, both ways, are also written to a pcap file
-/// (when there is one): what a capture at that end of the link sees.
-pub struct Tapped<D> {
-    inner: D,
-    pcap: Option<SharedPcap>,
-}
+/// Records into the shared pcap file, when there is one.
+pub struct ToShared(Option<SharedPcap>);
 
-impl<D: Device> Tapped<D> {
-    /// `inner`, recorded into `pcap` from `start` (the run's clock) on.
-    pub fn new(inner: D, pcap: Option<SharedPcap>, start: Instant) -> Tapped<D> {
-        if let Some(p) = &pcap {
-            p.lock().unwrap_or_else(|e| e.into_inner()).begin(start);
-        }
-        Tapped { inner, pcap }
-    }
-
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-
-    fn record(&self, now: Instant, packet: &[u8]) -> io::Result<()> {
-        match &self.pcap {
+impl Recorder for ToShared {
+    fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        match &self.0 {
             Some(p) => p
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -125,31 +110,16 @@ impl<D: Device> Tapped<D> {
     }
 }
 
-impl<D: Device> Device for Tapped<D> {
-    fn mtu(&self) -> usize {
-        self.inner.mtu()
-    }
+/// A device whose packets, both ways, are also written to the shared pcap
+/// file (when there is one): what a capture at that end of the link sees.
+pub type Tapped<D> = Tap<D, ToShared>;
 
-    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let got = self.inner.receive(now, buf)?;
-        if let Some(n) = got {
-            self.record(now, &buf[..n])?;
-        }
-        Ok(got)
+/// `inner`, recorded into `pcap` from `start` (the run's clock) on.
+pub fn tapped<D>(inner: D, pcap: Option<SharedPcap>, start: Instant) -> Tapped<D> {
+    if let Some(p) = &pcap {
+        p.lock().unwrap_or_else(|e| e.into_inner()).begin(start);
     }
-
-    fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
-        self.record(now, packet)?;
-        self.inner.transmit(now, packet)
-    }
-
-    fn poll_at(&self) -> Option<Instant> {
-        self.inner.poll_at()
-    }
-
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.inner.readiness_fd()
-    }
+    Tap::new(inner, ToShared(pcap))
 }
 
 /// Two stacks, a link between them, a simulated clock, and everything recorded.
@@ -185,7 +155,7 @@ impl Sim {
     pub fn new(link: LinkConfig, seed: u64, run: u64, pcap: Option<SharedPcap>) -> io::Result<Sim> {
         let start = Instant::now();
         let (c, s) = sim_link(link, seed);
-        let client_port = Tapped::new(c, pcap, start);
+        let client_port = tapped(c, pcap, start);
         let salt = run.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1 ^ salt), start);
         let mut server = Stack::new(stack_config(SERVER_IP, seed ^ 0x005e_ed5e ^ salt), start);

@@ -32,7 +32,7 @@ pub use asynchronous::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket};
 pub use blocking::{Runtime, StackId, TcpListener, TcpStream, UdpSocket};
 pub use device::{Device, Offloads, RxMeta, TxMeta};
 pub use impaired::Impaired;
-pub use pcap_tap::PcapTap;
+pub use pcap_tap::{PcapFile, PcapTap, Recorder, Tap};
 pub use sim_link::{sim_link, LinkConfig, LinkStats, SimPort};
 pub use stack::{close_error, FourTuple, SocketHandle, Stack, StackConfig, StackStats};
 pub use tun::Tun;

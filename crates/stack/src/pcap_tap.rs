@@ -1,6 +1,7 @@
-//! A device that wraps any other and records every packet that passes, in
-//! both directions, to a pcap file (LINKTYPE_RAW: the packets are bare IP,
-//! as a TUN device carries them) that Wireshark and tshark open.
+//! A device that wraps any other and hands every packet that passes, in
+//! both directions, to a recorder ([`Tap`]); the recorder the stack offers
+//! writes a pcap file (LINKTYPE_RAW: the packets are bare IP, as a TUN
+//! device carries them) that Wireshark and tshark open ([`PcapTap`]).
 
 use std::fs::File;
 use std::io;
@@ -13,58 +14,34 @@ use pcap_file::DataLink;
 
 use crate::device::{Device, Offloads, RxMeta, TxMeta};
 
-pub struct PcapTap<D> {
-    inner: D,
-    /// Unbuffered: every packet is in the file when `transmit`/`receive`
-    /// returns (pcap-file's writer gives no way to flush a buffer it owns).
-    writer: PcapWriter<File>,
-    /// Wall-clock time of `start`, so timestamps are real dates.
-    wall_start: Duration,
-    start: Instant,
-    packets: u64,
+/// What a [`Tap`] does with each packet, stamped with the device's `now`.
+pub trait Recorder {
+    fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()>;
 }
 
-impl<D: Device> PcapTap<D> {
-    /// Records `inner`'s packets to a new file at `path`; `start` is the
-    /// instant the run's clock (the `now` passed to the device) began.
-    pub fn create(inner: D, path: &Path, start: Instant) -> io::Result<PcapTap<D>> {
-        let file = File::create(path)?;
-        let header = PcapHeader {
-            datalink: DataLink::RAW,
-            ..PcapHeader::default()
-        };
-        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
-        let wall_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Ok(PcapTap {
-            inner,
-            writer,
-            wall_start,
-            start,
-            packets: 0,
-        })
-    }
+/// `inner`, with every packet it receives or is given to send also handed
+/// to a recorder (first, so a packet the device then fails on is recorded
+/// too, as a capture on a sending host shows it).
+pub struct Tap<D, R> {
+    inner: D,
+    recorder: R,
+}
 
-    fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
-        let ts = self.wall_start + now.saturating_duration_since(self.start);
-        let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(io::Error::other)?;
-        self.packets += 1;
-        Ok(())
-    }
-
-    /// Packets recorded so far.
-    pub fn packets(&self) -> u64 {
-        self.packets
+impl<D, R> Tap<D, R> {
+    pub fn new(inner: D, recorder: R) -> Tap<D, R> {
+        Tap { inner, recorder }
     }
 
     pub fn inner(&self) -> &D {
         &self.inner
     }
+
+    pub fn recorder(&self) -> &R {
+        &self.recorder
+    }
 }
 
-impl<D: Device> Device for PcapTap<D> {
+impl<D: Device, R: Recorder> Device for Tap<D, R> {
     fn mtu(&self) -> usize {
         self.inner.mtu()
     }
@@ -72,13 +49,13 @@ impl<D: Device> Device for PcapTap<D> {
     fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let got = self.inner.receive(now, buf)?;
         if let Some(n) = got {
-            self.record(now, &buf[..n])?;
+            self.recorder.record(now, &buf[..n])?;
         }
         Ok(got)
     }
 
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
-        self.record(now, packet)?;
+        self.recorder.record(now, packet)?;
         self.inner.transmit(now, packet)
     }
 
@@ -101,7 +78,7 @@ impl<D: Device> Device for PcapTap<D> {
     ) -> io::Result<Option<(usize, RxMeta)>> {
         let got = self.inner.receive_meta(now, buf)?;
         if let Some((n, _)) = got {
-            self.record(now, &buf[..n])?;
+            self.recorder.record(now, &buf[..n])?;
         }
         Ok(got)
     }
@@ -109,7 +86,71 @@ impl<D: Device> Device for PcapTap<D> {
     /// Records the packet as handed to the device: a TSO segment appears
     /// whole (as in a capture on a sending host), its checksum unfinished.
     fn transmit_meta(&mut self, now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {
-        self.record(now, packet)?;
+        self.recorder.record(now, packet)?;
         self.inner.transmit_meta(now, packet, meta)
+    }
+}
+
+/// Writes packets to a pcap file, stamped in wall-clock time.
+pub struct PcapFile {
+    /// Unbuffered: every packet is in the file when `transmit`/`receive`
+    /// returns (pcap-file's writer gives no way to flush a buffer it owns).
+    writer: PcapWriter<File>,
+    /// Wall-clock time of `start`, so timestamps are real dates.
+    wall_start: Duration,
+    start: Instant,
+    packets: u64,
+}
+
+impl PcapFile {
+    /// A new file at `path`; `start` is the instant the run's clock (the
+    /// `now` passed to the device) began.
+    pub fn create(path: &Path, start: Instant) -> io::Result<PcapFile> {
+        let file = File::create(path)?;
+        let header = PcapHeader {
+            datalink: DataLink::RAW,
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
+        let wall_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(PcapFile {
+            writer,
+            wall_start,
+            start,
+            packets: 0,
+        })
+    }
+
+    /// Packets recorded so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+}
+
+impl Recorder for PcapFile {
+    fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        let ts = self.wall_start + now.saturating_duration_since(self.start);
+        let p = PcapPacket::new(ts, packet.len() as u32, packet);
+        self.writer.write_packet(&p).map_err(io::Error::other)?;
+        self.packets += 1;
+        Ok(())
+    }
+}
+
+/// A device recorded to a pcap file.
+pub type PcapTap<D> = Tap<D, PcapFile>;
+
+impl<D: Device> Tap<D, PcapFile> {
+    /// Records `inner`'s packets to a new file at `path`; `start` is the
+    /// instant the run's clock (the `now` passed to the device) began.
+    pub fn create(inner: D, path: &Path, start: Instant) -> io::Result<PcapTap<D>> {
+        Ok(Tap::new(inner, PcapFile::create(path, start)?))
+    }
+
+    /// Packets recorded so far.
+    pub fn packets(&self) -> u64 {
+        self.recorder.packets()
     }
 }

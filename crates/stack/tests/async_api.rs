@@ -14,17 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
-#[tokio::test(flavor = "current_thread")]
-async fn echo_over_the_async_api() {
-    let rt = Runtime::start(|| {
+/// Stacks A (0) and B (1) on a simulated link, driven by one runtime.
+fn runtime(link: LinkConfig, seed: u64) -> Runtime {
+    Runtime::start(move || {
         let now = Instant::now();
-        let (pa, pb) = sim_link(
-            LinkConfig {
-                delay: Duration::from_millis(1),
-                ..LinkConfig::default()
-            },
-            5,
-        );
+        let (pa, pb) = sim_link(link, seed);
         let cfg = |ip| StackConfig {
             ipv4: Some(ip),
             ..StackConfig::default()
@@ -34,7 +28,18 @@ async fn echo_over_the_async_api() {
             (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
         ]
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_over_the_async_api() {
+    let rt = runtime(
+        LinkConfig {
+            delay: Duration::from_millis(1),
+            ..LinkConfig::default()
+        },
+        5,
+    );
     let addr = SocketAddr::new(IpAddr::V4(B), 7);
     let listener = AsyncTcpListener::bind(&rt, StackId(1), addr, 8).unwrap();
     let server = async {
@@ -70,19 +75,7 @@ async fn echo_over_the_async_api() {
 /// 400 ms; the bound leaves room for any scheduling.
 #[tokio::test(flavor = "current_thread")]
 async fn a_waiting_accept_does_not_spin_the_stack_thread() {
-    let rt = Runtime::start(|| {
-        let now = Instant::now();
-        let (pa, pb) = sim_link(LinkConfig::default(), 6);
-        let cfg = |ip| StackConfig {
-            ipv4: Some(ip),
-            ..StackConfig::default()
-        };
-        vec![
-            (Stack::new(cfg(A), now), Box::new(pa) as Box<dyn Device>),
-            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
-        ]
-    })
-    .unwrap();
+    let rt = runtime(LinkConfig::default(), 6);
     let listener =
         AsyncTcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 7), 8).unwrap();
     let before = rt.rounds();
