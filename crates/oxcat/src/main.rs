@@ -104,6 +104,7 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
     };
     if let Some(us) = &config.user_stack {
         if let Err(f) = user_stack::start(us, config.trace.is_some()) {
+            sys::end_reorder_trace();
             return fail(&f);
         }
     }
@@ -124,7 +125,7 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
     // The capture takes the last packets (FIN, ACK) before the files are closed.
     capture::finish();
     // A trace holding events back to order them writes them now.
-    sys::flush_trace();
+    sys::end_reorder_trace();
     match result {
         Ok(code) => code,
         Err(f) => fail(&f),

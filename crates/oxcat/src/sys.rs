@@ -50,9 +50,10 @@ pub fn release_trace() {
     with_tracer(Tracer::release);
 }
 
-/// Writes every held event (before the process exits).
-pub fn flush_trace() {
-    with_tracer(Tracer::flush);
+/// Writes every held event and holds none from now on (the run is ending:
+/// a call recorded after this, on the way out, is written at once).
+pub fn end_reorder_trace() {
+    with_tracer(Tracer::end_reorder);
 }
 
 #[inline]

@@ -43,6 +43,10 @@ use crate::error::Failure;
 /// process that is its own stack has to stay for it).
 const LINGER: Duration = Duration::from_secs(30);
 
+/// How long `--trace` holds events back to write them in time order: the
+/// stack's come in batches every 2 ms, later when the machine is loaded.
+const REORDER_WINDOW: Duration = Duration::from_millis(250);
+
 /// A UDP socket of ours that the CLI listens on.
 struct UdpListener {
     udp: Arc<UdpSocket>,
@@ -258,9 +262,9 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
     }
     if tracing {
         // The stack's events reach the timeline in batches (every 2 ms,
-        // below): held back 50 ms, they and the socket calls come out in
+        // below): held back a while, they and the socket calls come out in
         // the order they happened.
-        crate::sys::reorder_trace(Duration::from_millis(50));
+        crate::sys::reorder_trace(REORDER_WINDOW);
         let stop = us.stop.clone();
         let keep = cfg.mermaid.is_some();
         let pump = std::thread::Builder::new()
@@ -343,7 +347,7 @@ fn write_records(us: &UserStack) {
     if let Some(t) = lock(&us.trace_pump).take() {
         let _ = t.join();
     }
-    crate::sys::flush_trace();
+    crate::sys::end_reorder_trace();
     if let Some(path) = &us.mermaid {
         let mut events = lock(&us.kept).clone();
         events.sort_by_key(|e| e.micros);

@@ -98,7 +98,8 @@ true
     for needle in [
         "-- udp in  198.18.0.1:",
         " > 198.18.0.2:1235 len=16",
-        "-- udp out ",
+        // From the address it left from, not the wildcard the socket is bound to.
+        "-- udp out 198.18.0.2:1235 > 198.18.0.1:",
     ] {
         assert!(trace.contains(needle), "{needle:?} not in:\n{trace}");
     }

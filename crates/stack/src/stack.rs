@@ -1407,19 +1407,29 @@ impl Stack {
         to: SocketAddr,
         data: &[u8],
     ) -> io::Result<()> {
-        if let Some(log) = &mut self.trace_log {
-            let n = data.len();
-            log.push((
-                now,
-                oxcat_trace::Event::note(format!("udp out {local} > {to} len={n}")),
-            ));
-        }
         let mut sent = 0;
         let r = self.udp_packets(local, to, data, &mut |packet: &[u8]| {
             sent += 1;
             dev.transmit(now, packet)
         });
         self.stats.packets_out += sent;
+        if r.is_ok() && self.trace_log.is_some() {
+            // From the address it went out from (a wildcard-bound socket's
+            // source is picked per destination, as `udp_packets` did).
+            let from = match local.ip().is_unspecified() {
+                true => self
+                    .local_ip_for(to.ip())
+                    .map_or(local, |ip| SocketAddr::new(ip, local.port())),
+                false => local,
+            };
+            let n = data.len();
+            if let Some(log) = &mut self.trace_log {
+                log.push((
+                    now,
+                    oxcat_trace::Event::note(format!("udp out {from} > {to} len={n}")),
+                ));
+            }
+        }
         r
     }
 

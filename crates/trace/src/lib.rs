@@ -367,6 +367,14 @@ impl Tracer {
         self.release_up_to(u64::MAX);
     }
 
+    /// Writes every held event and stops holding: what is recorded from
+    /// now on is written at once (for the end of a run, when no later
+    /// flush may come).
+    pub fn end_reorder(&mut self) {
+        self.flush();
+        self.held = None;
+    }
+
     fn release_up_to(&mut self, now_us: u64) {
         let Some(held) = self.held.as_mut() else {
             return;
@@ -524,6 +532,15 @@ mod tests {
         );
         let (_, as_recorded) = order(false);
         assert_eq!(as_recorded[0], "[   0.005000] -- call at 5 ms");
+        // Once the holding ends, what is held is out and the rest goes at once.
+        let mut t = Tracer::starting_at(start, Sink::Memory(Vec::new()));
+        t.set_reorder(Duration::from_secs(3600));
+        t.record_at(start, None, note("held"));
+        assert!(t.events().is_empty());
+        t.end_reorder();
+        assert_eq!(t.events().len(), 1);
+        t.record_at(start, None, note("late"));
+        assert_eq!(t.events().len(), 2);
     }
 
     #[test]
