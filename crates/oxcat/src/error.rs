@@ -44,24 +44,33 @@ impl fmt::Display for Failure {
 
 /// The C library's text for an I/O error ("Connection refused"), without
 /// Rust's " (os error 111)" suffix, so messages read like ncat's.
+/// The errno Linux gives where our stack gives an `io::ErrorKind` (its
+/// errors carry a kind, not an errno).
+pub fn errno_of_kind(kind: io::ErrorKind) -> Option<i32> {
+    use io::ErrorKind::*;
+    Some(match kind {
+        ConnectionRefused => libc::ECONNREFUSED,
+        ConnectionReset => libc::ECONNRESET,
+        ConnectionAborted => libc::ECONNABORTED,
+        TimedOut => libc::ETIMEDOUT,
+        BrokenPipe => libc::EPIPE,
+        AddrInUse => libc::EADDRINUSE,
+        AddrNotAvailable => libc::EADDRNOTAVAIL,
+        NotConnected => libc::ENOTCONN,
+        HostUnreachable => libc::EHOSTUNREACH,
+        NetworkUnreachable => libc::ENETUNREACH,
+        WouldBlock => libc::EAGAIN,
+        InvalidInput => libc::EINVAL,
+        _ => return None,
+    })
+}
+
 pub fn describe(err: &io::Error) -> String {
     // Our stack's errors carry a kind and no errno: the kind's errno, so
     // that they read as the kernel's do ("Connection refused", not Rust's
     // "connection refused").
     let errno = match (err.raw_os_error(), err.get_ref()) {
-        (None, None) => match err.kind() {
-            io::ErrorKind::ConnectionRefused => Some(libc::ECONNREFUSED),
-            io::ErrorKind::ConnectionReset => Some(libc::ECONNRESET),
-            io::ErrorKind::ConnectionAborted => Some(libc::ECONNABORTED),
-            io::ErrorKind::TimedOut => Some(libc::ETIMEDOUT),
-            io::ErrorKind::BrokenPipe => Some(libc::EPIPE),
-            io::ErrorKind::AddrInUse => Some(libc::EADDRINUSE),
-            io::ErrorKind::AddrNotAvailable => Some(libc::EADDRNOTAVAIL),
-            io::ErrorKind::NotConnected => Some(libc::ENOTCONN),
-            io::ErrorKind::HostUnreachable => Some(libc::EHOSTUNREACH),
-            io::ErrorKind::NetworkUnreachable => Some(libc::ENETUNREACH),
-            _ => None,
-        },
+        (None, None) => errno_of_kind(err.kind()),
         _ => None,
     };
     let text = match errno {

@@ -116,7 +116,8 @@ pub fn note(text: impl FnOnce() -> String) {
     }
 }
 
-fn outcome<T>(r: &io::Result<T>, ok: impl FnOnce(&T) -> String) -> Option<String> {
+/// A call's result as the trace shows it: `ok`'s text, or `-1 ECONN... (...)`.
+pub fn outcome<T>(r: &io::Result<T>, ok: impl FnOnce(&T) -> String) -> Option<String> {
     Some(match r {
         Ok(v) => ok(v),
         Err(e) => format!("-1 {}", errno_name(e)),
@@ -125,7 +126,10 @@ fn outcome<T>(r: &io::Result<T>, ok: impl FnOnce(&T) -> String) -> Option<String
 
 /// `ECONNREFUSED (Connection refused)`, as strace shows errors.
 pub fn errno_name(e: &io::Error) -> String {
-    let name = match e.raw_os_error() {
+    let errno = e
+        .raw_os_error()
+        .or_else(|| crate::error::errno_of_kind(e.kind()));
+    let name = match errno {
         Some(libc::ECONNREFUSED) => "ECONNREFUSED",
         Some(libc::EINPROGRESS) => "EINPROGRESS",
         Some(libc::EAGAIN) => "EAGAIN",
@@ -139,21 +143,9 @@ pub fn errno_name(e: &io::Error) -> String {
         Some(libc::EINVAL) => "EINVAL",
         Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT",
         Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL",
-        Some(_) => "E?",
-        // Our stack's errors carry a kind, not an errno: the errno Linux
-        // gives for the same.
-        None => match e.kind() {
-            io::ErrorKind::ConnectionRefused => "ECONNREFUSED",
-            io::ErrorKind::ConnectionReset => "ECONNRESET",
-            io::ErrorKind::TimedOut => "ETIMEDOUT",
-            io::ErrorKind::BrokenPipe => "EPIPE",
-            io::ErrorKind::AddrInUse => "EADDRINUSE",
-            io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
-            io::ErrorKind::WouldBlock => "EAGAIN",
-            io::ErrorKind::NotConnected => "ENOTCONN",
-            io::ErrorKind::InvalidInput => "EINVAL",
-            _ => "E?",
-        },
+        Some(libc::ENOTCONN) => "ENOTCONN",
+        Some(libc::ECONNABORTED) => "ECONNABORTED",
+        _ => "E?",
     };
     format!("{name} ({})", crate::error::describe(e))
 }

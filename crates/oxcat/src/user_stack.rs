@@ -37,6 +37,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::cli::UserStackConfig;
 use crate::error::Failure;
+use crate::sys::outcome;
 
 /// How long a closed connection may take to deliver its last bytes and FIN
 /// before oxcat exits anyway (the kernel lingers in the background; a
@@ -795,13 +796,6 @@ impl UserStack {
 /// as descriptors are on the kernel's sockets).
 fn stack_call(call: impl FnOnce() -> String, result: impl FnOnce() -> Option<String>) {
     crate::sys::record_as(Some("stack"), call, result);
-}
-
-fn outcome<T>(r: &io::Result<T>, ok: impl FnOnce(&T) -> String) -> Option<String> {
-    Some(match r {
-        Ok(v) => ok(v),
-        Err(e) => format!("-1 {}", crate::sys::errno_name(e)),
-    })
 }
 
 /// Our stack reaches hosts over the TUN device only; the kernel's loopback is not there.
