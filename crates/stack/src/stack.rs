@@ -192,6 +192,80 @@ struct TcpTx<'a> {
     offloads: Option<Offloads>,
     /// The device sends a packet from its pieces (`Device::gathers`).
     gathers: bool,
+    /// A burst's packets for such a device, headers built, not yet handed over.
+    gathered: &'a mut Gathered,
+}
+
+/// The packets of one socket's burst for a device that gathers
+/// (`Device::gathers`: a TUN's writev(2)), built and waiting to be handed
+/// over: every segment's headers (checksum included) are built in one
+/// run, then the packets go to the device one after another. Each write
+/// to a TUN runs the kernel's receive path inside the call, which leaves
+/// little of our code and data in the caches; interleaved, every segment
+/// we built started cold (Linux batches its transmits for the same
+/// reason: `xmit_more`). A full segment's payload is not copied here: it
+/// is looked up in the send buffer again when its packet goes, where it
+/// still lies (only an acknowledgment moves it, and none is taken in
+/// between). Other packets (ACKs, short segments, SYNs) wait whole, so
+/// everything leaves in the order it was built.
+#[derive(Default)]
+struct Gathered {
+    /// The headers (or whole packets), one after another.
+    heads: Vec<u8>,
+    /// Per packet: where its bytes end in `heads`, the first sequence
+    /// number and length of the payload to send after them (0: the packet
+    /// is whole), and what the device is to finish.
+    packets: Vec<(usize, SeqNum, usize, Option<TxMeta>)>,
+}
+
+impl Gathered {
+    fn push(&mut self, bytes: &[u8], seq: SeqNum, payload_len: usize, meta: Option<TxMeta>) {
+        self.heads.extend_from_slice(bytes);
+        self.packets
+            .push((self.heads.len(), seq, payload_len, meta));
+    }
+
+    /// Hands the waiting packets to `dev`, in order, and forgets them
+    /// (all of them, also when the device fails: the connection counts
+    /// them as sent and retransmits what does not arrive). `conn` holds
+    /// the payloads left in place (a listener's packets are all whole).
+    fn flush(
+        &mut self,
+        now: Instant,
+        dev: &mut dyn Device,
+        mut conn: Option<&mut Connection>,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        let mut result = Ok(());
+        for &(end, seq, len, meta) in &self.packets {
+            let head = &self.heads[start..end];
+            start = end;
+            if result.is_err() {
+                continue;
+            }
+            if len == 0 {
+                result = match meta {
+                    Some(meta) => dev.transmit_meta(now, head, meta),
+                    None => dev.transmit(now, head),
+                };
+                continue;
+            }
+            let Some(conn) = conn.as_deref_mut() else {
+                continue;
+            };
+            let payload = conn.sent_payload(seq, len);
+            // The bytes the checksum was computed over, still in place;
+            // anything else (never seen) would go out corrupt: not sent.
+            debug_assert_eq!(payload.len(), len);
+            if payload.len() == len {
+                let (a, b) = payload.parts();
+                result = dev.transmit_gather(now, &[head, a, b], meta);
+            }
+        }
+        self.heads.clear();
+        self.packets.clear();
+        result
+    }
 }
 
 impl TcpTx<'_> {
@@ -227,9 +301,10 @@ impl TcpTx<'_> {
             // lies in the send buffer: the device's own copy is the only one.
             if let Some(n) = template.and_then(|t| t.emit_headers(buf, h, payload, offloaded)) {
                 self.stats.packets_out += 1;
-                let (head, tail) = payload.parts();
                 let meta = offloaded.then(|| tso_meta(tuple, n, payload.len(), mss));
-                return dev.transmit_gather(now, &[&buf[..n], head, tail], meta);
+                // Handed to the device once the burst is built (`Gathered`).
+                self.gathered.push(&buf[..n], h.seq, payload.len(), meta);
+                return Ok(());
             }
         }
         if buf.len() < payload.len() + 100 {
@@ -242,11 +317,16 @@ impl TcpTx<'_> {
         match built {
             Ok(n) => {
                 self.stats.packets_out += 1;
-                if offloaded {
-                    let meta = tso_meta(tuple, n - payload.len(), payload.len(), mss);
-                    dev.transmit_meta(now, &buf[..n], meta)
-                } else {
-                    dev.transmit(now, &buf[..n])
+                let meta =
+                    offloaded.then(|| tso_meta(tuple, n - payload.len(), payload.len(), mss));
+                if self.gathers {
+                    // After the burst's packets built before it (`Gathered`).
+                    self.gathered.push(&buf[..n], h.seq, 0, meta);
+                    return Ok(());
+                }
+                match meta {
+                    Some(meta) => dev.transmit_meta(now, &buf[..n], meta),
+                    None => dev.transmit(now, &buf[..n]),
                 }
             }
             Err(_) => Ok(()),
@@ -309,6 +389,7 @@ pub struct Stack {
     is_dirty: Vec<bool>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
+    gathered: Gathered,
     /// Trace events since the owner last took them; None when not tracing.
     trace_log: Option<Vec<(Instant, oxcat_trace::Event)>>,
     /// What the device does for us, read at the first poll.
@@ -564,6 +645,7 @@ impl Stack {
             next_fragment_ident,
             rx_buf: vec![0u8; 65536],
             tx_buf: vec![0u8; 65536],
+            gathered: Gathered::default(),
             trace_log: None,
             offloads: None,
             rx_checksum_partial: false,
@@ -1318,12 +1400,14 @@ impl Stack {
         for &i in &dirty {
             self.is_dirty[i] = false;
             let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+            debug_assert!(self.gathered.packets.is_empty());
             let mut tx = TcpTx {
                 buf: &mut self.tx_buf,
                 stats: &mut self.stats,
                 trace_log: &mut self.trace_log,
                 offloads: self.offloads,
                 gathers: dev.gathers(),
+                gathered: &mut self.gathered,
             };
             match &mut self.sockets[i] {
                 Socket::TcpStream {
@@ -1352,9 +1436,14 @@ impl Stack {
                             }
                         }
                     });
+                    let flushed = match tx.gathered.packets.is_empty() {
+                        true => Ok(()),
+                        false => tx.gathered.flush(now, dev, Some(conn)),
+                    };
                     if let Some(e) = failed {
                         return Err(e);
                     }
+                    flushed?;
                     if *orphan && conn.state() == State::Closed {
                         finished.push(i);
                     }
@@ -1364,6 +1453,9 @@ impl Stack {
                         let payload = Payload::new(&seg.payload, &[]);
                         tx.send(now, dev, &tuple, None, &seg.header, payload, 0)?;
                         sent = true;
+                    }
+                    if !tx.gathered.packets.is_empty() {
+                        tx.gathered.flush(now, dev, None)?;
                     }
                 }
                 Socket::Udp { local, out, .. } => {

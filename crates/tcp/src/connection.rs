@@ -434,6 +434,20 @@ impl Connection {
         self.send_buf.len()
     }
 
+    /// The `len` bytes of the send buffer from sequence number `seq` on,
+    /// where they lie: the payload a segment built at `seq` carried, for a
+    /// caller that builds a burst's headers first and hands the packets
+    /// to its device after (the bytes stay put until an acknowledgment
+    /// takes them, which only `handle_segment` does). Shorter, or empty,
+    /// for bytes the buffer no longer (or never) held.
+    pub fn sent_payload(&mut self, seq: SeqNum, len: usize) -> Payload<'_> {
+        if seq < self.snd_una {
+            return Payload::default();
+        }
+        let (a, b) = self.send_buf.slices(seq - self.snd_una, len);
+        Payload::new(a, b)
+    }
+
     pub fn congestion_window(&self) -> usize {
         self.cc.window()
     }
