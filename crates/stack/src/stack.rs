@@ -229,6 +229,7 @@ impl Gathered {
     /// (all of them, also when the device fails: the connection counts
     /// them as sent and retransmits what does not arrive). `conn` holds
     /// the payloads left in place (a listener's packets are all whole).
+    #[inline(never)]
     fn flush(
         &mut self,
         now: Instant,
