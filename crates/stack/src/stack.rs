@@ -206,8 +206,9 @@ struct TcpTx<'a> {
 /// reason: `xmit_more`). A full segment's payload is not copied here: it
 /// is looked up in the send buffer again when its packet goes, where it
 /// still lies (only an acknowledgment moves it, and none is taken in
-/// between). Other packets (ACKs, short segments, SYNs) wait whole, so
-/// everything leaves in the order it was built.
+/// between). Other packets (ACKs, short segments, SYNs) go at once when
+/// nothing waits, else wait whole behind the rest, so everything leaves
+/// in the order it was built.
 #[derive(Default)]
 struct Gathered {
     /// The headers (or whole packets), one after another.
@@ -218,6 +219,10 @@ struct Gathered {
     packets: Vec<(usize, SeqNum, usize, Option<TxMeta>)>,
 }
 
+/// What `Gathered` keeps of its storage between bursts: the headers of
+/// several hundred full segments.
+const HEADS_KEPT: usize = 64 * 1024;
+
 impl Gathered {
     fn push(&mut self, bytes: &[u8], seq: SeqNum, payload_len: usize, meta: Option<TxMeta>) {
         self.heads.extend_from_slice(bytes);
@@ -225,10 +230,11 @@ impl Gathered {
             .push((self.heads.len(), seq, payload_len, meta));
     }
 
-    /// Hands the waiting packets to `dev`, in order, and forgets them
-    /// (all of them, also when the device fails: the connection counts
-    /// them as sent and retransmits what does not arrive). `conn` holds
-    /// the payloads left in place (a listener's packets are all whole).
+    /// Hands the waiting packets to `dev`, in order, and forgets them.
+    /// The connection counts them all as sent already, so one the device
+    /// fails is lost as on a wire (TCP retransmits it) and the rest still
+    /// go; the first error is returned. `conn` holds the payloads left in
+    /// place (a listener's packets are all whole).
     #[inline(never)]
     fn flush(
         &mut self,
@@ -241,30 +247,36 @@ impl Gathered {
         for &(end, seq, len, meta) in &self.packets {
             let head = &self.heads[start..end];
             start = end;
-            if result.is_err() {
-                continue;
-            }
-            if len == 0 {
-                result = match meta {
+            let r = if len == 0 {
+                match meta {
                     Some(meta) => dev.transmit_meta(now, head, meta),
                     None => dev.transmit(now, head),
+                }
+            } else {
+                let Some(conn) = conn.as_deref_mut() else {
+                    continue;
                 };
-                continue;
-            }
-            let Some(conn) = conn.as_deref_mut() else {
-                continue;
-            };
-            let payload = conn.sent_payload(seq, len);
-            // The bytes the checksum was computed over, still in place;
-            // anything else (never seen) would go out corrupt: not sent.
-            debug_assert_eq!(payload.len(), len);
-            if payload.len() == len {
+                let payload = conn.sent_payload(seq, len);
+                // The bytes the checksum was computed over, still in place;
+                // anything else (never seen) would go out corrupt: not sent.
+                debug_assert_eq!(payload.len(), len);
+                if payload.len() != len {
+                    continue;
+                }
                 let (a, b) = payload.parts();
-                result = dev.transmit_gather(now, &[head, a, b], meta);
+                dev.transmit_gather(now, &[head, a, b], meta)
+            };
+            if result.is_ok() {
+                result = r;
             }
         }
-        self.heads.clear();
         self.packets.clear();
+        self.heads.clear();
+        if self.heads.capacity() > HEADS_KEPT {
+            // A burst of whole packets (SACK blocks, offloaded sizes) grew
+            // it: the next bursts need a few KB.
+            self.heads.shrink_to(HEADS_KEPT);
+        }
         result
     }
 }
@@ -320,7 +332,7 @@ impl TcpTx<'_> {
                 self.stats.packets_out += 1;
                 let meta =
                     offloaded.then(|| tso_meta(tuple, n - payload.len(), payload.len(), mss));
-                if self.gathers {
+                if self.gathers && !self.gathered.packets.is_empty() {
                     // After the burst's packets built before it (`Gathered`).
                     self.gathered.push(&buf[..n], h.seq, 0, meta);
                     return Ok(());
@@ -1398,86 +1410,21 @@ impl Stack {
         let mut finished = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         let mut header = Header::default();
-        for &i in &dirty {
+        for (k, &i) in dirty.iter().enumerate() {
             self.is_dirty[i] = false;
-            let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
-            debug_assert!(self.gathered.packets.is_empty());
-            let mut tx = TcpTx {
-                buf: &mut self.tx_buf,
-                stats: &mut self.stats,
-                trace_log: &mut self.trace_log,
-                offloads: self.offloads,
-                gathers: dev.gathers(),
-                gathered: &mut self.gathered,
-            };
-            match &mut self.sockets[i] {
-                Socket::TcpStream {
-                    tuple,
-                    conn,
-                    orphan,
-                    template,
-                } => {
-                    // Each segment straight from the send buffer into the
-                    // frame: no copy and no allocation between; a run of
-                    // full segments built from the one before (a burst). A
-                    // device that fails ends the burst (the rest stays
-                    // owed) and the poll with its error.
-                    let mss = conn.send_mss();
-                    let mut failed = None;
-                    let template = template.as_ref();
-                    conn.poll_transmit_burst(now, &mut header, |h, payload| {
-                        match tx.send(now, dev, tuple, template, h, payload, mss) {
-                            Ok(()) => {
-                                sent = true;
-                                true
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                false
-                            }
-                        }
-                    });
-                    let flushed = match tx.gathered.packets.is_empty() {
-                        true => Ok(()),
-                        false => tx.gathered.flush(now, dev, Some(conn)),
-                    };
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
-                    flushed?;
-                    if *orphan && conn.state() == State::Closed {
-                        finished.push(i);
-                    }
+            if let Err(e) = self.egress_socket(now, dev, i, &mut header, &mut finished, &mut sent) {
+                // This socket and the ones not visited yet stay on the list,
+                // with their deadlines on the heap: a device that failed
+                // once must not leave them without a timer or a next visit.
+                for &j in &dirty[k..] {
+                    self.is_dirty[j] = false;
+                    self.touch(j);
+                    self.schedule(j);
                 }
-                Socket::TcpListener { listener, .. } => {
-                    while let Some((tuple, seg)) = listener.poll_transmit(now) {
-                        let payload = Payload::new(&seg.payload, &[]);
-                        tx.send(now, dev, &tuple, None, &seg.header, payload, 0)?;
-                        sent = true;
-                    }
-                    if !tx.gathered.packets.is_empty() {
-                        tx.gathered.flush(now, dev, None)?;
-                    }
+                for j in finished {
+                    self.release(j);
                 }
-                Socket::Udp { local, out, .. } => {
-                    while let Some((to, data)) = out.pop_front() {
-                        udp_out.push((*local, to, data));
-                    }
-                }
-                Socket::Free => {}
-            }
-            if self.trace_log.is_some() {
-                self.collect_engine_trace(i);
-            }
-            for (local, to, data) in udp_out {
-                self.send_udp(now, dev, local, to, &data)?;
-                sent = true;
-            }
-            if let Some(t) = self.deadline_of(i) {
-                if self.scheduled[i].is_none_or(|s| t < s) {
-                    self.timers.push(Reverse((t, i)));
-                    self.scheduled[i] = Some(t);
-                }
+                return Err(e);
             }
         }
         for i in finished {
@@ -1490,6 +1437,108 @@ impl Stack {
             self.dirty = dirty;
         }
         Ok(sent)
+    }
+
+    /// Puts socket `i`'s next deadline on the timer heap if it is earlier
+    /// than the one there (a later one waits: see `scheduled`).
+    #[inline(always)]
+    fn schedule(&mut self, i: usize) {
+        if let Some(t) = self.deadline_of(i) {
+            if self.scheduled[i].is_none_or(|s| t < s) {
+                self.timers.push(Reverse((t, i)));
+                self.scheduled[i] = Some(t);
+            }
+        }
+    }
+
+    /// `egress` for socket `i`: what it owes, sent; a closed orphan noted
+    /// in `finished`; its next deadline on the heap.
+    fn egress_socket(
+        &mut self,
+        now: Instant,
+        dev: &mut dyn Device,
+        i: usize,
+        header: &mut Header,
+        finished: &mut Vec<usize>,
+        sent: &mut bool,
+    ) -> io::Result<()> {
+        let mut udp_out: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        debug_assert!(self.gathered.packets.is_empty());
+        let mut tx = TcpTx {
+            buf: &mut self.tx_buf,
+            stats: &mut self.stats,
+            trace_log: &mut self.trace_log,
+            offloads: self.offloads,
+            gathers: dev.gathers(),
+            gathered: &mut self.gathered,
+        };
+        match &mut self.sockets[i] {
+            Socket::TcpStream {
+                tuple,
+                conn,
+                orphan,
+                template,
+            } => {
+                // Each segment straight from the send buffer into the
+                // frame: no copy and no allocation between; a run of
+                // full segments built from the one before (a burst). A
+                // device that fails ends the burst (the rest stays
+                // owed) and the poll with its error; to a gathering
+                // device the burst is built first and then handed over
+                // whole (`Gathered::flush`).
+                let mss = conn.send_mss();
+                let mut failed = None;
+                let template = template.as_ref();
+                conn.poll_transmit_burst(now, header, |h, payload| {
+                    match tx.send(now, dev, tuple, template, h, payload, mss) {
+                        Ok(()) => {
+                            *sent = true;
+                            true
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                });
+                let flushed = match tx.gathered.packets.is_empty() {
+                    true => Ok(()),
+                    false => tx.gathered.flush(now, dev, Some(conn)),
+                };
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                flushed?;
+                if *orphan && conn.state() == State::Closed {
+                    finished.push(i);
+                }
+            }
+            Socket::TcpListener { listener, .. } => {
+                while let Some((tuple, seg)) = listener.poll_transmit(now) {
+                    let payload = Payload::new(&seg.payload, &[]);
+                    tx.send(now, dev, &tuple, None, &seg.header, payload, 0)?;
+                    *sent = true;
+                }
+                if !tx.gathered.packets.is_empty() {
+                    tx.gathered.flush(now, dev, None)?;
+                }
+            }
+            Socket::Udp { local, out, .. } => {
+                while let Some((to, data)) = out.pop_front() {
+                    udp_out.push((*local, to, data));
+                }
+            }
+            Socket::Free => {}
+        }
+        if self.trace_log.is_some() {
+            self.collect_engine_trace(i);
+        }
+        for (local, to, data) in udp_out {
+            self.send_udp(now, dev, local, to, &data)?;
+            *sent = true;
+        }
+        self.schedule(i);
+        Ok(())
     }
 
     fn send_udp(

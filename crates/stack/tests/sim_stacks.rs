@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use oxcat_stack::{sim_link, Device, LinkConfig, SimPort, SocketHandle, Stack, StackConfig};
 use oxcat_tcp::State;
+use oxcat_wire::{Ipv4Packet, TcpPacket};
 
 struct Pair {
     a: Stack,
@@ -28,13 +29,38 @@ struct Gathering {
     /// Every IPv4 TCP segment with data that went out, in order: its
     /// sequence number, payload length, and whether it came in pieces.
     data_out: Vec<(u32, usize, bool)>,
+    /// The device call this many calls from now fails (1: the next).
+    fail_in: Option<usize>,
 }
 
 impl Gathering {
+    /// Whether this call is the one to fail (then it sends nothing).
+    fn fails(&mut self) -> bool {
+        match self.fail_in {
+            Some(1) => {
+                self.fail_in = None;
+                true
+            }
+            Some(n) => {
+                self.fail_in = Some(n - 1);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Checks every IPv4 TCP packet's checksum (a payload read from the
+    /// wrong place would show here first) and logs the ones with data.
     fn log(&mut self, packet: &[u8], pieces: bool) {
         if packet.first().map(|b| b >> 4) != Some(4) || packet.get(9) != Some(&6) {
             return;
         }
+        let ip = Ipv4Packet::new_checked(packet).expect("an IPv4 packet");
+        let tcp = TcpPacket::new_checked(ip.payload()).expect("a TCP segment");
+        assert!(
+            tcp.verify_checksum(ip.src_addr(), ip.dst_addr()),
+            "a TCP segment went out with a bad checksum (pieces: {pieces})"
+        );
         let ihl = usize::from(packet[0] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
         let tcp = &packet[ihl..];
@@ -67,6 +93,9 @@ impl Device for Gathering {
         self.port.receive(now, buf)
     }
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> std::io::Result<()> {
+        if self.fails() {
+            return Err(std::io::Error::other("injected device failure"));
+        }
         self.log(packet, false);
         self.port.transmit(now, packet)
     }
@@ -82,6 +111,9 @@ impl Device for Gathering {
         parts: &[&[u8]],
         _meta: Option<oxcat_stack::TxMeta>,
     ) -> std::io::Result<()> {
+        if self.fails() {
+            return Err(std::io::Error::other("injected device failure"));
+        }
         self.gathered += 1;
         let packet = parts.concat();
         self.log(&packet, true);
@@ -110,6 +142,7 @@ fn pair(link: LinkConfig, seed: u64) -> Pair {
             port: pa,
             gathered: 0,
             data_out: Vec::new(),
+            fail_in: None,
         },
         pb,
         now,
@@ -404,6 +437,98 @@ fn a_gathered_burst_leaves_in_order() {
         got.len() >= data.len()
     });
     assert!(got == data, "bytes differ");
+}
+
+/// Reads what socket `h` of stack b has into `got`.
+fn read_into(p: &mut Pair, h: SocketHandle, got: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 16384];
+    while let Ok(n) = p.b.tcp_recv(h, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A connection from a to b (nodelay on a's side): (a's socket, b's).
+fn connected(p: &mut Pair, port: u16) -> (SocketHandle, SocketHandle) {
+    let now = p.now;
+    let l = p.b.tcp_listen(sockaddr(B4, port), 4, now).unwrap();
+    let c = p.a.tcp_connect(sockaddr(B4, port), None, now).unwrap();
+    p.a.tcp_set_nodelay(c, true).unwrap();
+    let mut s = None;
+    p.run_until("connected and accepted", |p| {
+        if s.is_none() {
+            s = p.b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        }
+        s.is_some() && p.a.tcp_state(c) == Some(State::Established)
+    });
+    (c, s.unwrap())
+}
+
+/// The device fails one packet in the middle of a gathered burst: that
+/// packet is lost as on a wire (the poll reports the error), the rest of
+/// the burst still goes, and TCP retransmits the lost one.
+#[test]
+fn a_failed_write_in_a_gathered_burst_loses_that_packet_only() {
+    let mut p = pair(LinkConfig::default(), 12);
+    let data: Vec<u8> = (0..3 * 1448 + 100).map(|i| (i * 17 % 253) as u8).collect();
+    let (c, s) = connected(&mut p, 82);
+    assert_eq!(p.a.tcp_send(c, &data).unwrap(), data.len());
+    p.pa.data_out.clear();
+    p.pa.fail_in = Some(2);
+    let now = p.now;
+    let err =
+        p.a.poll(now, &mut p.pa)
+            .expect_err("the device's failure is reported");
+    assert!(err.to_string().contains("injected"), "{err}");
+    let lens: Vec<usize> = p.pa.data_out.iter().map(|&(_, len, _)| len).collect();
+    assert_eq!(lens, [1448, 1448, 100], "the burst less its second packet");
+    let mut got = Vec::new();
+    p.run_until("every byte, the lost packet's resent", |p| {
+        read_into(p, s, &mut got);
+        got.len() >= data.len()
+    });
+    assert!(got == data, "bytes differ");
+}
+
+/// A device error while the stack sends for one socket must not strand
+/// the others (or that one) without a timer or a next visit: every byte of
+/// both connections still arrives.
+#[test]
+fn a_device_error_strands_no_socket() {
+    let mut p = pair(LinkConfig::default(), 13);
+    let one: Vec<u8> = (0..3000).map(|i| (i * 7 % 251) as u8).collect();
+    let two: Vec<u8> = (0..3000).map(|i| (i * 11 % 241) as u8).collect();
+    let (c1, s1) = connected(&mut p, 83);
+    let (c2, s2) = connected(&mut p, 84);
+    // Both owe data at the failing poll.
+    assert_eq!(p.a.tcp_send(c1, &one).unwrap(), one.len());
+    assert_eq!(p.a.tcp_send(c2, &two).unwrap(), two.len());
+    p.pa.fail_in = Some(1);
+    let now = p.now;
+    assert!(p.a.poll(now, &mut p.pa).is_err());
+    let (mut got1, mut got2) = (Vec::new(), Vec::new());
+    for _ in 0..20_000 {
+        read_into(&mut p, s1, &mut got1);
+        read_into(&mut p, s2, &mut got2);
+        if got1.len() >= one.len() && got2.len() >= two.len() {
+            break;
+        }
+        p.step();
+    }
+    assert!(
+        got1 == one,
+        "first connection: {} of {} bytes",
+        got1.len(),
+        one.len()
+    );
+    assert!(
+        got2 == two,
+        "second connection: {} of {} bytes",
+        got2.len(),
+        two.len()
+    );
 }
 
 /// The notes: close() with buffered bytes — "Kernel continues sending the
