@@ -126,6 +126,10 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
     capture::finish();
     // A trace holding events back to order them writes them now.
     sys::end_reorder_trace();
+    if user_stack::device_gone() {
+        // Said in one line when it happened; whatever the relay made of it.
+        return 1;
+    }
     match result {
         Ok(code) => code,
         Err(f) => fail(&f),

@@ -79,6 +79,14 @@ pub struct UserStack {
     start: Instant,
     /// Threads that carry the CLI's bytes into our stack: joined before exit.
     outbound: Mutex<Vec<JoinHandle<()>>>,
+    /// Threads that carry a connection's bytes from our stack to the CLI.
+    inbound: Mutex<Vec<JoinHandle<()>>>,
+    /// The TUN device went away and that has been said (the run then ends
+    /// with exit status 1).
+    gone_reported: AtomicBool,
+    /// The CLI is on its way out (`finish`): the device watch leaves the
+    /// exit to it. Under `exiting`.
+    finishing: AtomicBool,
     /// The threads that carry what the CLI sends a UDP listener's senders,
     /// with their socket and stop flag: drained and joined before exit, so
     /// that a datagram written just before the run ends (a program's last
@@ -240,6 +248,9 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
         id: StackId(0),
         start,
         outbound: Mutex::new(Vec::new()),
+        inbound: Mutex::new(Vec::new()),
+        gone_reported: AtomicBool::new(false),
+        finishing: AtomicBool::new(false),
         udp_senders: Mutex::new(Vec::new()),
         closed_listeners: Mutex::new(HashMap::new()),
         udp_listeners: Mutex::new(HashMap::new()),
@@ -261,6 +272,7 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
             show_ips(cfg)
         );
     }
+    watch_device(&cfg.tun)?;
     if tracing {
         // The stack's events reach the timeline in batches (every 2 ms,
         // below): held back a while, they and the socket calls come out in
@@ -285,6 +297,68 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How long, once the TUN is gone, the CLI gets to write out what our
+/// stack had received before the process ends (see `watch_device`).
+const GONE_GRACE: Duration = Duration::from_secs(1);
+
+/// If the TUN device goes away (its interface deleted, its namespace gone),
+/// nothing can be sent or received any more: say so in one line and end
+/// the run with exit status 1, instead of waiting for ever. The bytes our
+/// stack had received are handed to the CLI first (the connections' pumps
+/// read them, then end them); a run that does not then end by itself (a
+/// listener, `-k`) ends after `GONE_GRACE`.
+fn watch_device(name: &str) -> Result<(), Failure> {
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .name("oxcat-device".into())
+        .spawn(move || {
+            let Some(us) = get() else { return };
+            let Some(e) = us.rt.wait_failure() else {
+                return;
+            };
+            crate::msg::say(&format!(
+                "--stack user: the TUN device {name} is gone ({})",
+                crate::error::describe(&e)
+            ));
+            us.gone_reported.store(true, Ordering::Release);
+            let pumps = std::mem::take(&mut *lock(&us.inbound));
+            let had_connections = pumps.iter().any(|t| !t.is_finished());
+            for t in pumps {
+                let _ = t.join();
+            }
+            if had_connections {
+                std::thread::sleep(GONE_GRACE);
+            }
+            // One exit: the CLI's own, if it got there first (it then
+            // reports the status), else this one.
+            let _exiting = lock(&EXITING);
+            if us.finishing.load(Ordering::Relaxed) {
+                return;
+            }
+            write_records(us);
+            std::process::exit(1);
+        })
+        .map(|_| ())
+        .map_err(|e| Failure::io("--stack user: device watch thread", &e))
+}
+
+/// Taken by whoever ends the process: the device watch or the CLI.
+static EXITING: Mutex<()> = Mutex::new(());
+
+/// Whether the run lost its TUN device; the one line saying so is out
+/// when this returns true.
+pub fn device_gone() -> bool {
+    let Some(us) = get() else { return false };
+    if us.rt.failure().is_none() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !us.gone_reported.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 fn show_ips(cfg: &UserStackConfig) -> String {
     let mut v = Vec::new();
     if let Some(a) = cfg.ipv4 {
@@ -304,6 +378,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// then writes the Mermaid diagram. Called once, before exit.
 pub fn finish() {
     let Some(us) = get() else { return };
+    {
+        let _exiting = lock(&EXITING);
+        us.finishing.store(true, Ordering::Relaxed);
+    }
     let threads = std::mem::take(&mut *lock(&us.outbound));
     for t in threads {
         let _ = t.join();
@@ -452,7 +530,7 @@ impl UserStack {
                 stack_call(|| format!("close(#{h})"), || Some("0".into()));
             }
         };
-        std::thread::Builder::new()
+        let inbound = std::thread::Builder::new()
             .name("oxcat-in".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -482,6 +560,11 @@ impl UserStack {
                 }
                 done(&pumps);
             })?;
+        {
+            let mut threads = lock(&self.inbound);
+            threads.retain(|t| !t.is_finished());
+            threads.push(inbound);
+        }
         let out = std::thread::Builder::new()
             .name("oxcat-out".into())
             .spawn(move || {

@@ -448,3 +448,49 @@ echo $? > $D/rc
         "oxcat: --stack user: cannot open TUN device lo: an interface of that name exists and is not a TUN device.\n"
     );
 }
+
+/// The TUN device deleted under a run (`ip link del`): one line naming it,
+/// exit status 1, the bytes received before it went written out; an idle
+/// listener likewise, instead of waiting for ever on a dead device (it
+/// used to spin a CPU there).
+#[test]
+fn a_tun_deleted_under_the_run_ends_it_with_one_line() {
+    if !root_or_skip("a_tun_deleted_under_the_run_ends_it_with_one_line") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    in_namespace(
+        d,
+        r#"
+wait_tun() { for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done; }
+# An idle listener.
+timeout 20 $OXCAT --stack user -l 1701 < /dev/null > $D/idle.out 2> $D/idle.err &
+OX=$!
+wait_tun
+ip link del oxcat0
+wait $OX; echo $? > $D/idle.rc
+# A listener with a connection that has delivered bytes.
+timeout 20 $OXCAT --stack user -l 1702 < /dev/null > $D/busy.out 2> $D/busy.err &
+OX=$!
+wait_tun
+sleep 0.3
+( printf 'hello before the loss\n'; sleep 5 ) | timeout 10 $NCAT 198.18.0.2 1702 &
+NC=$!
+for i in $(seq 100); do [ -s $D/busy.out ] && break; sleep 0.05; done
+ip link del oxcat0
+wait $OX; echo $? > $D/busy.rc
+kill $NC 2>/dev/null; wait $NC 2>/dev/null
+true
+"#,
+        Duration::from_secs(60),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    let line =
+        "oxcat: --stack user: the TUN device oxcat0 is gone (File descriptor in bad state).\n";
+    assert_eq!(s("idle.rc").trim(), "1", "idle: {}", s("idle.err"));
+    assert_eq!(s("idle.err"), line);
+    assert_eq!(s("busy.rc").trim(), "1", "busy: {}", s("busy.err"));
+    assert_eq!(s("busy.err"), line);
+    assert_eq!(s("busy.out"), "hello before the loss\n");
+}

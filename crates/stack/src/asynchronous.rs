@@ -25,6 +25,9 @@ fn poll_op<T>(
 ) -> Poll<io::Result<T>> {
     let mut g = inner.lock();
     match op(&mut g) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && g.has_failed() => {
+            Poll::Ready(Err(g.would_block(e)))
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             // No wake of the stack thread here: a try that would block
             // changed nothing, and waking it made the task and the thread

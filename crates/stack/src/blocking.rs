@@ -27,6 +27,61 @@ pub(crate) struct Shared {
     /// Async tasks waiting for progress; all are woken after each round
     /// (a spurious wake costs one more try, never a lost one).
     pub(crate) wakers: Vec<std::task::Waker>,
+    /// A device went away (its descriptor no longer reaches an interface):
+    /// the stack thread stopped, and a call that would wait fails with this.
+    failed: Option<Failed>,
+}
+
+/// Why the stack thread stopped on its own.
+#[derive(Debug, Clone)]
+struct Failed {
+    os: Option<i32>,
+    kind: io::ErrorKind,
+    text: String,
+}
+
+impl Failed {
+    fn of(e: &io::Error) -> Failed {
+        Failed {
+            os: e.raw_os_error(),
+            kind: e.kind(),
+            text: e.to_string(),
+        }
+    }
+
+    fn error(&self) -> io::Error {
+        match self.os {
+            Some(n) => io::Error::from_raw_os_error(n),
+            None => io::Error::new(self.kind, self.text.clone()),
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// What a call that would block gets instead once the stack thread
+    /// has stopped for a device that is gone: its error (bytes already
+    /// received are still read first: only a call that would wait fails).
+    pub(crate) fn would_block(&self, e: io::Error) -> io::Error {
+        match &self.failed {
+            Some(f) => f.error(),
+            None => e,
+        }
+    }
+}
+
+/// A device error that no later poll can get past: the descriptor is
+/// detached from its interface (a TUN whose interface was deleted answers
+/// EBADFD to every read and write, and poll(2) reports it ready at once,
+/// so polling on would spin) or refers to nothing.
+fn device_is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::ENXIO) | Some(libc::EBADF)
+    )
 }
 
 pub(crate) struct Inner {
@@ -75,6 +130,7 @@ impl Runtime {
                 stop: false,
                 rounds: 0,
                 wakers: Vec::new(),
+                failed: None,
             }),
             progressed: Condvar::new(),
             wake_tx,
@@ -111,6 +167,33 @@ impl Runtime {
     /// fast while nothing happens means something is spinning.
     pub fn rounds(&self) -> u64 {
         self.inner.lock().rounds
+    }
+
+    /// The error of a device that went away, if one did: the stack thread
+    /// then stopped (nothing more is sent or received), and every call
+    /// that would wait returns this error instead.
+    pub fn failure(&self) -> Option<io::Error> {
+        self.inner.lock().failed.as_ref().map(Failed::error)
+    }
+
+    /// Waits until a device goes away (returning its error, as
+    /// [`failure`](Runtime::failure)) or the runtime is dropped (None).
+    pub fn wait_failure(&self) -> Option<io::Error> {
+        let mut g = self.inner.lock();
+        loop {
+            if let Some(f) = &g.failed {
+                return Some(f.error());
+            }
+            if g.stop {
+                return None;
+            }
+            g = self
+                .inner
+                .progressed
+                .wait_timeout(g, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Runs `f` on a stack, under the lock (for calls the blocking API does not wrap).
@@ -161,16 +244,28 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
             let now = Instant::now();
             let mut next: Option<Instant> = None;
             let Shared { stacks, .. } = &mut *g;
+            let mut gone = None;
             for (stack, dev) in stacks.iter_mut().zip(devices.iter_mut()) {
-                // A device error ends nothing: the packet is lost, TCP resends.
-                let _ = stack.poll(now, dev.as_mut());
+                // A device error ends nothing (the packet is lost, TCP
+                // resends) unless the device is gone for good.
+                if let Err(e) = stack.poll(now, dev.as_mut()) {
+                    if device_is_gone(&e) {
+                        gone = Some(Failed::of(&e));
+                    }
+                }
                 for t in [stack.poll_at(), dev.poll_at()].into_iter().flatten() {
                     next = Some(next.map_or(t, |n: Instant| n.min(t)));
                 }
             }
+            if gone.is_some() {
+                g.failed = gone;
+            }
             inner.progressed.notify_all();
             for w in g.wakers.drain(..) {
                 w.wake();
+            }
+            if g.failed.is_some() {
+                return;
             }
             next
         };
@@ -220,6 +315,9 @@ fn blocking_until<T>(
     let mut woken = false;
     loop {
         match op(&mut g) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && g.has_failed() => {
+                return Err(g.would_block(e));
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let mut wait = Duration::from_millis(50);
                 if let Some(deadline) = deadline {

@@ -128,3 +128,149 @@ fn waiting_calls_do_not_spin_the_stack_thread() {
         "stack rounds while waiting 400 ms: accept {idle_accept}, connect {unanswered_connect}"
     );
 }
+
+/// A device whose descriptor loses its interface (a TUN deleted under
+/// us): every call then fails with EBADFD, and its readiness descriptor
+/// reports ready at once (as poll(2) does on a detached TUN).
+struct Vanishing {
+    port: oxcat_stack::SimPort,
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ready: std::os::fd::OwnedFd,
+}
+
+impl Vanishing {
+    fn check(&self) -> std::io::Result<()> {
+        match self.gone.load(std::sync::atomic::Ordering::Relaxed) {
+            true => Err(std::io::Error::from_raw_os_error(libc::EBADFD)),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Device for Vanishing {
+    fn mtu(&self) -> usize {
+        self.port.mtu()
+    }
+    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        self.check()?;
+        self.port.receive(now, buf)
+    }
+    fn transmit(&mut self, now: Instant, packet: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.port.transmit(now, packet)
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        self.port.poll_at()
+    }
+    fn readiness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.gone
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.ready.as_fd())
+    }
+}
+
+/// The device of one stack goes away: calls that would wait fail with its
+/// error at once instead of waiting for ever, bytes already received are
+/// still read first, and the stack thread stops rather than spinning on a
+/// descriptor that is always ready.
+#[test]
+fn a_device_that_goes_away_fails_waiting_calls_and_stops_the_thread() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let gone = Arc::new(AtomicBool::new(false));
+    // A pipe with a byte in it that nobody reads: always readable.
+    let mut fds = [0; 2];
+    // SAFETY: a two-element array for pipe(2) to fill.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are fresh from pipe(2) and owned here.
+    let (ready, ready_w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: writing one byte from a live buffer to a descriptor we own.
+    assert_eq!(unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) }, 1);
+    let g = gone.clone();
+    let rt = Runtime::start(move || {
+        let now = Instant::now();
+        let (pa, pb) = sim_link(LinkConfig::default(), 7);
+        let cfg = |ip| StackConfig {
+            ipv4: Some(ip),
+            ..StackConfig::default()
+        };
+        let vanishing = Vanishing {
+            port: pa,
+            gone: g,
+            ready,
+        };
+        vec![
+            (
+                Stack::new(cfg(A), now),
+                Box::new(vanishing) as Box<dyn Device>,
+            ),
+            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
+        ]
+    })
+    .expect("runtime");
+    let server = TcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 80), 8).unwrap();
+    let ours = TcpListener::bind(&rt, StackId(0), SocketAddr::new(IpAddr::V4(A), 81), 8).unwrap();
+    let mut c = TcpStream::connect(&rt, StackId(0), SocketAddr::new(IpAddr::V4(B), 80)).unwrap();
+    let (mut s, _) = server.accept().unwrap();
+    s.write_all(b"tail").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.with_stack(StackId(0), |st| {
+        st.tcp_connection(c.handle())
+            .map_or(0, |k| k.readable_len())
+    }) < 4
+    {
+        assert!(Instant::now() < deadline, "the bytes never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(rt.failure().is_none());
+    gone.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.failure().is_none() {
+        assert!(Instant::now() < deadline, "the device's loss never noticed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let e = rt.wait_failure().expect("the failure is seen");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADFD));
+    // The stack thread has stopped: no more rounds.
+    let rounds = rt.rounds();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rt.rounds(), rounds, "the stack thread still runs");
+    // Calls that would wait: on threads, so a hang fails the test rather than stalling it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let tx2 = tx.clone();
+        scope.spawn(move || {
+            let mut buf = [0u8; 16];
+            let first = c.read(&mut buf).map(|n| buf[..n].to_vec());
+            let second = c.read(&mut buf);
+            let _ = tx2.send(("read", format!("{first:?} then {second:?}")));
+        });
+        let tx3 = tx.clone();
+        let ours = &ours;
+        scope.spawn(move || {
+            let r = ours.accept().map(|_| ());
+            let _ = tx3.send(("accept", format!("{r:?}")));
+        });
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..2 {
+            let (what, r) = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+                panic!("a call still waits after the device went away: {seen:?}")
+            });
+            seen.insert(what, r);
+        }
+        let read = &seen["read"];
+        assert!(
+            read.starts_with("Ok([116, 97, 105, 108]) then Err(") && read.contains("77"),
+            "the buffered bytes, then the device's error: {read}"
+        );
+        assert!(seen["accept"].contains("77"), "{}", seen["accept"]);
+    });
+    drop(ready_w);
+}
