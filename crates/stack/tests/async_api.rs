@@ -2,6 +2,8 @@
 //! over two stacks on a simulated link.
 #![cfg(feature = "tokio")]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -86,4 +88,46 @@ async fn a_waiting_accept_does_not_spin_the_stack_thread() {
         rounds < 40,
         "stack rounds while a task waited 400 ms: {rounds}"
     );
+}
+
+/// The device of one stack goes away: a task waiting on it (an accept)
+/// is woken with the device's error rather than left pending for ever.
+#[tokio::test(flavor = "current_thread")]
+async fn a_device_that_goes_away_fails_a_waiting_task() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let gone = Arc::new(AtomicBool::new(false));
+    let g = gone.clone();
+    let rt = Runtime::start(move || {
+        let now = Instant::now();
+        let (pa, pb) = sim_link(LinkConfig::default(), 9);
+        let cfg = |ip| StackConfig {
+            ipv4: Some(ip),
+            ..StackConfig::default()
+        };
+        vec![
+            (
+                Stack::new(cfg(A), now),
+                Box::new(common::Vanishing::new(pa, g)) as Box<dyn Device>,
+            ),
+            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
+        ]
+    })
+    .unwrap();
+    let listener =
+        AsyncTcpListener::bind(&rt, StackId(0), SocketAddr::new(IpAddr::V4(A), 81), 8).unwrap();
+    let waiting = async {
+        let r = listener.accept().await;
+        r.map(|_| ()).expect_err("no connection can come")
+    };
+    let flip = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gone.store(true, Ordering::Relaxed);
+    };
+    let (e, ()) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(waiting, flip)
+    })
+    .await
+    .expect("the waiting accept was never woken");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADFD));
 }

@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Vanishing;
 use oxcat_stack::{
     sim_link, Device, LinkConfig, Runtime, Stack, StackConfig, StackId, TcpListener, TcpStream,
 };
@@ -129,47 +132,6 @@ fn waiting_calls_do_not_spin_the_stack_thread() {
     );
 }
 
-/// A device whose descriptor loses its interface (a TUN deleted under
-/// us): every call then fails with EBADFD, and its readiness descriptor
-/// reports ready at once (as poll(2) does on a detached TUN).
-struct Vanishing {
-    port: oxcat_stack::SimPort,
-    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ready: std::os::fd::OwnedFd,
-}
-
-impl Vanishing {
-    fn check(&self) -> std::io::Result<()> {
-        match self.gone.load(std::sync::atomic::Ordering::Relaxed) {
-            true => Err(std::io::Error::from_raw_os_error(libc::EBADFD)),
-            false => Ok(()),
-        }
-    }
-}
-
-impl Device for Vanishing {
-    fn mtu(&self) -> usize {
-        self.port.mtu()
-    }
-    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-        self.check()?;
-        self.port.receive(now, buf)
-    }
-    fn transmit(&mut self, now: Instant, packet: &[u8]) -> std::io::Result<()> {
-        self.check()?;
-        self.port.transmit(now, packet)
-    }
-    fn poll_at(&self) -> Option<Instant> {
-        self.port.poll_at()
-    }
-    fn readiness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        self.gone
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| self.ready.as_fd())
-    }
-}
-
 /// The device of one stack goes away: calls that would wait fail with its
 /// error at once instead of waiting for ever, bytes already received are
 /// still read first, and the stack thread stops rather than spinning on a
@@ -179,20 +141,6 @@ fn a_device_that_goes_away_fails_waiting_calls_and_stops_the_thread() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let gone = Arc::new(AtomicBool::new(false));
-    // A pipe with a byte in it that nobody reads: always readable.
-    let mut fds = [0; 2];
-    // SAFETY: a two-element array for pipe(2) to fill.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: both descriptors are fresh from pipe(2) and owned here.
-    let (ready, ready_w) = unsafe {
-        use std::os::fd::FromRawFd;
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    };
-    // SAFETY: writing one byte from a live buffer to a descriptor we own.
-    assert_eq!(unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) }, 1);
     let g = gone.clone();
     let rt = Runtime::start(move || {
         let now = Instant::now();
@@ -201,11 +149,7 @@ fn a_device_that_goes_away_fails_waiting_calls_and_stops_the_thread() {
             ipv4: Some(ip),
             ..StackConfig::default()
         };
-        let vanishing = Vanishing {
-            port: pa,
-            gone: g,
-            ready,
-        };
+        let vanishing = Vanishing::new(pa, g);
         vec![
             (
                 Stack::new(cfg(A), now),
@@ -272,5 +216,4 @@ fn a_device_that_goes_away_fails_waiting_calls_and_stops_the_thread() {
         );
         assert!(seen["accept"].contains("77"), "{}", seen["accept"]);
     });
-    drop(ready_w);
 }
