@@ -21,6 +21,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -313,24 +314,35 @@ fn watch_device(name: &str) -> Result<(), Failure> {
         .name("oxcat-device".into())
         .spawn(move || {
             let Some(us) = get() else { return };
-            let Some(e) = us.rt.wait_failure() else {
+            let Some(e) = us.rt.wait_failure(us.id) else {
                 return;
             };
-            crate::msg::say(&format!(
-                "--stack user: the TUN device {name} is gone ({})",
+            // Not eprintln: a closed stderr must not turn this into a panic.
+            let _ = writeln!(
+                io::stderr(),
+                "{}: --stack user: the TUN device {name} is gone ({}).",
+                crate::msg::prefix(),
                 crate::error::describe(&e)
-            ));
+            );
             us.gone_reported.store(true, Ordering::Release);
+            // The pumps hand the CLI what had arrived and wait until it
+            // has read it (as long as it takes: a slow reader of our
+            // stdout loses nothing).
             let pumps = std::mem::take(&mut *lock(&us.inbound));
-            let had_connections = pumps.iter().any(|t| !t.is_finished());
+            let relayed = !pumps.is_empty();
             for t in pumps {
                 let _ = t.join();
             }
-            if had_connections {
-                std::thread::sleep(GONE_GRACE);
+            // The CLI ends a connection it saw end by itself (and then
+            // exits with status 1, `device_gone`); a listener or `-k` would
+            // wait on: give it the time to write out what it read.
+            if relayed {
+                let until = Instant::now() + GONE_GRACE;
+                while !us.finishing.load(Ordering::Relaxed) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
-            // One exit: the CLI's own, if it got there first (it then
-            // reports the status), else this one.
+            // One exit: the CLI's own, if it got there first, else this one.
             let _exiting = lock(&EXITING);
             if us.finishing.load(Ordering::Relaxed) {
                 return;
@@ -345,11 +357,31 @@ fn watch_device(name: &str) -> Result<(), Failure> {
 /// Taken by whoever ends the process: the device watch or the CLI.
 static EXITING: Mutex<()> = Mutex::new(());
 
+/// Whether our stack's TUN device went away (for the pumps).
+fn us_device_gone() -> bool {
+    get().is_some_and(|us| us.rt.failure(us.id).is_some())
+}
+
+/// Waits until the CLI has read everything sent on `sock` (our end of a
+/// bridge: its bytes count against it until the other end takes them),
+/// or that end is closed.
+fn wait_consumed(sock: &Socket) {
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) stores an int through the pointer.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if r != 0 || queued <= 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether the run lost its TUN device; the one line saying so is out
 /// when this returns true.
 pub fn device_gone() -> bool {
     let Some(us) = get() else { return false };
-    if us.rt.failure().is_none() {
+    if us.rt.failure(us.id).is_none() {
         return false;
     }
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -445,6 +477,14 @@ fn write_records(us: &UserStack) {
 }
 
 impl UserStack {
+    /// A thread that carries bytes from our stack to the CLI: if the TUN
+    /// goes away, the run waits for it (see `watch_device`).
+    fn keep_inbound(&self, thread: JoinHandle<()>) {
+        let mut threads = lock(&self.inbound);
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+    }
+
     /// Datagrams handed to our stack wait in its queue for the stack
     /// thread's next poll: before exit, give it the moment it needs (until
     /// nothing has gone out for 20 ms, at most a second).
@@ -551,6 +591,15 @@ impl UserStack {
                                 break;
                             }
                         }
+                        Err(_) if us_device_gone() => {
+                            // The TUN went away: what arrived is in the
+                            // bridge; EOF after it, and stay until the CLI
+                            // has read it (the run ends after that).
+                            let _ = b.shutdown(std::net::Shutdown::Write);
+                            wait_consumed(&b);
+                            let _ = b.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
                         Err(_) => {
                             // Reset or timed out: the CLI sees the connection end.
                             let _ = b.shutdown(std::net::Shutdown::Both);
@@ -560,11 +609,7 @@ impl UserStack {
                 }
                 done(&pumps);
             })?;
-        {
-            let mut threads = lock(&self.inbound);
-            threads.retain(|t| !t.is_finished());
-            threads.push(inbound);
-        }
+        self.keep_inbound(inbound);
         let out = std::thread::Builder::new()
             .name("oxcat-out".into())
             .spawn(move || {
@@ -693,7 +738,7 @@ impl UserStack {
         app.set_nonblocking(true)?;
         let bridge = Arc::new(bridge);
         let (u, b) = (udp.clone(), bridge.clone());
-        std::thread::Builder::new()
+        let inbound = std::thread::Builder::new()
             .name("oxcat-udp-in".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 65536];
@@ -702,7 +747,11 @@ impl UserStack {
                         return;
                     }
                 }
+                if us_device_gone() {
+                    wait_consumed(&b);
+                }
             })?;
+        self.keep_inbound(inbound);
         let out = std::thread::Builder::new()
             .name("oxcat-udp-out".into())
             .spawn(move || {
@@ -739,7 +788,7 @@ impl UserStack {
             newest: Mutex::new(name.clone()),
         });
         lock(&self.udp_listeners).insert(name_bytes(&name), listener.clone());
-        std::thread::Builder::new()
+        let inbound = std::thread::Builder::new()
             .name("oxcat-udp-listen".into())
             .spawn(move || {
                 let Some(us) = get() else { return };
@@ -761,7 +810,15 @@ impl UserStack {
                             }
                             continue;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            if us_device_gone() {
+                                // Until the CLI has read what each sender passed on.
+                                for s in senders.values() {
+                                    wait_consumed(&s.sock);
+                                }
+                            }
+                            return;
+                        }
                     };
                     let Sender { sock: peer, to, .. } = match senders.entry(from) {
                         Entry::Occupied(known) => known.into_mut(),
@@ -794,6 +851,7 @@ impl UserStack {
                     }
                 }
             })?;
+        self.keep_inbound(inbound);
         Ok(unix)
     }
 

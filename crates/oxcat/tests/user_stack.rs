@@ -460,6 +460,8 @@ fn a_tun_deleted_under_the_run_ends_it_with_one_line() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let data = random_bytes(300_000, 6);
+    std::fs::write(d.join("data"), &data).unwrap();
     in_namespace(
         d,
         r#"
@@ -481,6 +483,22 @@ for i in $(seq 100); do [ -s $D/busy.out ] && break; sleep 0.05; done
 ip link del oxcat0
 wait $OX; echo $? > $D/busy.rc
 kill $NC 2>/dev/null; wait $NC 2>/dev/null
+# -k, a stdout read slowly (from 3 s on): every byte that arrived before
+# the loss is still written before the run ends.
+mkfifo $D/slow
+( exec 3<$D/slow; sleep 3; cat <&3 > $D/slow.out ) &
+READER=$!
+timeout 20 $OXCAT --stack user -l -k 1703 < /dev/null > $D/slow 2> $D/slow.err &
+OX=$!
+wait_tun
+sleep 0.3
+( cat $D/data; sleep 8 ) | timeout 20 $NCAT 198.18.0.2 1703 &
+NC=$!
+sleep 1.5
+ip link del oxcat0
+wait $OX; echo $? > $D/slow.rc
+wait $READER
+kill $NC 2>/dev/null; wait $NC 2>/dev/null
 true
 "#,
         Duration::from_secs(60),
@@ -493,4 +511,7 @@ true
     assert_eq!(s("busy.rc").trim(), "1", "busy: {}", s("busy.err"));
     assert_eq!(s("busy.err"), line);
     assert_eq!(s("busy.out"), "hello before the loss\n");
+    assert_eq!(s("slow.rc").trim(), "1", "slow reader: {}", s("slow.err"));
+    assert_eq!(s("slow.err"), line);
+    assert_eq!(sha(&read(d, "slow.out")), sha(&data), "slow reader's bytes");
 }

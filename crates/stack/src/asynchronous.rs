@@ -20,15 +20,16 @@ use crate::stack::SocketHandle;
 /// Tries `op`; on WouldBlock parks the task until the stack thread makes progress.
 fn poll_op<T>(
     inner: &Inner,
+    stack: StackId,
     cx: &mut Context<'_>,
     op: impl FnOnce(&mut Shared) -> io::Result<T>,
 ) -> Poll<io::Result<T>> {
     let mut g = inner.lock();
     match op(&mut g) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && g.has_failed() => {
-            Poll::Ready(Err(g.would_block(e)))
-        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if let Some(gone) = g.failure(stack) {
+                return Poll::Ready(Err(gone));
+            }
             // No wake of the stack thread here: a try that would block
             // changed nothing, and waking it made the task and the thread
             // ping-pong (its round wakes the task, the task's next try woke
@@ -72,7 +73,7 @@ impl AsyncTcpListener {
 
     pub async fn accept(&self) -> io::Result<(AsyncTcpStream, SocketAddr)> {
         let (h, from) = poll_fn(|cx| {
-            poll_op(&self.inner, cx, |g| {
+            poll_op(&self.inner, self.stack, cx, |g| {
                 match g.stacks[self.stack.0].tcp_accept(self.handle)? {
                     Some(x) => Ok(x),
                     None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
@@ -113,7 +114,7 @@ impl AsyncTcpStream {
             handle,
         };
         poll_fn(|cx| {
-            poll_op(&stream.inner, cx, |g| {
+            poll_op(&stream.inner, stack, cx, |g| {
                 g.stacks[stack.0].tcp_connect_result(handle)
             })
         })
@@ -130,7 +131,7 @@ impl AsyncRead for AsyncTcpStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let space = buf.initialize_unfilled();
-        match poll_op(&this.inner, cx, |g| {
+        match poll_op(&this.inner, this.stack, cx, |g| {
             g.stacks[this.stack.0].tcp_recv(this.handle, space)
         }) {
             Poll::Ready(Ok(n)) => {
@@ -153,8 +154,11 @@ impl AsyncWrite for AsyncTcpStream {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        poll_op(&this.inner, cx, |g| {
-            g.stacks[this.stack.0].tcp_send(this.handle, data)
+        poll_op(&this.inner, this.stack, cx, |g| {
+            match g.failure(this.stack) {
+                Some(gone) => Err(gone),
+                None => g.stacks[this.stack.0].tcp_send(this.handle, data),
+            }
         })
     }
 
@@ -229,8 +233,11 @@ impl AsyncUdpSocket {
     /// Sends one datagram to the connected peer (`NotConnected` without one).
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
         poll_fn(|cx| {
-            poll_op(&self.inner, cx, |g| {
-                g.stacks[self.stack.0].udp_send(self.handle, buf)
+            poll_op(&self.inner, self.stack, cx, |g| {
+                match g.failure(self.stack) {
+                    Some(gone) => Err(gone),
+                    None => g.stacks[self.stack.0].udp_send(self.handle, buf),
+                }
             })
         })
         .await
@@ -254,8 +261,11 @@ impl AsyncUdpSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        poll_op(&self.inner, cx, |g| {
-            g.stacks[self.stack.0].udp_send_to(self.handle, buf, target)
+        poll_op(&self.inner, self.stack, cx, |g| {
+            match g.failure(self.stack) {
+                Some(gone) => Err(gone),
+                None => g.stacks[self.stack.0].udp_send_to(self.handle, buf, target),
+            }
         })
     }
 
@@ -265,7 +275,7 @@ impl AsyncUdpSocket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        poll_op(&self.inner, cx, |g| {
+        poll_op(&self.inner, self.stack, cx, |g| {
             g.stacks[self.stack.0].udp_recv_from(self.handle, buf)
         })
     }

@@ -27,9 +27,10 @@ pub(crate) struct Shared {
     /// Async tasks waiting for progress; all are woken after each round
     /// (a spurious wake costs one more try, never a lost one).
     pub(crate) wakers: Vec<std::task::Waker>,
-    /// A device went away (its descriptor no longer reaches an interface):
-    /// the stack thread stopped, and a call that would wait fails with this.
-    failed: Option<Failed>,
+    /// Per stack: its device went away (the descriptor no longer reaches
+    /// an interface). The stack is no longer polled; a call on it that
+    /// would wait, or that would send, fails with this.
+    failed: Vec<Option<Failed>>,
 }
 
 /// Why the stack thread stopped on its own.
@@ -58,18 +59,11 @@ impl Failed {
 }
 
 impl Shared {
-    pub(crate) fn has_failed(&self) -> bool {
-        self.failed.is_some()
-    }
-
-    /// What a call that would block gets instead once the stack thread
-    /// has stopped for a device that is gone: its error (bytes already
-    /// received are still read first: only a call that would wait fails).
-    pub(crate) fn would_block(&self, e: io::Error) -> io::Error {
-        match &self.failed {
-            Some(f) => f.error(),
-            None => e,
-        }
+    /// The error of `stack`'s device if it went away: what a call that
+    /// would wait gets instead (bytes already received are still read
+    /// first), and a send at once (its bytes could never leave).
+    pub(crate) fn failure(&self, stack: StackId) -> Option<io::Error> {
+        self.failed.get(stack.0)?.as_ref().map(Failed::error)
     }
 }
 
@@ -130,7 +124,7 @@ impl Runtime {
                 stop: false,
                 rounds: 0,
                 wakers: Vec::new(),
-                failed: None,
+                failed: Vec::new(),
             }),
             progressed: Condvar::new(),
             wake_tx,
@@ -146,6 +140,7 @@ impl Runtime {
                     for (mut stack, dev) in pairs {
                         stack.use_offloads(dev.offloads());
                         g.stacks.push(stack);
+                        g.failed.push(None);
                         devices.push(dev);
                     }
                 }
@@ -169,20 +164,21 @@ impl Runtime {
         self.inner.lock().rounds
     }
 
-    /// The error of a device that went away, if one did: the stack thread
-    /// then stopped (nothing more is sent or received), and every call
-    /// that would wait returns this error instead.
-    pub fn failure(&self) -> Option<io::Error> {
-        self.inner.lock().failed.as_ref().map(Failed::error)
+    /// The error of `stack`'s device if it went away (a TUN whose
+    /// interface was deleted): that stack is then no longer polled (nothing
+    /// more is sent or received on it; the others go on), and a call on
+    /// it that would wait, or that would send, returns this error.
+    pub fn failure(&self, stack: StackId) -> Option<io::Error> {
+        self.inner.lock().failure(stack)
     }
 
-    /// Waits until a device goes away (returning its error, as
+    /// Waits until `stack`'s device goes away (returning its error, as
     /// [`failure`](Runtime::failure)) or the runtime is dropped (None).
-    pub fn wait_failure(&self) -> Option<io::Error> {
+    pub fn wait_failure(&self, stack: StackId) -> Option<io::Error> {
         let mut g = self.inner.lock();
         loop {
-            if let Some(f) = &g.failed {
-                return Some(f.error());
+            if let Some(e) = g.failure(stack) {
+                return Some(e);
             }
             if g.stop {
                 return None;
@@ -243,29 +239,27 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
             g.rounds += 1;
             let now = Instant::now();
             let mut next: Option<Instant> = None;
-            let Shared { stacks, .. } = &mut *g;
-            let mut gone = None;
-            for (stack, dev) in stacks.iter_mut().zip(devices.iter_mut()) {
+            let Shared { stacks, failed, .. } = &mut *g;
+            for ((stack, dev), failed) in stacks.iter_mut().zip(devices.iter_mut()).zip(failed) {
+                if failed.is_some() {
+                    continue;
+                }
                 // A device error ends nothing (the packet is lost, TCP
-                // resends) unless the device is gone for good.
+                // resends) unless the device is gone for good: then this
+                // stack is polled no more.
                 if let Err(e) = stack.poll(now, dev.as_mut()) {
                     if device_is_gone(&e) {
-                        gone = Some(Failed::of(&e));
+                        *failed = Some(Failed::of(&e));
+                        continue;
                     }
                 }
                 for t in [stack.poll_at(), dev.poll_at()].into_iter().flatten() {
                     next = Some(next.map_or(t, |n: Instant| n.min(t)));
                 }
             }
-            if gone.is_some() {
-                g.failed = gone;
-            }
             inner.progressed.notify_all();
             for w in g.wakers.drain(..) {
                 w.wake();
-            }
-            if g.failed.is_some() {
-                return;
             }
             next
         };
@@ -275,9 +269,13 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
         if timeout.is_zero() {
             continue;
         }
+        let gone: Vec<bool> = inner.lock().failed.iter().map(Option::is_some).collect();
         let mut fds: Vec<libc::pollfd> = devices
             .iter()
-            .filter_map(|d| d.readiness_fd())
+            .zip(gone)
+            // A device that went away is always "ready": left out.
+            .filter(|(_, gone)| !gone)
+            .filter_map(|(d, _)| d.readiness_fd())
             .map(|fd| libc::pollfd {
                 fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
@@ -300,14 +298,19 @@ fn run(inner: &Inner, mut devices: Vec<Box<dyn Device>>, wake_rx: OwnedFd) {
 }
 
 /// Waits (on the stack thread's signal) until `op` stops saying WouldBlock.
-fn blocking<T>(inner: &Inner, op: impl FnMut(&mut Shared) -> io::Result<T>) -> io::Result<T> {
-    blocking_until(inner, None, op)
+fn blocking<T>(
+    inner: &Inner,
+    stack: StackId,
+    op: impl FnMut(&mut Shared) -> io::Result<T>,
+) -> io::Result<T> {
+    blocking_until(inner, stack, None, op)
 }
 
 /// [`blocking`] that gives up at `deadline` with the WouldBlock `op` last
 /// said (what a socket timeout gives on Unix: EAGAIN).
 fn blocking_until<T>(
     inner: &Inner,
+    stack: StackId,
     deadline: Option<Instant>,
     mut op: impl FnMut(&mut Shared) -> io::Result<T>,
 ) -> io::Result<T> {
@@ -315,10 +318,10 @@ fn blocking_until<T>(
     let mut woken = false;
     loop {
         match op(&mut g) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && g.has_failed() => {
-                return Err(g.would_block(e));
-            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(gone) = g.failure(stack) {
+                    return Err(gone);
+                }
                 let mut wait = Duration::from_millis(50);
                 if let Some(deadline) = deadline {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -390,7 +393,7 @@ impl TcpListener {
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> io::Result<(TcpStream, SocketAddr)> {
-        let (h, from) = blocking_until(&self.inner, deadline, |g| {
+        let (h, from) = blocking_until(&self.inner, self.stack, deadline, |g| {
             match g.stacks[self.stack.0].tcp_accept(self.handle)? {
                 Some(x) => Ok(x),
                 None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
@@ -450,7 +453,7 @@ impl TcpStream {
             stack,
             handle,
         };
-        match blocking_until(&stream.inner, deadline, |g| {
+        match blocking_until(&stream.inner, stack, deadline, |g| {
             g.stacks[stack.0].tcp_connect_result(handle)
         }) {
             Ok(()) => Ok(stream),
@@ -486,7 +489,7 @@ impl TcpStream {
     /// passed (then `TimedOut`). What a lingering close waits for.
     pub fn wait_sent(&self, timeout: Duration) -> io::Result<()> {
         let deadline = Instant::now() + timeout;
-        let r = blocking_until(&self.inner, Some(deadline), |g| {
+        let r = blocking_until(&self.inner, self.stack, Some(deadline), |g| {
             match g.stacks[self.stack.0].tcp_connection(self.handle) {
                 Some(c) if c.send_queued() > 0 => Err(io::Error::from(io::ErrorKind::WouldBlock)),
                 Some(c)
@@ -543,7 +546,7 @@ impl Read for &TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        blocking(&self.inner, |g| {
+        blocking(&self.inner, self.stack, |g| {
             g.stacks[self.stack.0].tcp_recv(self.handle, buf)
         })
     }
@@ -554,8 +557,9 @@ impl Write for &TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        blocking(&self.inner, |g| {
-            g.stacks[self.stack.0].tcp_send(self.handle, buf)
+        blocking(&self.inner, self.stack, |g| match g.failure(self.stack) {
+            Some(gone) => Err(gone),
+            None => g.stacks[self.stack.0].tcp_send(self.handle, buf),
         })
     }
 
@@ -633,15 +637,17 @@ impl UdpSocket {
     /// Sends one datagram to `addr`; waits only while the socket's send
     /// queue is full.
     pub fn send_to(&self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
-        self.wait(self.write_deadline(), |g| {
-            g.stacks[self.stack.0].udp_send_to(self.handle, buf, addr)
+        self.wait(self.write_deadline(), |g| match g.failure(self.stack) {
+            Some(gone) => Err(gone),
+            None => g.stacks[self.stack.0].udp_send_to(self.handle, buf, addr),
         })
     }
 
     /// Sends one datagram to the connected peer (`NotConnected` without one).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.wait(self.write_deadline(), |g| {
-            g.stacks[self.stack.0].udp_send(self.handle, buf)
+        self.wait(self.write_deadline(), |g| match g.failure(self.stack) {
+            Some(gone) => Err(gone),
+            None => g.stacks[self.stack.0].udp_send(self.handle, buf),
         })
     }
 
@@ -704,9 +710,9 @@ impl UdpSocket {
         op: impl FnMut(&mut Shared) -> io::Result<T>,
     ) -> io::Result<T> {
         if self.nonblocking.load(Ordering::Relaxed) {
-            blocking_until(&self.inner, Some(Instant::now()), op)
+            blocking_until(&self.inner, self.stack, Some(Instant::now()), op)
         } else {
-            blocking_until(&self.inner, deadline, op)
+            blocking_until(&self.inner, self.stack, deadline, op)
         }
     }
 }

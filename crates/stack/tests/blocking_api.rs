@@ -132,12 +132,13 @@ fn waiting_calls_do_not_spin_the_stack_thread() {
     );
 }
 
-/// The device of one stack goes away: calls that would wait fail with its
-/// error at once instead of waiting for ever, bytes already received are
-/// still read first, and the stack thread stops rather than spinning on a
-/// descriptor that is always ready.
+/// The device of one stack goes away: calls on that stack that would wait
+/// fail with its error at once instead of waiting for ever, bytes already
+/// received are still read first, a send fails (its bytes could never
+/// leave), the other stack is untouched, and the stack thread no longer
+/// polls the dead device (it used to spin on a descriptor always ready).
 #[test]
-fn a_device_that_goes_away_fails_waiting_calls_and_stops_the_thread() {
+fn a_device_that_goes_away_fails_calls_on_its_stack_only() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let gone = Arc::new(AtomicBool::new(false));
@@ -173,19 +174,36 @@ fn a_device_that_goes_away_fails_waiting_calls_and_stops_the_thread() {
         assert!(Instant::now() < deadline, "the bytes never arrived");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(rt.failure().is_none());
+    assert!(rt.failure(StackId(0)).is_none());
     gone.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while rt.failure().is_none() {
+    while rt.failure(StackId(0)).is_none() {
         assert!(Instant::now() < deadline, "the device's loss never noticed");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let e = rt.wait_failure().expect("the failure is seen");
+    let e = rt.wait_failure(StackId(0)).expect("the failure is seen");
     assert_eq!(e.raw_os_error(), Some(libc::EBADFD));
-    // The stack thread has stopped: no more rounds.
+    assert!(
+        rt.failure(StackId(1)).is_none(),
+        "only stack 0's device went"
+    );
+    // No spinning on the dead device's descriptor: the idle tick only.
     let rounds = rt.rounds();
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(rt.rounds(), rounds, "the stack thread still runs");
+    std::thread::sleep(Duration::from_millis(400));
+    let idle = rt.rounds() - rounds;
+    assert!(
+        idle < 40,
+        "{idle} stack rounds in 400 ms with nothing to do"
+    );
+    // A send on the dead stack fails at once; the other stack waits as before.
+    let sent = (&c).write(b"lost");
+    assert_eq!(sent.map_err(|e| e.raw_os_error()), Err(Some(libc::EBADFD)));
+    let other = server.accept_timeout(Duration::from_millis(100));
+    assert_eq!(
+        other.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::WouldBlock),
+        "stack 1 still waits for a connection"
+    );
     // Calls that would wait: on threads, so a hang fails the test rather than stalling it.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
