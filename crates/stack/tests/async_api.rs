@@ -97,23 +97,7 @@ async fn a_device_that_goes_away_fails_a_waiting_task() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let gone = Arc::new(AtomicBool::new(false));
-    let g = gone.clone();
-    let rt = Runtime::start(move || {
-        let now = Instant::now();
-        let (pa, pb) = sim_link(LinkConfig::default(), 9);
-        let cfg = |ip| StackConfig {
-            ipv4: Some(ip),
-            ..StackConfig::default()
-        };
-        vec![
-            (
-                Stack::new(cfg(A), now),
-                Box::new(common::Vanishing::new(pa, g)) as Box<dyn Device>,
-            ),
-            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
-        ]
-    })
-    .unwrap();
+    let rt = common::vanishing_runtime(gone.clone(), 9, A, B);
     let listener =
         AsyncTcpListener::bind(&rt, StackId(0), SocketAddr::new(IpAddr::V4(A), 81), 8).unwrap();
     let waiting = async {

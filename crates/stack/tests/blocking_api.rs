@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Vanishing;
 use oxcat_stack::{
     sim_link, Device, LinkConfig, Runtime, Stack, StackConfig, StackId, TcpListener, TcpStream,
 };
@@ -142,24 +141,7 @@ fn a_device_that_goes_away_fails_calls_on_its_stack_only() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let gone = Arc::new(AtomicBool::new(false));
-    let g = gone.clone();
-    let rt = Runtime::start(move || {
-        let now = Instant::now();
-        let (pa, pb) = sim_link(LinkConfig::default(), 7);
-        let cfg = |ip| StackConfig {
-            ipv4: Some(ip),
-            ..StackConfig::default()
-        };
-        let vanishing = Vanishing::new(pa, g);
-        vec![
-            (
-                Stack::new(cfg(A), now),
-                Box::new(vanishing) as Box<dyn Device>,
-            ),
-            (Stack::new(cfg(B), now), Box::new(pb) as Box<dyn Device>),
-        ]
-    })
-    .expect("runtime");
+    let rt = common::vanishing_runtime(gone.clone(), 7, A, B);
     let server = TcpListener::bind(&rt, StackId(1), SocketAddr::new(IpAddr::V4(B), 80), 8).unwrap();
     let ours = TcpListener::bind(&rt, StackId(0), SocketAddr::new(IpAddr::V4(A), 81), 8).unwrap();
     let mut c = TcpStream::connect(&rt, StackId(0), SocketAddr::new(IpAddr::V4(B), 80)).unwrap();

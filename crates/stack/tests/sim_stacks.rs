@@ -400,18 +400,7 @@ fn rst_for_a_closed_port_refuses_the_connect() {
 #[test]
 fn a_gathered_burst_leaves_in_order() {
     let mut p = pair(LinkConfig::default(), 11);
-    let now = p.now;
-    let l = p.b.tcp_listen(sockaddr(B4, 81), 4, now).unwrap();
-    let c = p.a.tcp_connect(sockaddr(B4, 81), None, now).unwrap();
-    p.a.tcp_set_nodelay(c, true).unwrap();
-    let mut s = None;
-    p.run_until("connected and accepted", |p| {
-        if s.is_none() {
-            s = p.b.tcp_accept(l).unwrap().map(|(h, _)| h);
-        }
-        s.is_some() && p.a.tcp_state(c) == Some(State::Established)
-    });
-    let s = s.unwrap();
+    let (c, s) = connected(&mut p, 81);
     let data: Vec<u8> = (0..2 * 1448 + 100).map(|i| (i * 31 % 251) as u8).collect();
     assert_eq!(p.a.tcp_send(c, &data).unwrap(), data.len());
     p.pa.data_out.clear();
@@ -426,14 +415,8 @@ fn a_gathered_burst_leaves_in_order() {
         "not in sequence order: {out:?}"
     );
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 8192];
     p.run_until("the burst read", |p| {
-        while let Ok(n) = p.b.tcp_recv(s, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
+        read_into(p, s, &mut got);
         got.len() >= data.len()
     });
     assert!(got == data, "bytes differ");

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use oxcat_stack::{Device, SimPort};
+use std::net::Ipv4Addr;
+
+use oxcat_stack::{sim_link, Device, LinkConfig, Runtime, SimPort, Stack, StackConfig};
 
 /// A device whose descriptor loses its interface (a TUN deleted under
 /// us): once `gone` is set every call fails with EBADFD, and its readiness
@@ -64,4 +66,25 @@ impl Device for Vanishing {
             .load(Ordering::Relaxed)
             .then(|| self.ready.as_fd())
     }
+}
+
+/// A runtime with stack 0 at `a` on a [`Vanishing`] device (gone when
+/// `gone` is set) and stack 1 at `b`, on a clean simulated link.
+pub fn vanishing_runtime(gone: Arc<AtomicBool>, seed: u64, a: Ipv4Addr, b: Ipv4Addr) -> Runtime {
+    Runtime::start(move || {
+        let now = Instant::now();
+        let (pa, pb) = sim_link(LinkConfig::default(), seed);
+        let cfg = |ip| StackConfig {
+            ipv4: Some(ip),
+            ..StackConfig::default()
+        };
+        vec![
+            (
+                Stack::new(cfg(a), now),
+                Box::new(Vanishing::new(pa, gone)) as Box<dyn Device>,
+            ),
+            (Stack::new(cfg(b), now), Box::new(pb) as Box<dyn Device>),
+        ]
+    })
+    .expect("runtime")
 }
