@@ -33,7 +33,7 @@ pub(crate) struct Shared {
     failed: Vec<Option<Failed>>,
 }
 
-/// Why the stack thread stopped on its own.
+/// Why a stack's device was given up on (its error, kept to hand out).
 #[derive(Debug, Clone)]
 struct Failed {
     os: Option<i32>,
