@@ -86,7 +86,7 @@ pub struct UserStack {
     /// with exit status 1).
     gone_reported: AtomicBool,
     /// The CLI is on its way out (`finish`): the device watch leaves the
-    /// exit to it. Under `exiting`.
+    /// exit to it. Set under `EXITING`.
     finishing: AtomicBool,
     /// The threads that carry what the CLI sends a UDP listener's senders,
     /// with their socket and stop flag: drained and joined before exit, so
