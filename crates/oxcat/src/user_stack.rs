@@ -23,7 +23,6 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -129,16 +128,32 @@ fn ip_cmd(args: &[String]) -> Result<(), Failure> {
     )))
 }
 
+/// Whether interface `name` exists in this network namespace (an ioctl on
+/// a socket, as `if_nametoindex` does: /sys/class/net can show another
+/// namespace's interfaces, e.g. under `unshare --net` without a new sysfs).
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated name; the call only reads it.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 fn open_tun(cfg: &UserStackConfig) -> Result<(Tun, bool), Failure> {
-    let existed = Path::new("/sys/class/net").join(&cfg.tun).exists();
+    let existed = interface_exists(&cfg.tun);
     let opened = if std::env::var_os("OXCAT_TUN_NO_OFFLOAD").is_some() {
         Tun::open(&cfg.tun)
     } else {
         Tun::open_offloaded(&cfg.tun)
     };
-    let mut tun = opened.map_err(|e| {
+    let tun = opened.map_err(|e| {
         let why = match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => format!(
+            Some(libc::EACCES) => "no permission to open /dev/net/tun (run as root, or give this user read and write access to it)".to_string(),
+            Some(libc::EPERM) if existed => format!(
+                "not allowed to attach to it (it belongs to another user or group: `ip tuntap add dev {} mode tun user USER` sets its owner)",
+                cfg.tun
+            ),
+            Some(libc::EPERM) => format!(
                 "needs CAP_NET_ADMIN to create it (run as root, or create it first with `ip tuntap add dev {} mode tun user $USER` and configure it)",
                 cfg.tun
             ),
@@ -152,15 +167,8 @@ fn open_tun(cfg: &UserStackConfig) -> Result<(Tun, bool), Failure> {
         };
         Failure::usage(format!("--stack user: cannot open TUN device {}: {why}", cfg.tun))
     })?;
-    if existed {
-        if let Ok(m) =
-            std::fs::read_to_string(Path::new("/sys/class/net").join(&cfg.tun).join("mtu"))
-        {
-            if let Ok(m) = m.trim().parse::<usize>() {
-                tun.set_mtu(m);
-            }
-        }
-    } else {
+    // (An existing interface's MTU: `Tun::open` asks the interface.)
+    if !existed {
         // Ours: the kernel's side gets its addresses; the interface goes when we exit.
         for (ip, len) in &cfg.kernel_addrs {
             let mut a = vec!["addr".to_string(), "add".to_string(), format!("{ip}/{len}")];

@@ -12,7 +12,7 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Instant;
 
@@ -102,7 +102,9 @@ impl Tun {
         Ok(Tun {
             file,
             name: name.to_string(),
-            mtu: 1500,
+            // The interface's own (an existing one's may differ); a new
+            // TUN starts at 1500.
+            mtu: interface_mtu(name).unwrap_or(1500),
             vnet,
         })
     }
@@ -119,6 +121,50 @@ impl Tun {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
+}
+
+/// The MTU of interface `name` in this thread's network namespace
+/// (SIOCGIFMTU on a socket; sysfs may show another namespace's).
+pub fn interface_mtu(name: &str) -> io::Result<usize> {
+    #[repr(C)]
+    struct IfReqMtu {
+        name: [libc::c_char; IFNAMSIZ],
+        mtu: libc::c_int,
+        _pad: [u8; 20],
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReqMtu {
+        name: [0; IFNAMSIZ],
+        mtu: 0,
+        _pad: [0; 20],
+    };
+    for (dst, &src) in req.name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into a
+    // `struct ifreq`; `IfReqMtu` has that layout (name, then the union's
+    // int) and its full size, and lives for the call.
+    let r = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFMTU as _,
+            &mut req as *mut IfReqMtu,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    usize::try_from(req.mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
 impl Tun {
