@@ -176,7 +176,7 @@ fn open_vsock(cfg: &Config, ty: Type) -> Result<Vec<Listener>, Failure> {
 
 fn announce_listening(cfg: &Config) {
     if cfg.test {
-        eprintln!("NCAT TEST: LISTEN");
+        crate::msg::stderr_line(format_args!("NCAT TEST: LISTEN"));
     }
 }
 

@@ -59,11 +59,11 @@ fn run(argv: &[std::ffi::OsString]) -> i32 {
         return docs::print(args.man_page, args.completions);
     }
     if args.version {
-        eprintln!(
+        msg::stderr_line(format_args!(
             "{}: Version {} ( oxcat, compatible with https://nmap.org/ncat )",
             msg::prefix(),
             env!("CARGO_PKG_VERSION")
-        );
+        ));
         return 0;
     }
     let config = match Config::from_args(args) {
@@ -155,7 +155,7 @@ fn clap_failure(e: clap::Error) -> i32 {
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
             let first = first.trim_start_matches("error: ").trim_end_matches('.');
-            eprintln!("{}: {first}. Try --help.", msg::prefix());
+            msg::stderr_line(format_args!("{}: {first}. Try --help.", msg::prefix()));
             2
         }
     }

@@ -36,18 +36,25 @@ pub fn verbosity() -> u8 {
     VERBOSITY.load(Ordering::Relaxed)
 }
 
+/// Writes one line to stderr. A stderr that cannot be written (closed
+/// pipe, full disk) loses the line; `eprintln!` would panic instead.
+pub fn stderr_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
+}
+
 /// Prints `prefix: text` to stderr, adding the final period ncat puts on its lines.
 pub fn say(text: &str) {
     if text.ends_with('.') {
-        eprintln!("{}: {}", prefix(), text);
+        stderr_line(format_args!("{}: {}", prefix(), text));
     } else {
-        eprintln!("{}: {}.", prefix(), text);
+        stderr_line(format_args!("{}: {}.", prefix(), text));
     }
 }
 
 /// Prints `prefix: text` exactly as given (ncat leaves the period off some lines).
 pub fn say_raw(text: &str) {
-    eprintln!("{}: {}", prefix(), text);
+    stderr_line(format_args!("{}: {}", prefix(), text));
 }
 
 /// An address as ncat prints it: `127.0.0.1:80`, `::1:80` (no brackets).

@@ -739,3 +739,50 @@ fn trace_shows_socket_calls_of_a_one_client_listener() {
         }
     }
 }
+
+/// A stderr that cannot be written (a full disk, a reader gone) loses the
+/// messages but changes nothing else: the exit codes stay (2 for bad
+/// usage, 0 for --version), no panic (it aborted with 134 before).
+#[test]
+fn an_unwritable_stderr_changes_no_exit_code() {
+    fn status_with(args: &[&str], stderr: Stdio, close_pipe: bool) -> Option<i32> {
+        let mut child = Command::new(oxcat())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        if close_pipe {
+            drop(child.stderr.take());
+        }
+        for _ in 0..1000 {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        panic!("{args:?}: still running after 10 s");
+    }
+    for (args, code) in [
+        (&["--bogus"][..], 2),
+        (&["--version"], 0),
+        (&["-l", "99999"], 2),
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        assert_eq!(
+            status_with(args, Stdio::from(full), false),
+            Some(code),
+            "{args:?} to /dev/full"
+        );
+        assert_eq!(
+            status_with(args, Stdio::piped(), true),
+            Some(code),
+            "{args:?} to a closed pipe"
+        );
+    }
+}
