@@ -96,6 +96,33 @@ pub fn record_as(
     }
 }
 
+/// The instant a call starts, when tracing: for [`record_as_from`].
+pub fn call_start() -> Option<std::time::Instant> {
+    tracing().then(std::time::Instant::now)
+}
+
+/// [`record_as`] stamped with when the call started (`start`, from
+/// [`call_start`]), as strace stamps a call: the segments a `send` on our
+/// stack makes go out inside the call, and come after it on the timeline.
+pub fn record_as_from(
+    start: Option<std::time::Instant>,
+    role: &str,
+    call: impl FnOnce() -> String,
+    result: impl FnOnce() -> Option<String>,
+) {
+    let Some(start) = start else {
+        return;
+    };
+    if tracing() {
+        let call = format!("{role:<6} {}", call());
+        let result = result();
+        let mut guard = TRACER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = guard.as_mut() {
+            t.record_at(start, None, oxcat_trace::Event::SocketCall { call, result });
+        }
+    }
+}
+
 /// Records an event of our stack's, stamped with when it happened there.
 pub fn record_at(at: std::time::Instant, event: oxcat_trace::Event) {
     if tracing() {

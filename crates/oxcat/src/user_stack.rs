@@ -627,8 +627,11 @@ impl UserStack {
                         Ok(0) | Err(_) => {
                             // The CLI is done sending: FIN after the buffered bytes,
                             // and stay until they are delivered.
+                            let start = crate::sys::call_start();
                             let r = stream.shutdown_write();
-                            stack_call(
+                            crate::sys::record_as_from(
+                                start,
+                                "stack",
                                 || format!("shutdown(#{h}, SHUT_WR)"),
                                 || outcome(&r, |_| "0".into()),
                             );
@@ -636,8 +639,11 @@ impl UserStack {
                             break;
                         }
                         Ok(n) => {
+                            let start = crate::sys::call_start();
                             let r = (&*stream).write_all(&buf[..n]);
-                            stack_call(
+                            crate::sys::record_as_from(
+                                start,
+                                "stack",
                                 || format!("send(#{h}, {n})"),
                                 || outcome(&r, |_| n.to_string()),
                             );

@@ -341,6 +341,13 @@ true
     for needle in ["stack  recv(#", "stack  send(#", "stack  close(#"] {
         first(needle);
     }
+    // A send is stamped when it starts, as strace stamps a call: the data
+    // segment it makes comes after it (it was stamped on return, after).
+    let first_data_out = trace
+        .lines()
+        .position(|l| l.contains("] out ") && !l.contains(" len=0"))
+        .unwrap_or_else(|| panic!("no data segment out in:\n{trace}"));
+    assert!(first("stack  send(#") < first_data_out, "{trace}");
     assert!(!trace.contains("(unknown)"), "{trace}");
     let stamps: Vec<f64> = trace
         .lines()
