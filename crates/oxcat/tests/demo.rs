@@ -2,8 +2,9 @@
 //! parse with Mermaid's own parser; its pcap opens in tshark with the
 //! segments the timeline shows; the accept-queue scene shows the drops.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn oxcat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_oxcat"))
@@ -382,6 +383,66 @@ fn demo_rejects_bad_flags_with_one_line() {
         assert!(err.starts_with("oxcat: demo: "), "{err}");
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} ran something");
+    }
+}
+
+/// `oxcat demo | head -1`: when the reader goes away the demo stops,
+/// quietly (EPIPE is the reader's choice, not an error to report), with
+/// status 1 and no panic; with `--trace-format json` as well (the JSON
+/// lines are what goes to the pipe then).
+#[test]
+fn demo_stops_quietly_when_its_reader_goes_away() {
+    for extra in [&[][..], &["--trace-format", "json"]] {
+        let mut child = oxcat()
+            .args(["demo", "--runs", "10"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        stdout.read_exact(&mut first).unwrap();
+        // The scenes and the figures are still to come: their lines meet
+        // a pipe with no reader.
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(!err.contains("oxcat: demo:"), "{extra:?}: {err}");
+        if extra.is_empty() {
+            assert_eq!(err, "", "the narrative went to the pipe");
+        }
+    }
+}
+
+/// `oxcat demo > /dev/full`: one line naming the failure, status 1, no panic.
+#[test]
+fn demo_reports_an_unwritable_standard_output_in_one_line() {
+    for extra in [&[][..], &["--trace-format", "json"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = oxcat()
+            .args(["demo", "--runs", "10"])
+            .args(extra)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        // With json the narrative shares standard error: the last line is ours.
+        assert_eq!(
+            err.trim_end().lines().last(),
+            Some("oxcat: demo: cannot write to standard output: No space left on device"),
+            "{extra:?}: {err}"
+        );
+        if extra.is_empty() {
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 }
 
