@@ -908,8 +908,18 @@ pub fn main(args: &[OsString]) -> i32 {
             return usage_error(line.trim_start_matches("error: "));
         }
     };
-    if !(0.0..=0.9).contains(&a.loss) || !(0.0..=10_000.0).contains(&a.delay) {
-        return usage_error("--loss must be within 0..0.9 and --delay within 0..10000 ms");
+    for (flag, value, range) in [
+        ("loss", a.loss, (0.0..=0.9, "0 to 0.9")),
+        ("delay", a.delay, (0.0..=10_000.0, "0 to 10000 ms")),
+    ] {
+        if !range.0.contains(&value) {
+            // As the user wrote it: `--loss 2.00` is not echoed as `2`.
+            let given = matches
+                .get_raw(flag)
+                .and_then(|mut v| v.next())
+                .map_or_else(|| value.to_string(), |v| v.to_string_lossy().into_owned());
+            return usage_error(&format!("--{flag} {given} is out of range ({})", range.1));
+        }
     }
     if a.runs < 10 {
         return usage_error(&format!(

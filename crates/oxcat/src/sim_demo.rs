@@ -21,7 +21,7 @@ use oxcat_stack::{
 use oxcat_tcp::State;
 use oxcat_trace::{Direction, Event, Stamped};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::DataLink;
+use pcap_file::{DataLink, PcapError};
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -41,6 +41,16 @@ pub struct PcapOut {
     packets: u64,
 }
 
+/// The error under a pcap writer's: pcap-file wraps a failed write as
+/// `IoError`, whose text is "Error reading bytes" whatever happened; the
+/// OS's reason ("No space left on device") is inside it.
+fn pcap_io_error(e: PcapError) -> io::Error {
+    match e {
+        PcapError::IoError(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
 /// A pcap file more than one device writes to.
 pub type SharedPcap = Arc<Mutex<PcapOut>>;
 
@@ -57,7 +67,7 @@ impl PcapOut {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
+        let writer = PcapWriter::with_header(file, header).map_err(pcap_io_error)?;
         let now = wall_now();
         Ok(Arc::new(Mutex::new(PcapOut {
             writer,
@@ -84,7 +94,7 @@ impl PcapOut {
         let ts = self.base + now.saturating_duration_since(self.start);
         self.last = self.last.max(ts);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(io::Error::other)?;
+        self.writer.write_packet(&p).map_err(pcap_io_error)?;
         self.packets += 1;
         Ok(())
     }

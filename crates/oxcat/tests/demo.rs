@@ -360,9 +360,15 @@ fn demo_json_lines_are_json() {
 fn demo_rejects_bad_flags_with_one_line() {
     for (args, says) in [
         (&["--loss", "abc"][..], "--loss"),
-        (&["--loss", "2"], "--loss must be within 0..0.9"),
-        (&["--loss", "-0.5"], "--loss must be within 0..0.9"),
-        (&["--delay", "-5"], "--delay within 0..10000 ms"),
+        (&["--loss", "2"], "--loss 2 is out of range (0 to 0.9)"),
+        (
+            &["--loss", "-0.5"],
+            "--loss -0.5 is out of range (0 to 0.9)",
+        ),
+        (
+            &["--delay", "-5"],
+            "--delay -5 is out of range (0 to 10000 ms)",
+        ),
         (&["--runs", "0"], "--runs must be at least 10"),
         (&["--runs", "9"], "--runs must be at least 10"),
         (&["--figures-only", "--pcap", "x.pcap"], "--figures-only"),
@@ -443,6 +449,56 @@ fn demo_reports_an_unwritable_standard_output_in_one_line() {
         if extra.is_empty() {
             assert_eq!(err.lines().count(), 1, "{err}");
         }
+    }
+}
+
+/// A value out of range is named with its flag, and only the flag that
+/// is wrong: one line, exit 2.
+#[test]
+fn demo_names_the_flag_out_of_range() {
+    for (args, line) in [
+        (&["--loss", "2"][..], "--loss 2 is out of range (0 to 0.9)"),
+        (
+            &["--loss", "0.95"],
+            "--loss 0.95 is out of range (0 to 0.9)",
+        ),
+        (&["--loss", "NaN"], "--loss NaN is out of range (0 to 0.9)"),
+        (
+            &["--delay", "20000"],
+            "--delay 20000 is out of range (0 to 10000 ms)",
+        ),
+        (
+            &["--loss", "0.5", "--delay", "-1"],
+            "--delay -1 is out of range (0 to 10000 ms)",
+        ),
+    ] {
+        let out = oxcat().arg("demo").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("oxcat: demo: {line}\n"),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} ran something");
+    }
+}
+
+/// An output file that can be created but not written (a full disk) is
+/// reported with the OS's reason, not the pcap library's wrapper text.
+#[test]
+fn demo_reports_why_an_output_file_cannot_be_written() {
+    for args in [
+        &["--runs", "10", "--pcap", "/dev/full"][..],
+        &["--kernel", "--pcap", "/dev/full"],
+        &["--runs", "10", "--mermaid", "/dev/full"],
+    ] {
+        let out = oxcat().arg("demo").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err, "oxcat: demo: cannot write /dev/full: No space left on device\n",
+            "{args:?}"
+        );
     }
 }
 
