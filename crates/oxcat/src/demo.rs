@@ -677,6 +677,8 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
         &DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
+            // The link knows what it dropped: no guessing from arrivals.
+            lost: Some(sim.lost_segments(&events)),
             ..DiagramOptions::default()
         },
     )

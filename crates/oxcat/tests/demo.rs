@@ -399,19 +399,21 @@ fn demo_rejects_bad_flags_with_one_line() {
 #[test]
 fn demo_stops_quietly_when_its_reader_goes_away() {
     for extra in [&[][..], &["--trace-format", "json"]] {
-        let mut child = oxcat()
-            .args(["demo", "--runs", "10"])
+        // A pipe holding one page, far less than the demo prints: the demo
+        // cannot have written everything before the reader goes, whatever
+        // the scheduler does.
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        rustix::pipe::fcntl_setpipe_size(&reader, 4096).unwrap();
+        let mut cmd = oxcat();
+        cmd.args(["demo", "--runs", "10"])
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
+            .stdout(writer)
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        drop(cmd); // our copy of the pipe's writing end
         let mut first = [0u8; 16];
-        stdout.read_exact(&mut first).unwrap();
-        // The scenes and the figures are still to come: their lines meet
-        // a pipe with no reader.
-        drop(stdout);
+        reader.read_exact(&mut first).unwrap();
+        drop(reader);
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{extra:?}: {err}");
@@ -603,6 +605,107 @@ fn demo_explains_a_retransmission_without_loss() {
             "reordering alone caused them",
         ],
     );
+}
+
+/// Every segment the link lost is crossed in the lossy scene's diagram,
+/// also when the server never heard of the connection: at 90% loss with
+/// seed 1 all seven SYNs are lost, and none may be drawn as delivered.
+#[test]
+fn demo_crosses_every_segment_the_link_lost() {
+    let out = run_demo(&["--loss", "0.9", "--seed", "1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let scene = section(&text, "== 4.", "== 5.");
+    assert!(scene.contains("the link lost 7 packets"), "{scene}");
+    let diagram = &mermaid_blocks(scene)[0];
+    let arrows: Vec<&str> = diagram.lines().filter(|l| l.contains(": ")).collect();
+    let crossed: Vec<&&str> = arrows
+        .iter()
+        .filter(|l| l.starts_with("    C-xS: SYN ") && l.ends_with(" lost"))
+        .collect();
+    assert_eq!(crossed.len(), 7, "{diagram}");
+    assert!(
+        !diagram.contains("->>"),
+        "a lost SYN drawn delivered:\n{diagram}"
+    );
+}
+
+/// Client data segments of scene 4 in a JSON run: how many copies of each
+/// sequence number left the client, and how many reached the server.
+fn copies_sent_and_arrived(
+    events: &[serde_json::Value],
+) -> std::collections::BTreeMap<u64, (usize, usize)> {
+    let mut seen = std::collections::BTreeMap::new();
+    for v in events {
+        if v["scene"] != 4 || v["type"] != "segment" || v["len"].as_u64() == Some(0) {
+            continue;
+        }
+        let seq = v["seq"].as_u64().unwrap();
+        let e: &mut (usize, usize) = seen.entry(seq).or_default();
+        match (v["host"].as_str(), v["dir"].as_str()) {
+            (Some("client"), Some("out")) => e.0 += 1,
+            (Some("server"), Some("in")) => e.1 += 1,
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// The count in "N retransmission(s) were not needed, ..." lines.
+fn needless_said(narrative: &str) -> usize {
+    narrative
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .filter(|l| l.contains(" retransmission(s) were not needed"))
+        .map(|l| l.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum()
+}
+
+/// A retransmission was not needed only if an earlier copy arrived: a
+/// copy the link lost was never "only late". On a link with no delay
+/// (`--delay 0`, seed 7) the original and its retransmission leave in the
+/// same millisecond and look alike; the trace shows which arrived.
+#[test]
+fn demo_counts_as_needless_only_retransmissions_whose_original_arrived() {
+    let out = run_demo(&["--delay", "0", "--trace-format", "json"]);
+    let events = json_events(&out.stdout);
+    let narrative = String::from_utf8_lossy(&out.stderr);
+    let resent: Vec<(u64, (usize, usize))> = copies_sent_and_arrived(&events)
+        .into_iter()
+        .filter(|(_, (sent, _))| *sent > 1)
+        .collect();
+    // This run resends each segment once, so what arrived tells it all.
+    assert!(resent.iter().all(|(_, (sent, _))| *sent == 2), "{resent:?}");
+    let both_arrived = resent.iter().filter(|(_, (_, got))| *got == 2).count();
+    let original_lost = resent.iter().filter(|(_, (_, got))| *got == 1).count();
+    assert!(both_arrived > 0 && original_lost > 0, "{resent:?}");
+    let scene = section(&narrative, "== 4.", "== 5.");
+    assert_eq!(needless_said(scene), both_arrived, "{resent:?}\n{scene}");
+}
+
+/// The application's bytes leave when it hands them over: on a link with
+/// no delay the first data segment goes out at the instant connect()
+/// completes, not when the next timer happens to fall due.
+#[test]
+fn demo_sends_the_data_when_the_application_does() {
+    let out = run_demo(&["--delay", "0", "--trace-format", "json"]);
+    let events = json_events(&out.stdout);
+    let scene: Vec<&serde_json::Value> = events.iter().filter(|v| v["scene"] == 4).collect();
+    let connected = scene
+        .iter()
+        .find(|v| v["type"] == "socket_call" && v["call"] == "connect(3) completes")
+        .expect("connect completes")["t_us"]
+        .as_u64();
+    let first_data = scene
+        .iter()
+        .find(|v| {
+            v["type"] == "segment"
+                && v["host"] == "client"
+                && v["dir"] == "out"
+                && v["len"].as_u64() > Some(0)
+        })
+        .expect("a data segment")["t_us"]
+        .as_u64();
+    assert_eq!(first_data, connected);
 }
 
 /// The README's "How TCP really works" quotes the demo: every timeline line
