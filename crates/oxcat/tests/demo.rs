@@ -730,6 +730,20 @@ fn readme_quotes_the_demo_verbatim() {
             "README quotes a line the demo no longer prints:\n{q}"
         );
     }
+    // The figures table has the demo's rows, no more and no fewer: the
+    // first two cells (what is measured, the notes' figure); the measured
+    // numbers are the README's own run.
+    let rows = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| what |"))
+            .map(|l| l.split(" | ").take(2).collect::<Vec<_>>().join(" | "))
+            .collect()
+    };
+    assert_eq!(
+        rows(section),
+        rows(self::section(&text, "== 5.", "\u{0}")),
+        "the README's figures table and the demo's"
+    );
 }
 
 fn is_root() -> bool {
