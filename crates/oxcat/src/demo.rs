@@ -244,13 +244,79 @@ fn calls_diagram(events: &[Stamped]) -> String {
 /// error, so the output can be piped into `jq`.
 static JSON_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-macro_rules! say {
-    ($($t:tt)*) => {
-        if JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
-            eprintln!($($t)*)
-        } else {
-            println!($($t)*)
+/// Where a line of the demo goes.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "standard output",
+            Stream::Stderr => "standard error",
         }
+    }
+}
+
+/// Writes one line to `to`. A line that cannot be written ends the demo
+/// (`Err(1)`, to be returned up to `main`), never a panic as `println!`'s
+/// would: a reader that went away (`oxcat demo | head`, EPIPE) quietly, as
+/// the tools in a pipeline do; any other failure (a full disk) with one
+/// line saying so.
+fn write_line(to: Stream, line: std::fmt::Arguments) -> Result<(), i32> {
+    use std::io::Write;
+    let written = match to {
+        Stream::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
+        Stream::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+    };
+    written.map_err(|e| {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            complain(&format!(
+                "cannot write to {}: {}",
+                to.name(),
+                crate::error::describe(&e)
+            ));
+        }
+        1
+    })
+}
+
+/// `oxcat: demo: <line>` on standard error. If even that cannot be
+/// written there is no one left to tell: the exit status still says it.
+fn complain(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}: demo: {line}",
+        crate::msg::prefix()
+    );
+}
+
+/// The narrative: standard output, or standard error with `--trace-format
+/// json`. Returns from the enclosing function with `Err(1)` when the line
+/// cannot be written (see `write_line`).
+macro_rules! say {
+    () => {
+        say!("")
+    };
+    ($($t:tt)*) => {
+        write_line(
+            if JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            },
+            format_args!($($t)*),
+        )?
+    };
+}
+
+/// A line of the timeline (text or JSON): always standard output.
+macro_rules! emit {
+    ($($t:tt)*) => {
+        write_line(Stream::Stdout, format_args!($($t)*))?
     };
 }
 
@@ -277,16 +343,17 @@ fn json_string(s: &str) -> String {
 /// A scene begins: its heading, and with `--trace-format json` a
 /// `{"scene":N,"t_us":0,"type":"scene",...}` line before its events, saying
 /// which clock its `t_us` count on (each scene's start from 0).
-fn begin_scene(n: u32, clock: &str, heading: &str) {
+fn begin_scene(n: u32, clock: &str, heading: &str) -> Result<(), i32> {
     SCENE.store(n, std::sync::atomic::Ordering::Relaxed);
     say!("{heading}\n");
     if JSON_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) {
         let title = heading.trim_matches(|c| c == '=' || c == ' ');
-        println!(
+        emit!(
             "{{\"scene\":{n},\"t_us\":0,\"type\":\"scene\",\"title\":{},\"clock\":\"{clock}\"}}",
             json_string(title)
         );
     }
+    Ok(())
 }
 
 /// An event as a JSON line, with the scene it belongs to.
@@ -366,22 +433,19 @@ fn worth_showing(e: &Stamped) -> bool {
     }
 }
 
-fn print_timeline(events: &[Stamped], json: bool) {
+fn print_timeline(events: &[Stamped], json: bool) -> Result<(), i32> {
     for e in events {
         if json {
-            println!("{}", json_line(e));
+            emit!("{}", json_line(e));
         } else if worth_showing(e) {
-            println!("{}", e.render_text());
+            emit!("{}", e.render_text());
         }
     }
+    Ok(())
 }
 
 fn demo_error(what: &str, e: &std::io::Error) -> i32 {
-    eprintln!(
-        "{}: demo: {what}: {}",
-        crate::msg::prefix(),
-        crate::error::describe(e)
-    );
+    complain(&format!("{what}: {}", crate::error::describe(e)));
     1
 }
 
@@ -391,9 +455,9 @@ fn kernel_part(json: bool) -> Result<bool, i32> {
         1,
         "real",
         "== 1. The notes' client/server exchange on the kernel's sockets (loopback) ==",
-    );
+    )?;
     say!("Every socket call, with microseconds since the start:\n");
-    print_timeline(&events, json);
+    print_timeline(&events, json)?;
     say!("\nWhat it shows:");
     say!("- connect() returned before the server called accept(): the kernel did the handshake alone.");
     say!(
@@ -431,14 +495,14 @@ fn user_part(a: &DemoArgs, out: &mut Outputs, json: bool) -> Result<bool, i32> {
         2,
         "simulated",
         "== 2. The same exchange on oxcat's own TCP/IP stack ==",
-    );
+    )?;
     say!(
         "Two stacks in this process, client {} and server {}, joined by a simulated link ({} ms each way). Times are simulated microseconds; `out` lines are segments as they left a stack.\n",
         sim_demo::CLIENT_IP,
         sim_demo::SERVER_IP,
         a.delay
     );
-    print_timeline(&events, json);
+    print_timeline(&events, json)?;
     say!("\nWhat it shows:");
     say!(
         "- the handshake was done at {} µs by the stacks alone; the server application called accept() at {} µs, and the connection waited in the accept queue ({} waiting).",
@@ -509,7 +573,7 @@ fn queue_scene(a: &DemoArgs, json: bool) -> Result<bool, i32> {
             "== 3. Scene: a full accept queue (backlog 2, 5 clients, the first accept() after {}) ==",
             secs(f.first_accept_at)
         ),
-    );
+    )?;
     for e in sim.sorted_events() {
         let shown = match &e.event {
             Event::Queue { .. }
@@ -520,9 +584,9 @@ fn queue_scene(a: &DemoArgs, json: bool) -> Result<bool, i32> {
             _ => false,
         };
         if json {
-            println!("{}", json_line(&e));
+            emit!("{}", json_line(&e));
         } else if shown {
-            println!("{}", e.render_text());
+            emit!("{}", e.render_text());
         }
     }
     say!("\nWhat it shows:");
@@ -580,13 +644,13 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
             a.delay,
             a.seed
         ),
-    );
+    )?;
     let events = sim.sorted_events();
     let mut shown = 0;
     let mut not_shown = 0;
     for e in &events {
         if json {
-            println!("{}", json_line(e));
+            emit!("{}", json_line(e));
             continue;
         }
         let worth = match &e.event {
@@ -599,7 +663,7 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
             continue;
         }
         if shown < LOSS_LINES_SHOWN {
-            println!("{}", e.render_text());
+            emit!("{}", e.render_text());
             shown += 1;
         } else {
             not_shown += 1;
@@ -613,6 +677,8 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
         &DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
+            // The link knows what it dropped: no guessing from arrivals.
+            lost: Some(sim.lost_segments(&events)),
             ..DiagramOptions::default()
         },
     )
@@ -696,7 +762,7 @@ fn kernel_tun_part(out: &mut Outputs, json: bool) -> Result<bool, i32> {
     let run = match crate::kernel_demo::run(pcap) {
         Ok(r) => r,
         Err(line) => {
-            eprintln!("{}: demo: {line}", crate::msg::prefix());
+            complain(&line);
             return Err(2);
         }
     };
@@ -704,7 +770,7 @@ fn kernel_tun_part(out: &mut Outputs, json: bool) -> Result<bool, i32> {
         1,
         "real",
         "== The notes' exchange: the Linux kernel's server, oxcat's stack as the client, over TUN ==",
-    );
+    )?;
     say!("A private network namespace with TUN device oxdemo0: the kernel is 198.18.0.1, our stack 198.18.0.2. `server` lines are the kernel-side program's system calls; `client` lines are our stack and the demo's calls on it (`out` = segments it sent, `in` = segments the kernel sent).\n");
     for e in &run.events {
         let shown = match &e.event {
@@ -713,9 +779,9 @@ fn kernel_tun_part(out: &mut Outputs, json: bool) -> Result<bool, i32> {
             _ => true,
         };
         if json {
-            println!("{}", json_line(e));
+            emit!("{}", json_line(e));
         } else if shown {
-            println!("{}", e.render_text());
+            emit!("{}", e.render_text());
         }
     }
     say!("\nThe notes' first diagram, drawn from this run:\n");
@@ -818,7 +884,7 @@ impl Outputs {
 }
 
 fn usage_error(line: &str) -> i32 {
-    eprintln!("{}: demo: {line}", crate::msg::prefix());
+    complain(line);
     2
 }
 
@@ -833,16 +899,29 @@ pub fn main(args: &[OsString]) -> i32 {
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                print!("{e}");
-                return 0;
+                let help = e.to_string();
+                return match write_line(Stream::Stdout, format_args!("{}", help.trim_end())) {
+                    Ok(()) => 0,
+                    Err(code) => code,
+                };
             }
             let first = e.to_string();
             let line = first.lines().next().unwrap_or("bad arguments");
             return usage_error(line.trim_start_matches("error: "));
         }
     };
-    if !(0.0..=0.9).contains(&a.loss) || !(0.0..=10_000.0).contains(&a.delay) {
-        return usage_error("--loss must be within 0..0.9 and --delay within 0..10000 ms");
+    for (flag, value, range) in [
+        ("loss", a.loss, (0.0..=0.9, "0 to 0.9")),
+        ("delay", a.delay, (0.0..=10_000.0, "0 to 10000 ms")),
+    ] {
+        if !range.0.contains(&value) {
+            // As the user wrote it: `--loss 2.00` is not echoed as `2`.
+            let given = matches
+                .get_raw(flag)
+                .and_then(|mut v| v.next())
+                .map_or_else(|| value.to_string(), |v| v.to_string_lossy().into_owned());
+            return usage_error(&format!("--{flag} {given} is out of range ({})", range.1));
+        }
     }
     if a.runs < 10 {
         return usage_error(&format!(

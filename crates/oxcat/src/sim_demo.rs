@@ -8,10 +8,12 @@
 //! is simulated time, so the run is instant and the same every time for a
 //! seed); the figures are measured on the real clock.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,8 +22,9 @@ use oxcat_stack::{
 };
 use oxcat_tcp::State;
 use oxcat_trace::{Direction, Event, Stamped};
+use oxcat_wire::{IpProtocol, Ipv4Packet, TcpPacket};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::DataLink;
+use pcap_file::{DataLink, PcapError};
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -41,6 +44,16 @@ pub struct PcapOut {
     packets: u64,
 }
 
+/// The error under a pcap writer's: pcap-file wraps a failed write as
+/// `IoError`, whose text is "Error reading bytes" whatever happened; the
+/// OS's reason ("No space left on device") is inside it.
+fn pcap_io_error(e: PcapError) -> io::Error {
+    match e {
+        PcapError::IoError(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
 /// A pcap file more than one device writes to.
 pub type SharedPcap = Arc<Mutex<PcapOut>>;
 
@@ -57,7 +70,7 @@ impl PcapOut {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
+        let writer = PcapWriter::with_header(file, header).map_err(pcap_io_error)?;
         let now = wall_now();
         Ok(Arc::new(Mutex::new(PcapOut {
             writer,
@@ -84,7 +97,7 @@ impl PcapOut {
         let ts = self.base + now.saturating_duration_since(self.start);
         self.last = self.last.max(ts);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(io::Error::other)?;
+        self.writer.write_packet(&p).map_err(pcap_io_error)?;
         self.packets += 1;
         Ok(())
     }
@@ -122,12 +135,81 @@ pub fn tapped<D>(inner: D, pcap: Option<SharedPcap>, start: Instant) -> Tapped<D
     Tap::new(inner, ToShared(pcap))
 }
 
+/// Packets the link dropped, as they were put on it: when, and the bytes.
+type Drops = Rc<RefCell<Vec<(Instant, Vec<u8>)>>>;
+
+/// One end of the simulated link, noting each packet the link drops (lost,
+/// or larger than its MTU) the moment it is put on the wire: the link's own
+/// word on what it lost, where a trace of the two stacks could only infer it
+/// (and gets it wrong when nothing at all arrived, or a late copy arrives
+/// after a lost one).
+pub struct LinkEnd {
+    port: SimPort,
+    drops: Drops,
+}
+
+impl LinkEnd {
+    fn dropped_so_far(&self) -> u64 {
+        let s = self.port.stats();
+        s.lost + s.too_big
+    }
+}
+
+impl Device for LinkEnd {
+    fn mtu(&self) -> usize {
+        self.port.mtu()
+    }
+
+    fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.port.receive(now, buf)
+    }
+
+    fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        let before = self.dropped_so_far();
+        self.port.transmit(now, packet)?;
+        if self.dropped_so_far() > before {
+            self.drops.borrow_mut().push((now, packet.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.port.poll_at()
+    }
+}
+
+/// What identifies a segment in a trace: its endpoints, control bits,
+/// numbers and payload length.
+type SegmentKey = (SocketAddr, SocketAddr, u8, u32, u32, usize);
+
+fn segment_key(s: &oxcat_trace::Segment) -> SegmentKey {
+    (s.src, s.dst, s.flags, s.seq, s.ack, s.len)
+}
+
+/// The key of a TCP/IPv4 packet as put on the link; None for anything else.
+fn packet_key(packet: &[u8]) -> Option<SegmentKey> {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.protocol() != IpProtocol::TCP {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((
+        SocketAddr::from((ip.src_addr(), tcp.src_port())),
+        SocketAddr::from((ip.dst_addr(), tcp.dst_port())),
+        tcp.flags().0,
+        tcp.seq_number(),
+        tcp.ack_number(),
+        tcp.payload().len(),
+    ))
+}
+
 /// Two stacks, a link between them, a simulated clock, and everything recorded.
 pub struct Sim {
     pub client: Stack,
     pub server: Stack,
-    client_port: Tapped<SimPort>,
-    server_port: SimPort,
+    client_port: Tapped<LinkEnd>,
+    server_port: LinkEnd,
+    drops: Drops,
     start: Instant,
     pub now: Instant,
     pub events: Vec<Stamped>,
@@ -155,6 +237,15 @@ impl Sim {
     pub fn new(link: LinkConfig, seed: u64, run: u64, pcap: Option<SharedPcap>) -> io::Result<Sim> {
         let start = Instant::now();
         let (c, s) = sim_link(link, seed);
+        let drops = Drops::default();
+        let c = LinkEnd {
+            port: c,
+            drops: drops.clone(),
+        };
+        let s = LinkEnd {
+            port: s,
+            drops: drops.clone(),
+        };
         let client_port = tapped(c, pcap, start);
         let salt = run.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1 ^ salt), start);
@@ -166,6 +257,7 @@ impl Sim {
             server,
             client_port,
             server_port: s,
+            drops,
             start,
             now: start,
             events: Vec::new(),
@@ -208,12 +300,13 @@ impl Sim {
         }
     }
 
-    /// Polls both stacks at the current time.
-    pub fn poll(&mut self) -> io::Result<()> {
-        self.client.poll(self.now, &mut self.client_port)?;
-        self.server.poll(self.now, &mut self.server_port)?;
+    /// Polls both stacks at the current time; returns whether either did
+    /// anything (took in a packet, ran a timer, sent).
+    pub fn poll(&mut self) -> io::Result<bool> {
+        let client = self.client.poll(self.now, &mut self.client_port)?;
+        let server = self.server.poll(self.now, &mut self.server_port)?;
         self.collect();
-        Ok(())
+        Ok(client || server)
     }
 
     /// Moves the clock to the next thing due, but not past `until`.
@@ -253,6 +346,17 @@ impl Sim {
             if done(self) {
                 return Ok(true);
             }
+            // What `done` asked of the stacks (a send, a close) goes out
+            // when it was asked, and what that sets going at this instant
+            // (on a link with no delay, the peer's answer) is handled at
+            // this instant too: the clock moves on only once both stacks are
+            // idle. `poll_at` names only timers and the link; moving on
+            // earlier would hold the application's bytes back until the next
+            // of those (a whole second, to a handshake timer, on a link with
+            // no delay).
+            if self.poll()? {
+                continue;
+            }
             if self.now >= deadline {
                 return Ok(false);
             }
@@ -271,6 +375,35 @@ impl Sim {
         let mut v = self.events.clone();
         v.sort_by_key(|e| e.micros);
         v
+    }
+
+    /// The segments the link dropped, as indices into `events` (this run's,
+    /// in any order): each the event of the segment leaving its stack, at
+    /// the instant it was put on the link. Two copies alike in every field,
+    /// sent at the same instant, are one as good as the other.
+    pub fn lost_segments(&self, events: &[Stamped]) -> HashSet<usize> {
+        let mut departures: HashMap<(u64, SegmentKey), Vec<usize>> = HashMap::new();
+        for (i, e) in events.iter().enumerate().rev() {
+            if let Event::Segment(s) = &e.event {
+                if s.dir == Direction::Out {
+                    departures
+                        .entry((e.micros, segment_key(s)))
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+        let mut lost = HashSet::new();
+        for (at, packet) in self.drops.borrow().iter() {
+            let micros = at.saturating_duration_since(self.start).as_micros() as u64;
+            let found = packet_key(packet)
+                .and_then(|k| departures.get_mut(&(micros, k)))
+                .and_then(|copies| copies.pop());
+            if let Some(i) = found {
+                lost.insert(i);
+            }
+        }
+        lost
     }
 }
 
@@ -793,8 +926,9 @@ pub fn lossy_scene(sim: &mut Sim, bytes: usize) -> io::Result<LossFacts> {
     }
     let events = sim.sorted_events();
     let (fast, timeout, probes) = retransmissions_by_cause(&events);
-    let (needless_late, needless_unacked) = needless_retransmissions(&events);
-    let stats = sim.server_port.stats();
+    let (needless_late, needless_unacked) =
+        needless_retransmissions(&events, &sim.lost_segments(&events));
+    let stats = sim.server_port.port.stats();
     Ok(LossFacts {
         bytes,
         received: got.len(),
@@ -864,64 +998,105 @@ fn handshake_retransmissions(events: &[Stamped]) -> usize {
     syns.values().map(|n| n - 1).sum()
 }
 
-/// The `TS val` of a segment's options (each copy of a segment sent at
-/// another millisecond carries another).
-fn ts_val(options: &str) -> Option<u32> {
-    let rest = &options[options.find("TS val ")? + 7..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// Data retransmissions that were not needed, as (late, unacknowledged):
-/// copies of bytes an earlier copy of which reached the other end. `late`:
-/// the earlier copy arrived only after this one left (the link held it
-/// back); `unacknowledged`: it had arrived before, but the ACKs saying so
-/// were lost or still on their way. Copies are told apart by their
-/// timestamps: a retransmission leaves at least a millisecond after the
-/// copy before.
-pub fn needless_retransmissions(events: &[Stamped]) -> (usize, usize) {
-    // (sender, seq) -> (TS val, when it left) of each copy sent, in order.
-    type Copies = Vec<(Option<u32>, u64)>;
-    let mut copies: HashMap<(String, u32), Copies> = HashMap::new();
-    // (sender, seq, TS val) -> when it first arrived.
-    let mut arrived: HashMap<(String, u32, Option<u32>), u64> = HashMap::new();
-    for e in events {
+/// copies of bytes an earlier copy of which the link delivered. `late`: no
+/// earlier copy had arrived when this one left (the link held one back,
+/// so it came after later segments); `unacknowledged`: one had, but the
+/// ACKs saying so were lost or still on their way. A copy the link dropped
+/// (`lost`: indices into `events` of departures, from
+/// [`Sim::lost_segments`]) was not late, and resending it was needed.
+///
+/// Copies are told apart by where they sit in `events`, not by their
+/// contents: two copies sent in the same millisecond (a link with no delay)
+/// carry the same timestamp option and may be alike byte for byte. An
+/// arrival recorded before a copy left belongs to an earlier copy.
+pub fn needless_retransmissions(events: &[Stamped], lost: &HashSet<usize>) -> (usize, usize) {
+    // (sender, seq) -> (index of its departure, delivered) of each copy sent, in order.
+    let mut copies: HashMap<(&str, u32), Vec<(usize, bool)>> = HashMap::new();
+    // (sender, seq) -> indices of its arrivals, in order.
+    let mut arrivals: HashMap<(&str, u32), Vec<usize>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
         let Event::Segment(s) = &e.event else {
             continue;
         };
         if s.len == 0 {
             continue;
         }
-        let host = e.host.clone().unwrap_or_default();
-        let ts = ts_val(&s.options);
+        let host = e.host.as_deref().unwrap_or("");
         match s.dir {
             Direction::Out => copies
                 .entry((host, s.seq))
                 .or_default()
-                .push((ts, e.micros)),
+                .push((i, !lost.contains(&i))),
             Direction::In => {
                 let sender = if host == "client" { "server" } else { "client" };
-                arrived
-                    .entry((sender.to_string(), s.seq, ts))
-                    .or_insert(e.micros);
+                arrivals.entry((sender, s.seq)).or_default().push(i);
             }
         }
     }
     let (mut late, mut unacknowledged) = (0, 0);
-    for ((sender, seq), sent) in &copies {
-        for (i, &(_, left)) in sent.iter().enumerate().skip(1) {
-            let first_arrival = sent[..i]
-                .iter()
-                .filter_map(|(ts, _)| arrived.get(&(sender.clone(), *seq, *ts)))
-                .min();
-            match first_arrival {
-                Some(&at) if at >= left => late += 1,
-                Some(_) => unacknowledged += 1,
-                None => {}
+    for (key, sent) in &copies {
+        let arrived = arrivals.get(key).map_or(&[][..], Vec::as_slice);
+        for (n, &(left, _)) in sent.iter().enumerate().skip(1) {
+            if !sent[..n].iter().any(|&(_, delivered)| delivered) {
+                continue; // every copy before was lost: this one was needed
+            }
+            if arrived.iter().any(|&at| at < left) {
+                unacknowledged += 1;
+            } else {
+                late += 1;
             }
         }
     }
     (late, unacknowledged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "198.18.0.2:40000";
+    const S: &str = "198.18.0.1:1234";
+
+    /// A data segment seq 1000, 100 bytes, `dir` at `host`; every copy alike
+    /// (sent in the same millisecond, the same timestamp).
+    fn data(host: &str, dir: Direction) -> Stamped {
+        Stamped {
+            micros: 1_000_000,
+            host: Some(host.to_string()),
+            event: Event::Segment(oxcat_trace::Segment {
+                dir,
+                src: C.parse().unwrap(),
+                dst: S.parse().unwrap(),
+                flags: 0x10,
+                seq: 1000,
+                ack: 1,
+                window: 512,
+                len: 100,
+                options: "TS val 7 ecr 3".into(),
+                preview: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_retransmission_of_a_lost_copy_was_needed() {
+        let out = || data("client", Direction::Out);
+        let arrival = || data("server", Direction::In);
+        // The original lost, the retransmission arrives.
+        let ev = [out(), out(), arrival()];
+        assert_eq!(needless_retransmissions(&ev, &HashSet::from([0])), (0, 0));
+        // The original held back: it arrives after the retransmission left.
+        let ev = [out(), out(), arrival(), arrival()];
+        assert_eq!(needless_retransmissions(&ev, &HashSet::new()), (1, 0));
+        // The original arrived before the retransmission left: its ACK did not.
+        let ev = [out(), arrival(), out(), arrival()];
+        assert_eq!(needless_retransmissions(&ev, &HashSet::new()), (0, 1));
+        // Lost twice, then through: both retransmissions were needed.
+        let ev = [out(), out(), out(), arrival()];
+        assert_eq!(
+            needless_retransmissions(&ev, &HashSet::from([0, 1])),
+            (0, 0)
+        );
+    }
 }

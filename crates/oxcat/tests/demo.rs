@@ -2,8 +2,9 @@
 //! parse with Mermaid's own parser; its pcap opens in tshark with the
 //! segments the timeline shows; the accept-queue scene shows the drops.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn oxcat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_oxcat"))
@@ -359,9 +360,15 @@ fn demo_json_lines_are_json() {
 fn demo_rejects_bad_flags_with_one_line() {
     for (args, says) in [
         (&["--loss", "abc"][..], "--loss"),
-        (&["--loss", "2"], "--loss must be within 0..0.9"),
-        (&["--loss", "-0.5"], "--loss must be within 0..0.9"),
-        (&["--delay", "-5"], "--delay within 0..10000 ms"),
+        (&["--loss", "2"], "--loss 2 is out of range (0 to 0.9)"),
+        (
+            &["--loss", "-0.5"],
+            "--loss -0.5 is out of range (0 to 0.9)",
+        ),
+        (
+            &["--delay", "-5"],
+            "--delay -5 is out of range (0 to 10000 ms)",
+        ),
         (&["--runs", "0"], "--runs must be at least 10"),
         (&["--runs", "9"], "--runs must be at least 10"),
         (&["--figures-only", "--pcap", "x.pcap"], "--figures-only"),
@@ -382,6 +389,118 @@ fn demo_rejects_bad_flags_with_one_line() {
         assert!(err.starts_with("oxcat: demo: "), "{err}");
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} ran something");
+    }
+}
+
+/// `oxcat demo | head -1`: when the reader goes away the demo stops,
+/// quietly (EPIPE is the reader's choice, not an error to report), with
+/// status 1 and no panic; with `--trace-format json` as well (the JSON
+/// lines are what goes to the pipe then).
+#[test]
+fn demo_stops_quietly_when_its_reader_goes_away() {
+    for extra in [&[][..], &["--trace-format", "json"]] {
+        // A pipe holding one page, far less than the demo prints: the demo
+        // cannot have written everything before the reader goes, whatever
+        // the scheduler does.
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        rustix::pipe::fcntl_setpipe_size(&reader, 4096).unwrap();
+        let mut cmd = oxcat();
+        cmd.args(["demo", "--runs", "10"])
+            .args(extra)
+            .stdout(writer)
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        drop(cmd); // our copy of the pipe's writing end
+        let mut first = [0u8; 16];
+        reader.read_exact(&mut first).unwrap();
+        drop(reader);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(!err.contains("oxcat: demo:"), "{extra:?}: {err}");
+        if extra.is_empty() {
+            assert_eq!(err, "", "the narrative went to the pipe");
+        }
+    }
+}
+
+/// `oxcat demo > /dev/full`: one line naming the failure, status 1, no panic.
+#[test]
+fn demo_reports_an_unwritable_standard_output_in_one_line() {
+    for extra in [&[][..], &["--trace-format", "json"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = oxcat()
+            .args(["demo", "--runs", "10"])
+            .args(extra)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        // With json the narrative shares standard error: the last line is ours.
+        assert_eq!(
+            err.trim_end().lines().last(),
+            Some("oxcat: demo: cannot write to standard output: No space left on device"),
+            "{extra:?}: {err}"
+        );
+        if extra.is_empty() {
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+}
+
+/// A value out of range is named with its flag, and only the flag that
+/// is wrong: one line, exit 2.
+#[test]
+fn demo_names_the_flag_out_of_range() {
+    for (args, line) in [
+        (&["--loss", "2"][..], "--loss 2 is out of range (0 to 0.9)"),
+        (
+            &["--loss", "0.95"],
+            "--loss 0.95 is out of range (0 to 0.9)",
+        ),
+        (&["--loss", "NaN"], "--loss NaN is out of range (0 to 0.9)"),
+        (
+            &["--delay", "20000"],
+            "--delay 20000 is out of range (0 to 10000 ms)",
+        ),
+        (
+            &["--loss", "0.5", "--delay", "-1"],
+            "--delay -1 is out of range (0 to 10000 ms)",
+        ),
+    ] {
+        let out = oxcat().arg("demo").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("oxcat: demo: {line}\n"),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} ran something");
+    }
+}
+
+/// An output file that can be created but not written (a full disk) is
+/// reported with the OS's reason, not the pcap library's wrapper text.
+#[test]
+fn demo_reports_why_an_output_file_cannot_be_written() {
+    for args in [
+        &["--runs", "10", "--pcap", "/dev/full"][..],
+        &["--kernel", "--pcap", "/dev/full"],
+        &["--runs", "10", "--mermaid", "/dev/full"],
+    ] {
+        let out = oxcat().arg("demo").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err, "oxcat: demo: cannot write /dev/full: No space left on device\n",
+            "{args:?}"
+        );
     }
 }
 
@@ -488,6 +607,107 @@ fn demo_explains_a_retransmission_without_loss() {
     );
 }
 
+/// Every segment the link lost is crossed in the lossy scene's diagram,
+/// also when the server never heard of the connection: at 90% loss with
+/// seed 1 all seven SYNs are lost, and none may be drawn as delivered.
+#[test]
+fn demo_crosses_every_segment_the_link_lost() {
+    let out = run_demo(&["--loss", "0.9", "--seed", "1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let scene = section(&text, "== 4.", "== 5.");
+    assert!(scene.contains("the link lost 7 packets"), "{scene}");
+    let diagram = &mermaid_blocks(scene)[0];
+    let arrows: Vec<&str> = diagram.lines().filter(|l| l.contains(": ")).collect();
+    let crossed: Vec<&&str> = arrows
+        .iter()
+        .filter(|l| l.starts_with("    C-xS: SYN ") && l.ends_with(" lost"))
+        .collect();
+    assert_eq!(crossed.len(), 7, "{diagram}");
+    assert!(
+        !diagram.contains("->>"),
+        "a lost SYN drawn delivered:\n{diagram}"
+    );
+}
+
+/// Client data segments of scene 4 in a JSON run: how many copies of each
+/// sequence number left the client, and how many reached the server.
+fn copies_sent_and_arrived(
+    events: &[serde_json::Value],
+) -> std::collections::BTreeMap<u64, (usize, usize)> {
+    let mut seen = std::collections::BTreeMap::new();
+    for v in events {
+        if v["scene"] != 4 || v["type"] != "segment" || v["len"].as_u64() == Some(0) {
+            continue;
+        }
+        let seq = v["seq"].as_u64().unwrap();
+        let e: &mut (usize, usize) = seen.entry(seq).or_default();
+        match (v["host"].as_str(), v["dir"].as_str()) {
+            (Some("client"), Some("out")) => e.0 += 1,
+            (Some("server"), Some("in")) => e.1 += 1,
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// The count in "N retransmission(s) were not needed, ..." lines.
+fn needless_said(narrative: &str) -> usize {
+    narrative
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .filter(|l| l.contains(" retransmission(s) were not needed"))
+        .map(|l| l.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum()
+}
+
+/// A retransmission was not needed only if an earlier copy arrived: a
+/// copy the link lost was never "only late". On a link with no delay
+/// (`--delay 0`, seed 7) the original and its retransmission leave in the
+/// same millisecond and look alike; the trace shows which arrived.
+#[test]
+fn demo_counts_as_needless_only_retransmissions_whose_original_arrived() {
+    let out = run_demo(&["--delay", "0", "--trace-format", "json"]);
+    let events = json_events(&out.stdout);
+    let narrative = String::from_utf8_lossy(&out.stderr);
+    let resent: Vec<(u64, (usize, usize))> = copies_sent_and_arrived(&events)
+        .into_iter()
+        .filter(|(_, (sent, _))| *sent > 1)
+        .collect();
+    // This run resends each segment once, so what arrived tells it all.
+    assert!(resent.iter().all(|(_, (sent, _))| *sent == 2), "{resent:?}");
+    let both_arrived = resent.iter().filter(|(_, (_, got))| *got == 2).count();
+    let original_lost = resent.iter().filter(|(_, (_, got))| *got == 1).count();
+    assert!(both_arrived > 0 && original_lost > 0, "{resent:?}");
+    let scene = section(&narrative, "== 4.", "== 5.");
+    assert_eq!(needless_said(scene), both_arrived, "{resent:?}\n{scene}");
+}
+
+/// The application's bytes leave when it hands them over: on a link with
+/// no delay the first data segment goes out at the instant connect()
+/// completes, not when the next timer happens to fall due.
+#[test]
+fn demo_sends_the_data_when_the_application_does() {
+    let out = run_demo(&["--delay", "0", "--trace-format", "json"]);
+    let events = json_events(&out.stdout);
+    let scene: Vec<&serde_json::Value> = events.iter().filter(|v| v["scene"] == 4).collect();
+    let connected = scene
+        .iter()
+        .find(|v| v["type"] == "socket_call" && v["call"] == "connect(3) completes")
+        .expect("connect completes")["t_us"]
+        .as_u64();
+    let first_data = scene
+        .iter()
+        .find(|v| {
+            v["type"] == "segment"
+                && v["host"] == "client"
+                && v["dir"] == "out"
+                && v["len"].as_u64() > Some(0)
+        })
+        .expect("a data segment")["t_us"]
+        .as_u64();
+    assert_eq!(first_data, connected);
+}
+
 /// The README's "How TCP really works" quotes the demo: every timeline line
 /// it shows must be (the start of) a line the demo prints today.
 #[test]
@@ -510,6 +730,20 @@ fn readme_quotes_the_demo_verbatim() {
             "README quotes a line the demo no longer prints:\n{q}"
         );
     }
+    // The figures table has the demo's rows, no more and no fewer: the
+    // first two cells (what is measured, the notes' figure); the measured
+    // numbers are the README's own run.
+    let rows = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| what |"))
+            .map(|l| l.split(" | ").take(2).collect::<Vec<_>>().join(" | "))
+            .collect()
+    };
+    assert_eq!(
+        rows(section),
+        rows(self::section(&text, "== 5.", "\u{0}")),
+        "the README's figures table and the demo's"
+    );
 }
 
 fn is_root() -> bool {

@@ -26,6 +26,12 @@ pub struct DiagramOptions {
     /// keeps only its head and tail. They are counted in the note that
     /// stands for the middle of the transfer.
     pub unseen_segments: usize,
+    /// The segments known to be lost, as indices into `events` (each the
+    /// event of the segment leaving its sender): a simulated link knows what
+    /// it dropped. When given, these and only these are crossed; when not,
+    /// losses are inferred from the records (see the module's note), which
+    /// cannot see a loss at an end that recorded no arrival at all.
+    pub lost: Option<HashSet<usize>>,
 }
 
 impl Default for DiagramOptions {
@@ -34,6 +40,7 @@ impl Default for DiagramOptions {
             max_arrows: 40,
             socket_calls: true,
             unseen_segments: 0,
+            lost: None,
         }
     }
 }
@@ -129,6 +136,9 @@ pub fn connection_diagram(events: &[Stamped], opts: &DiagramOptions) -> Option<S
             };
         }
     }
+    if let Some(known) = &opts.lost {
+        return Some(draw(events, opts, client, server, &records_out, known));
+    }
     // An arrival belongs to the latest copy sent before it (a retransmission
     // follows a loss); departures no arrival claims were lost.
     let mut pending: HashMap<Key, Vec<usize>> = HashMap::new();
@@ -150,7 +160,21 @@ pub fn connection_diagram(events: &[Stamped], opts: &DiagramOptions) -> Option<S
         .filter(|((_, dst, ..), _)| records_in.contains(dst))
         .flat_map(|(_, idx)| idx)
         .collect();
+    Some(draw(events, opts, client, server, &records_out, &lost_at))
+}
 
+/// The diagram of the connection between `client` and `server`, the
+/// segments at `lost_at` crossed.
+fn draw(
+    events: &[Stamped],
+    opts: &DiagramOptions,
+    client: SocketAddr,
+    server: SocketAddr,
+    records_out: &HashSet<SocketAddr>,
+    lost_at: &HashSet<usize>,
+) -> String {
+    let ours =
+        |s: &Segment| (s.src == client && s.dst == server) || (s.src == server && s.dst == client);
     let mut lines: Vec<String> = Vec::new();
     let mut sent_end: HashMap<SocketAddr, u32> = HashMap::new();
     let mut handshake_noted = false;
@@ -225,7 +249,7 @@ pub fn connection_diagram(events: &[Stamped], opts: &DiagramOptions) -> Option<S
         out.push_str(&l);
         out.push('\n');
     }
-    Some(out)
+    out
 }
 
 /// Keeps the first two thirds and the last third of `max` arrows, with a
@@ -343,6 +367,65 @@ mod tests {
     }
 
     #[test]
+    fn known_losses_are_crossed_where_inference_cannot_tell() {
+        let lost = |idx: &[usize]| DiagramOptions {
+            lost: Some(idx.iter().copied().collect()),
+            ..DiagramOptions::default()
+        };
+        let arrows = |d: &str| -> Vec<String> {
+            d.lines()
+                .filter(|l| l.contains("->>") || l.contains("-x"))
+                .map(str::to_string)
+                .collect()
+        };
+        // Every SYN lost: the server recorded nothing at all, so nothing
+        // says it records arrivals, and inference sees no loss.
+        let ev = vec![
+            seg(Direction::Out, C, S, 0x02, 1000, 0, 0),
+            seg(Direction::Out, C, S, 0x02, 1000, 0, 0),
+        ];
+        let inferred = connection_diagram(&ev, &DiagramOptions::default()).unwrap();
+        assert!(!inferred.contains("-x"), "{inferred}");
+        let known = connection_diagram(&ev, &lost(&[0, 1])).unwrap();
+        assert_eq!(
+            arrows(&known),
+            [
+                "    C-xS: SYN (SEQ = 1000) lost",
+                "    C-xS: SYN (SEQ = 1000) retransmission lost"
+            ],
+            "{known}"
+        );
+        // The original held back and arriving after its retransmission,
+        // which was lost: inference gives the arrival to the latest copy
+        // and blames the original.
+        let ev = vec![
+            seg(Direction::Out, C, S, 0x02, 1000, 0, 0),
+            seg(Direction::In, C, S, 0x02, 1000, 0, 0),
+            seg(Direction::Out, S, C, 0x12, 5000, 1001, 0),
+            seg(Direction::In, S, C, 0x12, 5000, 1001, 0),
+            seg(Direction::Out, C, S, 0x18, 1001, 5001, 5),
+            seg(Direction::Out, C, S, 0x18, 1001, 5001, 5),
+            seg(Direction::In, C, S, 0x18, 1001, 5001, 5),
+        ];
+        let inferred = connection_diagram(&ev, &DiagramOptions::default()).unwrap();
+        assert!(
+            arrows(&inferred)[2].ends_with("5 bytes) lost"),
+            "{inferred}"
+        );
+        let known = connection_diagram(&ev, &lost(&[5])).unwrap();
+        let a = arrows(&known);
+        assert_eq!(a.len(), 4, "{known}");
+        assert_eq!(
+            a[2], "    C->>S: PSH-ACK 'Hello' (SEQ = 1001, ACK = 5001, 5 bytes)",
+            "{known}"
+        );
+        assert_eq!(
+            a[3], "    C-xS: PSH-ACK 'Hello' (SEQ = 1001, ACK = 5001, 5 bytes) retransmission lost",
+            "{known}"
+        );
+    }
+
+    #[test]
     fn long_runs_are_summarised() {
         let mut ev = vec![seg(Direction::Out, C, S, 0x02, 0, 0, 0)];
         for i in 0..200 {
@@ -351,7 +434,7 @@ mod tests {
         let mut opts = DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
-            unseen_segments: 0,
+            ..DiagramOptions::default()
         };
         let d = connection_diagram(&ev, &opts).unwrap();
         let arrows = d.lines().filter(|l| l.contains("->>")).count();
