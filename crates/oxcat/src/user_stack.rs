@@ -245,9 +245,18 @@ pub fn start(cfg: &UserStackConfig, trace: bool) -> Result<(), Failure> {
     let tracing = trace || cfg.mermaid.is_some();
     stack.set_tracing(tracing);
     let device: Box<dyn Device + Send> = match &cfg.pcap {
-        Some(p) => Box::new(PcapTap::create(tun, p, start).map_err(|e| {
-            Failure::io(format!("Unable to open pcap file \"{}\"", p.display()), &e)
-        })?),
+        Some(p) => {
+            let tap = PcapTap::create(tun, p, start).map_err(|e| {
+                Failure::io(format!("Unable to open pcap file \"{}\"", p.display()), &e)
+            })?;
+            let shown = p.display().to_string();
+            Box::new(tap.on_stop(move |e| {
+                crate::msg::say(&format!(
+                    "--pcap {shown}: {}; recording stopped, the connection goes on",
+                    crate::error::describe(e)
+                ))
+            }))
+        }
         None => Box::new(tun),
     };
     let rt = Runtime::start(move || vec![(stack, device as Box<dyn Device>)])

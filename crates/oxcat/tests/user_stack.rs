@@ -669,3 +669,79 @@ true
         "oxcat: --stack user: cannot open TUN device utun: no permission to open /dev/net/tun (run as root, or give this user read and write access to it).\n"
     );
 }
+
+/// A pcap file that cannot be written gets the system's reason in one line
+/// (pcap-file's own text for it is "Error reading bytes"), exit 1.
+#[test]
+fn a_pcap_file_that_cannot_be_written_says_why() {
+    if !root_or_skip("a_pcap_file_that_cannot_be_written_says_why") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    in_namespace(
+        d,
+        r#"
+timeout 10 $OXCAT --stack user -l 1234 --pcap /dev/full < /dev/null 2> $D/err
+echo $? > $D/rc
+"#,
+        Duration::from_secs(30),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    assert_eq!(s("rc").trim(), "1");
+    assert_eq!(
+        s("err"),
+        "oxcat: Unable to open pcap file \"/dev/full\": No space left on device.\n"
+    );
+}
+
+/// A pcap file whose disk fills during the run: one line says so, the
+/// recording stops, and the connection goes on byte-exact (a failed write
+/// used to lose the packet it was recording, so the transfer stalled).
+/// The small disk is a 64 KiB tmpfs in the test's own mount namespace.
+#[test]
+fn a_pcap_disk_that_fills_stops_the_recording_not_the_connection() {
+    if !root_or_skip("a_pcap_disk_that_fills_stops_the_recording_not_the_connection") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = random_bytes(1 << 20, 9);
+    std::fs::write(d.join("data"), &data).unwrap();
+    let script = r#"
+set -u
+ip link set lo up
+mkdir $D/small
+mount -t tmpfs -o size=64k tmpfs $D/small
+timeout 30 $OXCAT --stack user -l 1234 --pcap $D/small/run.pcap < /dev/null > $D/got 2> $D/err &
+OX=$!
+for i in $(seq 100); do ip -o link show oxcat0 2>/dev/null | grep -q '[<,]UP[,>]' && break; sleep 0.05; done
+sleep 0.3
+timeout 20 $NCAT --send-only 198.18.0.2 1234 < $D/data
+echo "ncat: $?" > $D/nc.rc
+wait $OX; echo $? > $D/rc
+ls -l $D/small/run.pcap | awk '{print $5}' > $D/size
+umount $D/small
+true
+"#;
+    let out = run_bounded(
+        Command::new("unshare")
+            .args(["--net", "--mount", "bash", "-c", script])
+            .env("OXCAT", oxcat())
+            .env("NCAT", common::ncat())
+            .env("D", d),
+        Duration::from_secs(60),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s("rc").trim(), "0", "{}", s("err"));
+    assert_eq!(sha(&read(d, "got")), sha(&data), "{}", s("err"));
+    let pcap = format!("{}/small/run.pcap", d.display());
+    assert_eq!(
+        s("err"),
+        format!("oxcat: --pcap {pcap}: No space left on device; recording stopped, the connection goes on.\n")
+    );
+    // It recorded until the disk was full.
+    let size: u64 = s("size").trim().parse().unwrap();
+    assert!(size > 32 * 1024, "{size}");
+}

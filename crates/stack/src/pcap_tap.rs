@@ -22,14 +22,37 @@ pub trait Recorder {
 /// `inner`, with every packet it receives or is given to send also handed
 /// to a recorder (first, so a packet the device then fails on is recorded
 /// too, as a capture on a sending host shows it).
+///
+/// The recording is a witness, not part of the path: a recorder that fails
+/// (a full disk) stops recording and every packet goes on as before; the
+/// error is kept ([`Tap::stopped`]) and handed once to [`Tap::on_stop`]'s
+/// callback.
 pub struct Tap<D, R> {
     inner: D,
     recorder: R,
+    stopped: Option<io::Error>,
+    on_stop: Option<Box<dyn FnMut(&io::Error) + Send>>,
 }
 
 impl<D, R> Tap<D, R> {
     pub fn new(inner: D, recorder: R) -> Tap<D, R> {
-        Tap { inner, recorder }
+        Tap {
+            inner,
+            recorder,
+            stopped: None,
+            on_stop: None,
+        }
+    }
+
+    /// `f` is called once, with the error, if the recorder fails.
+    pub fn on_stop(mut self, f: impl FnMut(&io::Error) + Send + 'static) -> Tap<D, R> {
+        self.on_stop = Some(Box::new(f));
+        self
+    }
+
+    /// Why recording stopped, if it did.
+    pub fn stopped(&self) -> Option<&io::Error> {
+        self.stopped.as_ref()
     }
 
     pub fn inner(&self) -> &D {
@@ -41,6 +64,25 @@ impl<D, R> Tap<D, R> {
     }
 }
 
+impl<D, R: Recorder> Tap<D, R> {
+    #[inline]
+    fn record(&mut self, now: Instant, packet: &[u8]) {
+        if self.stopped.is_none() {
+            if let Err(e) = self.recorder.record(now, packet) {
+                self.stop(e);
+            }
+        }
+    }
+
+    #[cold]
+    fn stop(&mut self, e: io::Error) {
+        if let Some(f) = self.on_stop.as_mut() {
+            f(&e);
+        }
+        self.stopped = Some(e);
+    }
+}
+
 impl<D: Device, R: Recorder> Device for Tap<D, R> {
     fn mtu(&self) -> usize {
         self.inner.mtu()
@@ -49,13 +91,13 @@ impl<D: Device, R: Recorder> Device for Tap<D, R> {
     fn receive(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let got = self.inner.receive(now, buf)?;
         if let Some(n) = got {
-            self.recorder.record(now, &buf[..n])?;
+            self.record(now, &buf[..n]);
         }
         Ok(got)
     }
 
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
-        self.recorder.record(now, packet)?;
+        self.record(now, packet);
         self.inner.transmit(now, packet)
     }
 
@@ -78,7 +120,7 @@ impl<D: Device, R: Recorder> Device for Tap<D, R> {
     ) -> io::Result<Option<(usize, RxMeta)>> {
         let got = self.inner.receive_meta(now, buf)?;
         if let Some((n, _)) = got {
-            self.recorder.record(now, &buf[..n])?;
+            self.record(now, &buf[..n]);
         }
         Ok(got)
     }
@@ -86,7 +128,7 @@ impl<D: Device, R: Recorder> Device for Tap<D, R> {
     /// Records the packet as handed to the device: a TSO segment appears
     /// whole (as in a capture on a sending host), its checksum unfinished.
     fn transmit_meta(&mut self, now: Instant, packet: &[u8], meta: TxMeta) -> io::Result<()> {
-        self.recorder.record(now, packet)?;
+        self.record(now, packet);
         self.inner.transmit_meta(now, packet, meta)
     }
 }
@@ -111,7 +153,7 @@ impl PcapFile {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(file, header).map_err(io::Error::other)?;
+        let writer = PcapWriter::with_header(file, header).map_err(io_error)?;
         let wall_start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -133,9 +175,18 @@ impl Recorder for PcapFile {
     fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
         let ts = self.wall_start + now.saturating_duration_since(self.start);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(io::Error::other)?;
+        self.writer.write_packet(&p).map_err(io_error)?;
         self.packets += 1;
         Ok(())
+    }
+}
+
+/// pcap-file's error as the io error it wraps: its `IoError`'s own text is
+/// "Error reading bytes" whatever happened (a full disk, say).
+fn io_error(e: pcap_file::PcapError) -> io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::other(other),
     }
 }
 

@@ -146,3 +146,81 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A recorder that fails (a full disk) stops the recording, not the
+/// traffic: every byte still arrives, the error is kept, and the callback
+/// hears of it once.
+#[test]
+fn a_failing_recorder_stops_recording_and_nothing_else() {
+    use oxcat_stack::{Recorder, Tap};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct FailsAfter(usize);
+    impl Recorder for FailsAfter {
+        fn record(&mut self, _now: Instant, _packet: &[u8]) -> std::io::Result<()> {
+            match self.0.checked_sub(1) {
+                Some(left) => {
+                    self.0 = left;
+                    Ok(())
+                }
+                None => Err(std::io::Error::from_raw_os_error(28)),
+            }
+        }
+    }
+
+    let t0 = Instant::now();
+    let mut now = t0;
+    let (pa, mut pb) = sim_link(LinkConfig::default(), 3);
+    let told = Arc::new(AtomicUsize::new(0));
+    let counter = told.clone();
+    let mut pa = Tap::new(pa, FailsAfter(5)).on_stop(move |e| {
+        assert_eq!(e.raw_os_error(), Some(28));
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let cfg = |ip| StackConfig {
+        ipv4: Some(ip),
+        ..StackConfig::default()
+    };
+    let (mut a, mut b) = (Stack::new(cfg(A), now), Stack::new(cfg(B), now));
+    let l = b
+        .tcp_listen(SocketAddr::new(IpAddr::V4(B), 5000), 4, now)
+        .unwrap();
+    let c = a
+        .tcp_connect(SocketAddr::new(IpAddr::V4(B), 5000), None, now)
+        .unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut sent, mut server, mut got) = (0, None, Vec::new());
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..100_000 {
+        if sent < data.len() {
+            if let Ok(n) = a.tcp_send(c, &data[sent..]) {
+                sent += n;
+            }
+        }
+        if server.is_none() {
+            server = b.tcp_accept(l).unwrap().map(|(h, _)| h);
+        }
+        if let Some(s) = server {
+            while let Ok(n) = b.tcp_recv(s, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        if got.len() == data.len() {
+            break;
+        }
+        a.poll(now, &mut pa).unwrap();
+        b.poll(now, &mut pb).unwrap();
+        let next = [pa.poll_at(), pb.poll_at(), a.poll_at(), b.poll_at()]
+            .into_iter()
+            .flatten()
+            .min();
+        now = next.map_or(now + Duration::from_millis(1), |t| t.max(now));
+    }
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    assert_eq!(pa.stopped().and_then(|e| e.raw_os_error()), Some(28));
+    assert_eq!(told.load(Ordering::SeqCst), 1);
+}
