@@ -14,6 +14,9 @@ use pcap_file::DataLink;
 
 use crate::device::{Device, Offloads, RxMeta, TxMeta};
 
+/// Called once with the error when a [`Tap`]'s recorder fails.
+type OnStop = Box<dyn FnMut(&io::Error) + Send>;
+
 /// What a [`Tap`] does with each packet, stamped with the device's `now`.
 pub trait Recorder {
     fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()>;
@@ -31,7 +34,7 @@ pub struct Tap<D, R> {
     inner: D,
     recorder: R,
     stopped: Option<io::Error>,
-    on_stop: Option<Box<dyn FnMut(&io::Error) + Send>>,
+    on_stop: Option<OnStop>,
 }
 
 impl<D, R> Tap<D, R> {
