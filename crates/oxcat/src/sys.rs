@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -43,7 +43,12 @@ fn with_tracer(f: impl FnOnce(&mut Tracer)) {
 /// thread in batches) still come out in time order: see `Tracer::set_reorder`.
 pub fn reorder_trace(window: Duration) {
     with_tracer(|t| t.set_reorder(window));
+    REORDER_MICROS.store(window.as_micros() as u64, Ordering::Relaxed);
 }
+
+/// The window `reorder_trace` set, while it holds (0: events go out as
+/// recorded).
+static REORDER_MICROS: AtomicU64 = AtomicU64::new(0);
 
 /// Writes the held events whose window has passed.
 pub fn release_trace() {
@@ -53,6 +58,7 @@ pub fn release_trace() {
 /// Writes every held event and holds none from now on (the run is ending:
 /// a call recorded after this, on the way out, is written at once).
 pub fn end_reorder_trace() {
+    REORDER_MICROS.store(0, Ordering::Relaxed);
     with_tracer(Tracer::end_reorder);
 }
 
@@ -84,15 +90,7 @@ pub fn record_as(
     result: impl FnOnce() -> Option<String>,
 ) {
     if tracing() {
-        let text = match role {
-            Some(role) => format!("{role:<6} {}", call()),
-            None => call(),
-        };
-        let result = result();
-        let mut guard = TRACER.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = guard.as_mut() {
-            t.call(text, result);
-        }
+        record_call(None, role, call, result);
     }
 }
 
@@ -104,6 +102,10 @@ pub fn call_start() -> Option<std::time::Instant> {
 /// [`record_as`] stamped with when the call started (`start`, from
 /// [`call_start`]), as strace stamps a call: the segments a `send` on our
 /// stack makes go out inside the call, and come after it on the timeline.
+/// Only while the timeline holds events back (`reorder_trace`) and the call
+/// took well under that window; otherwise (a send that waited on a slow
+/// peer) it is stamped on return, as it would be written after events
+/// stamped later.
 pub fn record_as_from(
     start: Option<std::time::Instant>,
     role: &str,
@@ -114,11 +116,28 @@ pub fn record_as_from(
         return;
     };
     if tracing() {
-        let call = format!("{role:<6} {}", call());
-        let result = result();
-        let mut guard = TRACER.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = guard.as_mut() {
-            t.record_at(start, None, oxcat_trace::Event::SocketCall { call, result });
+        let window = std::time::Duration::from_micros(REORDER_MICROS.load(Ordering::Relaxed));
+        let at = (start.elapsed() < window / 2).then_some(start);
+        record_call(at, Some(role), call, result);
+    }
+}
+
+fn record_call(
+    at: Option<std::time::Instant>,
+    role: Option<&str>,
+    call: impl FnOnce() -> String,
+    result: impl FnOnce() -> Option<String>,
+) {
+    let call = match role {
+        Some(role) => format!("{role:<6} {}", call()),
+        None => call(),
+    };
+    let result = result();
+    let mut guard = TRACER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = guard.as_mut() {
+        match at {
+            Some(at) => t.record_at(at, None, oxcat_trace::Event::SocketCall { call, result }),
+            None => t.call(call, result),
         }
     }
 }

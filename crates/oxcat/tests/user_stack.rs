@@ -745,3 +745,53 @@ true
     let size: u64 = s("size").trim().parse().unwrap();
     assert!(size > 32 * 1024, "{size}");
 }
+
+/// A traced run whose sends wait on a slow reader (the kernel's ncat reads
+/// nothing for 2 s): the timeline still never goes back in time. A send is
+/// stamped when it starts only if it ended within the trace's reordering
+/// window; one that waited longer is stamped on return, as events stamped
+/// after its start have been written by then.
+#[test]
+fn a_traced_send_that_waits_keeps_the_timeline_in_order() {
+    if !root_or_skip("a_traced_send_that_waits_keeps_the_timeline_in_order") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = random_bytes(12 << 20, 11);
+    std::fs::write(d.join("data"), &data).unwrap();
+    in_namespace(
+        d,
+        r#"
+timeout 40 $OXCAT --stack user -l 1240 --trace=$D/trace.txt < $D/data > /dev/null 2> $D/err &
+OX=$!
+for i in $(seq 100); do ip -o link show oxcat0 2>/dev/null | grep -q '[<,]UP[,>]' && break; sleep 0.05; done
+sleep 0.3
+timeout 30 $NCAT --recv-only 198.18.0.2 1240 | (sleep 2; cat > $D/got)
+wait $OX; echo $? > $D/rc
+"#,
+        Duration::from_secs(60),
+    );
+    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
+    assert_eq!(s("rc").trim(), "0", "{}", s("err"));
+    assert_eq!(sha(&read(d, "got")), sha(&data));
+    let trace = s("trace.txt");
+    let stamps: Vec<f64> = trace
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.trim().parse().ok())
+        .collect();
+    assert!(trace.contains("stack  send(#"), "no send in the trace");
+    assert!(stamps.len() > 100, "{}", stamps.len());
+    let back = stamps.windows(2).position(|w| w[0] > w[1]);
+    assert!(
+        back.is_none(),
+        "the timeline goes back at line {}:\n{}",
+        back.unwrap_or(0),
+        trace
+            .lines()
+            .skip(back.unwrap_or(0).saturating_sub(3))
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
