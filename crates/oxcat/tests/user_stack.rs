@@ -92,9 +92,9 @@ fn udp_both_roles() {
         d,
         r#"
 # Our stack listens (v4): it learns its peer from the first datagram, then answers.
-(sleep 1.5; echo reply-from-oxcat; sleep 2) | timeout 6 $OXCAT --stack user -u -l 1235 --trace=$D/udp.trace > $D/ox_got 2> $D/ox.err &
-for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q 198.18.0.1 && break; sleep 0.05; done
-sleep 0.3
+(sleep 1.5; echo reply-from-oxcat; sleep 2) | timeout 6 $OXCAT --stack user -u -l 1235 --test --trace=$D/udp.trace > $D/ox_got 2> $D/ox.err &
+# UDP has no retry: wait until oxcat is bound (--test's line).
+for i in $(seq 100); do grep -q 'NCAT TEST: LISTEN' $D/ox.err 2>/dev/null && break; sleep 0.05; done
 (echo hello-from-ncat; sleep 3) | timeout 4 $NCAT -u 198.18.0.2 1235 > $D/nc_got
 wait
 # The kernel listens (v6); our stack sends first.
@@ -103,9 +103,8 @@ sleep 0.3
 (echo hello-from-oxcat; sleep 3) | timeout 4 $OXCAT --stack user -u fd00::1 5556 > $D/ox6_got 2> $D/ox6.err
 wait
 # The other two: our stack listens (v6), the kernel listens (v4).
-(sleep 1.5; echo reply-from-oxcat6; sleep 2) | timeout 6 $OXCAT --stack user -6 -u -l 1237 > $D/ox_l6_got 2> $D/ox_l6.err &
-for i in $(seq 100); do ip addr show oxcat0 2>/dev/null | grep -q fd00::1 && break; sleep 0.05; done
-sleep 0.3
+(sleep 1.5; echo reply-from-oxcat6; sleep 2) | timeout 6 $OXCAT --stack user -6 -u -l 1237 --test > $D/ox_l6_got 2> $D/ox_l6.err &
+for i in $(seq 100); do grep -q 'NCAT TEST: LISTEN' $D/ox_l6.err 2>/dev/null && break; sleep 0.05; done
 (echo hello-from-ncat6; sleep 3) | timeout 4 $NCAT -6 -u fd00::2 1237 > $D/nc_l6_got
 wait
 (sleep 1.5; echo reply-from-ncat4; sleep 2) | timeout 6 $NCAT -4 -u -l 5558 > $D/nc4_got &
@@ -590,8 +589,12 @@ fn an_existing_tun_is_used_as_it_is() {
 set -u
 ip link set lo up
 AS_NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups --"
-mknod -m 0666 $D/tun c 10 200
-mount --bind $D/tun /dev/net/tun
+# The node on a tmpfs of this mount namespace's own (the tempdir's file
+# system may be mounted nodev).
+mkdir $D/dev
+mount -t tmpfs -o size=64k,mode=0755 tmpfs $D/dev
+mknod -m 0666 $D/dev/tun c 10 200
+mount --bind $D/dev/tun /dev/net/tun
 # Root, an interface made and addressed beforehand, MTU 1400.
 ip tuntap add dev mytun mode tun
 ip addr add 198.18.5.1/24 dev mytun
@@ -610,9 +613,9 @@ ip -o link show mytun | grep -o 'mtu [0-9]*' > $D/root.mtu
 ip tuntap add dev utun mode tun user 65534
 ip addr add 198.18.6.1/24 dev utun
 ip link set utun up
-timeout 20 $AS_NOBODY $OXCAT --stack user --tun utun --stack-addr 198.18.6.2 -l 1235 > $D/user.out 2> $D/user.err &
+timeout 20 $AS_NOBODY $OXCAT --stack user --tun utun --stack-addr 198.18.6.2 -l 1235 --test > $D/user.out 2> $D/user.err &
 OX=$!
-sleep 0.8
+for i in $(seq 200); do grep -q 'NCAT TEST: LISTEN' $D/user.err 2>/dev/null && break; sleep 0.05; done
 printf 'as its owner
 ' | timeout 10 $NCAT 198.18.6.2 1235
 wait $OX; echo $? > $D/user.rc
@@ -623,7 +626,7 @@ ip tuntap add dev rtun mode tun user 0
 timeout 10 $AS_NOBODY $OXCAT --stack user --tun rtun -l 1236 < /dev/null > /dev/null 2> $D/other.err
 echo $? > $D/other.rc
 # No access to /dev/net/tun.
-chmod 0600 $D/tun
+chmod 0600 $D/dev/tun
 timeout 10 $AS_NOBODY $OXCAT --stack user --tun utun -l 1237 < /dev/null > /dev/null 2> $D/noaccess.err
 echo $? > $D/noaccess.rc
 true
@@ -721,6 +724,7 @@ timeout 20 $NCAT --send-only 198.18.0.2 1234 < $D/data
 echo "ncat: $?" > $D/nc.rc
 wait $OX; echo $? > $D/rc
 ls -l $D/small/run.pcap | awk '{print $5}' > $D/size
+cp $D/small/run.pcap $D/run.pcap
 umount $D/small
 true
 "#;
@@ -741,9 +745,21 @@ true
         s("err"),
         format!("oxcat: --pcap {pcap}: No space left on device; recording stopped, the connection goes on.\n")
     );
-    // It recorded until the disk was full.
+    // It recorded until the disk was full, and ends on a whole record: no
+    // half-written one for tshark to call cut short.
     let size: u64 = s("size").trim().parse().unwrap();
     assert!(size > 32 * 1024, "{size}");
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(d.join("run.pcap"))
+        .output()
+        .expect("tshark");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !err.contains("cut short"),
+        "tshark: {err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).lines().count() > 10);
 }
 
 /// A traced run whose sends wait on a slow reader (the kernel's ncat reads

@@ -141,6 +141,10 @@ pub struct PcapFile {
     /// Unbuffered: every packet is in the file when `transmit`/`receive`
     /// returns (pcap-file's writer gives no way to flush a buffer it owns).
     writer: PcapWriter<File>,
+    /// The same file, to cut a record a failed write left half-written.
+    file: File,
+    /// Bytes of the header and the records written whole.
+    complete: u64,
     /// Wall-clock time of `start`, so timestamps are real dates.
     wall_start: Duration,
     start: Instant,
@@ -156,12 +160,15 @@ impl PcapFile {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(file, header).map_err(io_error)?;
+        let writer = PcapWriter::with_header(file.try_clone()?, header).map_err(io_error)?;
         let wall_start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Ok(PcapFile {
             writer,
+            // The file header, written by `with_header`.
+            complete: file.metadata()?.len(),
+            file,
             wall_start,
             start,
             packets: 0,
@@ -178,9 +185,20 @@ impl Recorder for PcapFile {
     fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
         let ts = self.wall_start + now.saturating_duration_since(self.start);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(io_error)?;
-        self.packets += 1;
-        Ok(())
+        match self.writer.write_packet(&p) {
+            Ok(n) => {
+                self.complete += n as u64;
+                self.packets += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // A full disk can take part of a record: cut it, so the
+                // file ends on a whole one (tshark reads it without a
+                // "cut short" error).
+                let _ = self.file.set_len(self.complete);
+                Err(io_error(e))
+            }
+        }
     }
 }
 

@@ -132,6 +132,8 @@ pub fn interface_mtu(name: &str) -> io::Result<usize> {
         mtu: libc::c_int,
         _pad: [u8; 20],
     }
+    // The kernel writes up to a whole `struct ifreq`.
+    const _: () = assert!(std::mem::size_of::<IfReqMtu>() >= std::mem::size_of::<libc::ifreq>());
     let bytes = name.as_bytes();
     if bytes.len() >= IFNAMSIZ || bytes.contains(&0) {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
