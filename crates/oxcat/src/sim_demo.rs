@@ -42,6 +42,9 @@ pub struct PcapOut {
     /// The latest timestamp written.
     last: Duration,
     packets: u64,
+    /// The first write that failed (a disk that filled up): the file ends
+    /// there, nothing more is written to it, and the demo reports it.
+    failed: Option<io::Error>,
 }
 
 /// The error under a pcap writer's: pcap-file wraps a failed write as
@@ -78,6 +81,7 @@ impl PcapOut {
             start: Instant::now(),
             last: now,
             packets: 0,
+            failed: None,
         })))
     }
 
@@ -93,11 +97,21 @@ impl PcapOut {
         };
     }
 
+    /// Writes one packet; after a failed write, writes nothing more (the
+    /// file may end in part of a packet) and answers with that error again.
     fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(same_error(e));
+        }
         let ts = self.base + now.saturating_duration_since(self.start);
         self.last = self.last.max(ts);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(pcap_io_error)?;
+        if let Err(e) = self.writer.write_packet(&p) {
+            let e = pcap_io_error(e);
+            let again = same_error(&e);
+            self.failed = Some(e);
+            return Err(again);
+        }
         self.packets += 1;
         Ok(())
     }
@@ -105,6 +119,22 @@ impl PcapOut {
     /// Packets written so far.
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+
+    /// Why the file stopped taking packets, if it did: the taps recording
+    /// into it let the packets go on (a capture is a witness, not part of
+    /// the path), so this is where the failure is seen.
+    pub fn failed(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+}
+
+/// `e` again (`io::Error` is not `Clone`): the OS's error by its number,
+/// so it reads the same.
+fn same_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(n) => io::Error::from_raw_os_error(n),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 

@@ -2,9 +2,12 @@
 //! parse with Mermaid's own parser; its pcap opens in tshark with the
 //! segments the timeline shows; the accept-queue scene shows the drops.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn oxcat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_oxcat"))
@@ -855,4 +858,55 @@ fn demo_kernel_over_tun() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("oxcat: demo: --kernel needs root"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// A pcap file whose disk fills up mid-run (an 8 KiB tmpfs in a private
+/// mount namespace): the recording stops, the demo says so in the line it
+/// uses for `--pcap /dev/full` and exits 1, and it does not claim that the
+/// file holds the run. The same with --kernel.
+#[test]
+fn demo_reports_a_pcap_disk_that_fills_up() {
+    if !common::root_or_skip("demo_reports_a_pcap_disk_that_fills_up") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = r#"
+set -u
+mkdir $D/small
+mount -t tmpfs -o size=8k tmpfs $D/small
+$OXCAT demo --runs 10 --pcap $D/small/a.pcap > $D/out 2> $D/err
+echo $? > $D/rc
+rm $D/small/a.pcap
+$OXCAT demo --kernel --pcap $D/small/k.pcap > $D/kout 2> $D/kerr
+echo $? > $D/krc
+umount $D/small
+"#;
+    let out = common::run_bounded(
+        Command::new("unshare")
+            .args(["--mount", "bash", "-c", script])
+            .env("OXCAT", env!("CARGO_BIN_EXE_oxcat"))
+            .env("D", d),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let s = |n: &str| std::fs::read_to_string(d.join(n)).unwrap();
+    for (run, file, scene) in [
+        ("", "a.pcap", "== 2."),
+        ("k", "k.pcap", "== The notes' exchange"),
+    ] {
+        let (stdout, err) = (s(&format!("{run}out")), s(&format!("{run}err")));
+        assert_eq!(s(&format!("{run}rc")).trim(), "1", "{run}: {err}");
+        assert_eq!(
+            err,
+            format!(
+                "oxcat: demo: cannot write {}/small/{file}: No space left on device\n",
+                d.display()
+            ),
+        );
+        // It failed during the run, not on opening the file ...
+        assert!(stdout.contains(scene), "{run}: {stdout}");
+        // ... and no line says what the file holds.
+        assert!(!stdout.contains(file), "{run}: {stdout}");
+    }
 }
