@@ -647,11 +647,22 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
         ),
     )?;
     let events = sim.sorted_events();
+    // The link knows what it dropped: no guessing from arrivals.
+    let lost = sim.lost_segments(&events);
     let mut shown = 0;
     let mut not_shown = 0;
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         if json {
             emit!("{}", json_line(e));
+            if lost.contains(&i) {
+                // The link's word, for a reader of the JSON: the diagram's cross.
+                let note = Stamped {
+                    micros: e.micros,
+                    host: Some("link".into()),
+                    event: Event::note("lost: the link dropped the segment on the line before"),
+                };
+                emit!("{}", json_line(&note));
+            }
             continue;
         }
         let worth = match &e.event {
@@ -678,8 +689,7 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
         &DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
-            // The link knows what it dropped: no guessing from arrivals.
-            lost: Some(sim.lost_segments(&events)),
+            lost: Some(lost),
             ..DiagramOptions::default()
         },
     )

@@ -165,8 +165,21 @@ pub fn tapped<D>(inner: D, pcap: Option<SharedPcap>, start: Instant) -> Tapped<D
     Tap::new(inner, ToShared(pcap))
 }
 
-/// Packets the link dropped, as they were put on it: when, and the bytes.
-type Drops = Rc<RefCell<Vec<(Instant, Vec<u8>)>>>;
+/// A packet the link dropped, as it was put on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkDrop {
+    /// When, in µs since the run's start (as the trace stamps events).
+    micros: u64,
+    key: SegmentKey,
+    /// How many packets alike in every field of `key` this end had already
+    /// put on the link at that instant: a retransmission can leave in the
+    /// same instant as its original, with the same timestamp option, and
+    /// the link may drop the one and deliver the other.
+    ordinal: usize,
+}
+
+/// Packets the link dropped (TCP ones: the trace knows no others).
+type Drops = Rc<RefCell<Vec<LinkDrop>>>;
 
 /// One end of the simulated link, noting each packet the link drops (lost,
 /// or larger than its MTU) the moment it is put on the wire: the link's own
@@ -176,12 +189,37 @@ type Drops = Rc<RefCell<Vec<(Instant, Vec<u8>)>>>;
 pub struct LinkEnd {
     port: SimPort,
     drops: Drops,
+    /// The run's start, for the µs the trace stamps events with.
+    start: Instant,
+    /// The packets this end put on the link in the current µs: how many
+    /// of each (forgotten when the clock moves on).
+    sent_now: (u64, HashMap<SegmentKey, usize>),
 }
 
 impl LinkEnd {
+    fn new(port: SimPort, drops: Drops, start: Instant) -> LinkEnd {
+        LinkEnd {
+            port,
+            drops,
+            start,
+            sent_now: (0, HashMap::new()),
+        }
+    }
+
     fn dropped_so_far(&self) -> u64 {
         let s = self.port.stats();
         s.lost + s.too_big
+    }
+
+    /// How many packets with `key` this end already put on the link at
+    /// `micros`, counting this one in for the next.
+    fn ordinal(&mut self, micros: u64, key: SegmentKey) -> usize {
+        if self.sent_now.0 != micros {
+            self.sent_now = (micros, HashMap::new());
+        }
+        let n = self.sent_now.1.entry(key).or_default();
+        *n += 1;
+        *n - 1
     }
 }
 
@@ -195,10 +233,18 @@ impl Device for LinkEnd {
     }
 
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        let micros = now.saturating_duration_since(self.start).as_micros() as u64;
+        let sent = packet_key(packet).map(|key| (key, self.ordinal(micros, key)));
         let before = self.dropped_so_far();
         self.port.transmit(now, packet)?;
         if self.dropped_so_far() > before {
-            self.drops.borrow_mut().push((now, packet.to_vec()));
+            if let Some((key, ordinal)) = sent {
+                self.drops.borrow_mut().push(LinkDrop {
+                    micros,
+                    key,
+                    ordinal,
+                });
+            }
         }
         Ok(())
     }
@@ -268,14 +314,8 @@ impl Sim {
         let start = Instant::now();
         let (c, s) = sim_link(link, seed);
         let drops = Drops::default();
-        let c = LinkEnd {
-            port: c,
-            drops: drops.clone(),
-        };
-        let s = LinkEnd {
-            port: s,
-            drops: drops.clone(),
-        };
+        let c = LinkEnd::new(c, drops.clone(), start);
+        let s = LinkEnd::new(s, drops.clone(), start);
         let client_port = tapped(c, pcap, start);
         let salt = run.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1 ^ salt), start);
@@ -408,33 +448,34 @@ impl Sim {
     }
 
     /// The segments the link dropped, as indices into `events` (this run's,
-    /// in any order): each the event of the segment leaving its stack, at
-    /// the instant it was put on the link. Two copies alike in every field,
-    /// sent at the same instant, are one as good as the other.
+    /// as [`Sim::sorted_events`] orders them): each the event of the segment
+    /// leaving its stack, at the instant it was put on the link.
     pub fn lost_segments(&self, events: &[Stamped]) -> HashSet<usize> {
-        let mut departures: HashMap<(u64, SegmentKey), Vec<usize>> = HashMap::new();
-        for (i, e) in events.iter().enumerate().rev() {
-            if let Event::Segment(s) = &e.event {
-                if s.dir == Direction::Out {
-                    departures
-                        .entry((e.micros, segment_key(s)))
-                        .or_default()
-                        .push(i);
-                }
-            }
-        }
-        let mut lost = HashSet::new();
-        for (at, packet) in self.drops.borrow().iter() {
-            let micros = at.saturating_duration_since(self.start).as_micros() as u64;
-            let found = packet_key(packet)
-                .and_then(|k| departures.get_mut(&(micros, k)))
-                .and_then(|copies| copies.pop());
-            if let Some(i) = found {
-                lost.insert(i);
-            }
-        }
-        lost
+        lost_departures(events, &self.drops.borrow())
     }
+}
+
+/// The departures in `events` of the packets in `drops`. Copies alike in
+/// every field that leave at the same instant (an original and its
+/// retransmission, on a link with no delay) are told apart by their order:
+/// the stack traces each as it hands it to the link, so the n-th such
+/// departure in `events` is the n-th such packet put on the link.
+fn lost_departures(events: &[Stamped], drops: &[LinkDrop]) -> HashSet<usize> {
+    let mut departures: HashMap<(u64, SegmentKey), Vec<usize>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Event::Segment(s) = &e.event {
+            if s.dir == Direction::Out {
+                departures
+                    .entry((e.micros, segment_key(s)))
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    drops
+        .iter()
+        .filter_map(|d| departures.get(&(d.micros, d.key))?.get(d.ordinal).copied())
+        .collect()
 }
 
 fn server_addr() -> SocketAddr {
@@ -1107,6 +1148,73 @@ mod tests {
                 preview: String::new(),
             }),
         }
+    }
+
+    /// The packet `data` describes, as put on the link.
+    fn packet() -> Vec<u8> {
+        let mut p = vec![0u8; 140];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&140u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        p[16..20].copy_from_slice(&[198, 18, 0, 1]);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&1234u16.to_be_bytes());
+        p[24..28].copy_from_slice(&1000u32.to_be_bytes());
+        p[28..32].copy_from_slice(&1u32.to_be_bytes());
+        p[32] = 0x50;
+        p[33] = 0x10;
+        p[34..36].copy_from_slice(&512u16.to_be_bytes());
+        p
+    }
+
+    /// On a link with no delay a retransmission can leave in the same
+    /// instant as its original, alike byte for byte. When the link
+    /// delivers the original and drops the retransmission, the
+    /// retransmission is the one lost (it was counted the original, and
+    /// the retransmission taken for a needed one).
+    #[test]
+    fn of_two_copies_alike_the_one_the_link_dropped_is_lost() {
+        let start = Instant::now();
+        let at = start + Duration::from_secs(1);
+        let link = LinkConfig {
+            loss: 0.5,
+            delay: Duration::ZERO,
+            ..LinkConfig::default()
+        };
+        // A seed whose link takes the first packet and drops the second.
+        let drops = (0..1000)
+            .find_map(|seed| {
+                let drops = Drops::default();
+                let mut end = LinkEnd::new(sim_link(link, seed).0, drops.clone(), start);
+                end.transmit(at, &packet()).ok()?;
+                if !drops.borrow().is_empty() {
+                    return None;
+                }
+                end.transmit(at, &packet()).ok()?;
+                let d = drops.borrow().clone();
+                (d.len() == 1).then_some(d)
+            })
+            .expect("a seed in 1000 that delivers one packet and drops the next");
+        assert_eq!(drops[0].ordinal, 1, "{drops:?}");
+        let out = || data("client", Direction::Out);
+        let arrival = || data("server", Direction::In);
+        let ev = [out(), out(), arrival()];
+        let lost = lost_departures(&ev, &drops);
+        assert_eq!(lost, HashSet::from([1]));
+        // The original arrived: its retransmission was not needed.
+        let (late, unacked) = needless_retransmissions(&ev, &lost);
+        assert_eq!(late + unacked, 1);
+        // Of three alike, the third dropped.
+        let third = [LinkDrop {
+            ordinal: 2,
+            ..drops[0]
+        }];
+        assert_eq!(
+            lost_departures(&[out(), arrival(), out(), out()], &third),
+            HashSet::from([3])
+        );
     }
 
     #[test]
