@@ -295,6 +295,12 @@ pub struct Sim {
 /// each step polls both stacks, so this bounds the real time a run takes.
 const MAX_STEPS: usize = 2_000_000;
 
+/// At most this many steps at one instant of simulated time. The stacks
+/// settle within a few dozen (each step is a round trip on a link with no
+/// delay); stacks that keep each other busy without the clock moving are
+/// stuck, and saying so beats spinning through `MAX_STEPS`.
+const MAX_STEPS_AT_ONE_INSTANT: usize = 10_000;
+
 /// A stack at `ip` with its ISNs and ports seeded by `seed`.
 pub fn stack_config(ip: Ipv4Addr, seed: u64) -> StackConfig {
     StackConfig {
@@ -401,17 +407,31 @@ impl Sim {
         };
     }
 
-    /// Runs until `done` holds or `limit` of simulated time has passed
-    /// (the clock then stands at exactly `limit` from now); returns
-    /// whether `done` held.
+    /// Runs until `done` holds or `limit` of simulated time has passed;
+    /// returns whether `done` held. When it did not, the clock stands at
+    /// `limit` from now, or short of it if `MAX_STEPS` ran out first. Stacks
+    /// still busy after `MAX_STEPS_AT_ONE_INSTANT` steps at one instant are
+    /// a livelock: an error.
     pub fn run_until(
         &mut self,
         limit: Duration,
         mut done: impl FnMut(&mut Sim) -> bool,
     ) -> io::Result<bool> {
         let deadline = self.now + limit;
-        // Bounded twice: by simulated time and by steps.
+        let (mut instant, mut steps_here) = (self.now, 0);
+        // Bounded three times: by simulated time, by steps, and by steps
+        // at one instant.
         for _ in 0..MAX_STEPS {
+            if self.now != instant {
+                (instant, steps_here) = (self.now, 0);
+            }
+            steps_here += 1;
+            if steps_here > MAX_STEPS_AT_ONE_INSTANT {
+                return Err(io::Error::other(format!(
+                    "the simulation livelocked: {MAX_STEPS_AT_ONE_INSTANT} steps at {} µs of simulated time, the stacks still busy and the clock not moving on",
+                    self.micros()
+                )));
+            }
             self.poll()?;
             if done(self) {
                 return Ok(true);
@@ -1215,6 +1235,34 @@ mod tests {
             lost_departures(&[out(), arrival(), out(), out()], &third),
             HashSet::from([3])
         );
+    }
+
+    /// Stacks that keep each other busy without the clock moving (here an
+    /// application that connects again at every step) end the run with an
+    /// error naming the livelock, at the instant it happened, not after
+    /// MAX_STEPS.
+    #[test]
+    fn stacks_that_never_settle_at_one_instant_are_a_livelock() {
+        let link = LinkConfig {
+            delay: Duration::ZERO,
+            ..LinkConfig::default()
+        };
+        let mut sim = Sim::new(link, 1, 0, None).unwrap();
+        sim.client.set_tracing(false);
+        sim.server.set_tracing(false);
+        let mut connects = 0;
+        let r = sim.run_until(Duration::from_secs(1), |s| {
+            connects += 1;
+            let _ = s.client.tcp_connect(server_addr(), None, s.now);
+            false
+        });
+        let e = r.expect_err("a livelock");
+        assert_eq!(
+            e.to_string(),
+            "the simulation livelocked: 10000 steps at 0 µs of simulated time, the stacks still busy and the clock not moving on"
+        );
+        assert_eq!(connects, MAX_STEPS_AT_ONE_INSTANT);
+        assert_eq!(sim.micros(), 0);
     }
 
     #[test]
