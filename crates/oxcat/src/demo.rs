@@ -543,6 +543,7 @@ fn user_part(a: &DemoArgs, out: &mut Outputs, json: bool) -> Result<bool, i32> {
     say!("The notes' second diagram (segments), drawn from this run:\n");
     say!("```mermaid\n{diagram}```\n");
     out.write_mermaid(&diagram)?;
+    out.pcap_intact()?;
     if let Some((path, _)) = &out.pcap {
         say!(
             "(every packet of this exchange, as the client's end saw it, written to {}: try `tshark -r {}`; scene 4's packets follow)\n",
@@ -646,11 +647,22 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
         ),
     )?;
     let events = sim.sorted_events();
+    // The link knows what it dropped: no guessing from arrivals.
+    let lost = sim.lost_segments(&events);
     let mut shown = 0;
     let mut not_shown = 0;
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         if json {
             emit!("{}", json_line(e));
+            if lost.contains(&i) {
+                // The link's word, for a reader of the JSON: the diagram's cross.
+                let note = Stamped {
+                    micros: e.micros,
+                    host: Some("link".into()),
+                    event: Event::note("lost: the link dropped the segment on the line before"),
+                };
+                emit!("{}", json_line(&note));
+            }
             continue;
         }
         let worth = match &e.event {
@@ -677,8 +689,7 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
         &DiagramOptions {
             max_arrows: 30,
             socket_calls: false,
-            // The link knows what it dropped: no guessing from arrivals.
-            lost: Some(sim.lost_segments(&events)),
+            lost: Some(lost),
             ..DiagramOptions::default()
         },
     )
@@ -746,6 +757,7 @@ fn loss_scene(a: &DemoArgs, out: &Outputs, json: bool) -> Result<bool, i32> {
             f.needless_unacked
         );
     }
+    out.pcap_intact()?;
     if let Some((path, _)) = &out.pcap {
         say!(
             "- (this scene's packets follow the exchange's in {}, as the client's end saw them: what the link lost on the way to the server is in it, what it lost on the way back is not; try `tshark -r {} -Y tcp.stream==1`)",
@@ -790,6 +802,7 @@ fn kernel_tun_part(out: &mut Outputs, json: bool) -> Result<bool, i32> {
     say!("The notes' second diagram (segments), drawn from this run:\n");
     say!("```mermaid\n{diagram}```\n");
     out.write_mermaid(&diagram)?;
+    out.pcap_intact()?;
     if let Some((path, p)) = &out.pcap {
         let n = p.lock().map_or(0, |p| p.packets());
         say!(
@@ -870,6 +883,21 @@ impl Outputs {
             None => None,
         };
         Ok(Outputs { pcap, mermaid })
+    }
+
+    /// Ends the demo (`Err(1)`, one line naming the file and the OS's
+    /// reason) if a packet could not be written to the pcap file: a disk
+    /// that filled up mid-run. The recording stopped there while the run
+    /// went on (a capture is a witness, not part of the path), so this is
+    /// asked after each scene that records, before saying what the file holds.
+    fn pcap_intact(&self) -> Result<(), i32> {
+        if let Some((path, pcap)) = &self.pcap {
+            let pcap = pcap.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = pcap.failed() {
+                return Err(demo_error(&format!("cannot write {}", path.display()), e));
+            }
+        }
+        Ok(())
     }
 
     fn write_mermaid(&mut self, diagram: &str) -> Result<(), i32> {
@@ -958,7 +986,9 @@ pub fn main(args: &[OsString]) -> i32 {
         Err(code) => return code,
     };
     if a.kernel {
-        return match kernel_tun_part(&mut out, json) {
+        return match kernel_tun_part(&mut out, json)
+            .and_then(|good| out.pcap_intact().map(|()| good))
+        {
             Ok(true) => 0,
             Ok(false) => 1,
             Err(code) => code,
@@ -973,7 +1003,7 @@ pub fn main(args: &[OsString]) -> i32 {
                 3 => queue_scene(&a, json),
                 _ => loss_scene(&a, &out, json),
             };
-            match result {
+            match result.and_then(|good| out.pcap_intact().map(|()| good)) {
                 Ok(good) => ok &= good,
                 Err(code) => return code,
             }

@@ -42,6 +42,9 @@ pub struct PcapOut {
     /// The latest timestamp written.
     last: Duration,
     packets: u64,
+    /// The first write that failed (a disk that filled up): the file ends
+    /// there, nothing more is written to it, and the demo reports it.
+    failed: Option<io::Error>,
 }
 
 /// The error under a pcap writer's: pcap-file wraps a failed write as
@@ -78,6 +81,7 @@ impl PcapOut {
             start: Instant::now(),
             last: now,
             packets: 0,
+            failed: None,
         })))
     }
 
@@ -93,11 +97,21 @@ impl PcapOut {
         };
     }
 
+    /// Writes one packet; after a failed write, writes nothing more (the
+    /// file may end in part of a packet) and answers with that error again.
     fn record(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(same_error(e));
+        }
         let ts = self.base + now.saturating_duration_since(self.start);
         self.last = self.last.max(ts);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
-        self.writer.write_packet(&p).map_err(pcap_io_error)?;
+        if let Err(e) = self.writer.write_packet(&p) {
+            let e = pcap_io_error(e);
+            let again = same_error(&e);
+            self.failed = Some(e);
+            return Err(again);
+        }
         self.packets += 1;
         Ok(())
     }
@@ -105,6 +119,22 @@ impl PcapOut {
     /// Packets written so far.
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+
+    /// Why the file stopped taking packets, if it did: the taps recording
+    /// into it let the packets go on (a capture is a witness, not part of
+    /// the path), so this is where the failure is seen.
+    pub fn failed(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+}
+
+/// `e` again (`io::Error` is not `Clone`): the OS's error by its number,
+/// so it reads the same.
+fn same_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(n) => io::Error::from_raw_os_error(n),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -135,8 +165,21 @@ pub fn tapped<D>(inner: D, pcap: Option<SharedPcap>, start: Instant) -> Tapped<D
     Tap::new(inner, ToShared(pcap))
 }
 
-/// Packets the link dropped, as they were put on it: when, and the bytes.
-type Drops = Rc<RefCell<Vec<(Instant, Vec<u8>)>>>;
+/// A packet the link dropped, as it was put on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkDrop {
+    /// When, in µs since the run's start (as the trace stamps events).
+    micros: u64,
+    key: SegmentKey,
+    /// How many packets alike in every field of `key` this end had already
+    /// put on the link at that instant: a retransmission can leave in the
+    /// same instant as its original, with the same timestamp option, and
+    /// the link may drop the one and deliver the other.
+    ordinal: usize,
+}
+
+/// Packets the link dropped (TCP ones: the trace knows no others).
+type Drops = Rc<RefCell<Vec<LinkDrop>>>;
 
 /// One end of the simulated link, noting each packet the link drops (lost,
 /// or larger than its MTU) the moment it is put on the wire: the link's own
@@ -146,12 +189,37 @@ type Drops = Rc<RefCell<Vec<(Instant, Vec<u8>)>>>;
 pub struct LinkEnd {
     port: SimPort,
     drops: Drops,
+    /// The run's start, for the µs the trace stamps events with.
+    start: Instant,
+    /// The packets this end put on the link in the current µs: how many
+    /// of each (forgotten when the clock moves on).
+    sent_now: (u64, HashMap<SegmentKey, usize>),
 }
 
 impl LinkEnd {
+    fn new(port: SimPort, drops: Drops, start: Instant) -> LinkEnd {
+        LinkEnd {
+            port,
+            drops,
+            start,
+            sent_now: (0, HashMap::new()),
+        }
+    }
+
     fn dropped_so_far(&self) -> u64 {
         let s = self.port.stats();
         s.lost + s.too_big
+    }
+
+    /// How many packets with `key` this end already put on the link at
+    /// `micros`, counting this one in for the next.
+    fn ordinal(&mut self, micros: u64, key: SegmentKey) -> usize {
+        if self.sent_now.0 != micros {
+            self.sent_now = (micros, HashMap::new());
+        }
+        let n = self.sent_now.1.entry(key).or_default();
+        *n += 1;
+        *n - 1
     }
 }
 
@@ -165,10 +233,18 @@ impl Device for LinkEnd {
     }
 
     fn transmit(&mut self, now: Instant, packet: &[u8]) -> io::Result<()> {
+        let micros = now.saturating_duration_since(self.start).as_micros() as u64;
+        let sent = packet_key(packet).map(|key| (key, self.ordinal(micros, key)));
         let before = self.dropped_so_far();
         self.port.transmit(now, packet)?;
         if self.dropped_so_far() > before {
-            self.drops.borrow_mut().push((now, packet.to_vec()));
+            if let Some((key, ordinal)) = sent {
+                self.drops.borrow_mut().push(LinkDrop {
+                    micros,
+                    key,
+                    ordinal,
+                });
+            }
         }
         Ok(())
     }
@@ -219,6 +295,12 @@ pub struct Sim {
 /// each step polls both stacks, so this bounds the real time a run takes.
 const MAX_STEPS: usize = 2_000_000;
 
+/// At most this many steps at one instant of simulated time. The stacks
+/// settle within a few dozen (each step is a round trip on a link with no
+/// delay); stacks that keep each other busy without the clock moving are
+/// stuck, and saying so beats spinning through `MAX_STEPS`.
+const MAX_STEPS_AT_ONE_INSTANT: usize = 10_000;
+
 /// A stack at `ip` with its ISNs and ports seeded by `seed`.
 pub fn stack_config(ip: Ipv4Addr, seed: u64) -> StackConfig {
     StackConfig {
@@ -238,14 +320,8 @@ impl Sim {
         let start = Instant::now();
         let (c, s) = sim_link(link, seed);
         let drops = Drops::default();
-        let c = LinkEnd {
-            port: c,
-            drops: drops.clone(),
-        };
-        let s = LinkEnd {
-            port: s,
-            drops: drops.clone(),
-        };
+        let c = LinkEnd::new(c, drops.clone(), start);
+        let s = LinkEnd::new(s, drops.clone(), start);
         let client_port = tapped(c, pcap, start);
         let salt = run.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut client = Stack::new(stack_config(CLIENT_IP, seed ^ 0x005e_edc1 ^ salt), start);
@@ -331,17 +407,31 @@ impl Sim {
         };
     }
 
-    /// Runs until `done` holds or `limit` of simulated time has passed
-    /// (the clock then stands at exactly `limit` from now); returns
-    /// whether `done` held.
+    /// Runs until `done` holds or `limit` of simulated time has passed;
+    /// returns whether `done` held. When it did not, the clock stands at
+    /// `limit` from now, or short of it if `MAX_STEPS` ran out first. Stacks
+    /// still busy after `MAX_STEPS_AT_ONE_INSTANT` steps at one instant are
+    /// a livelock: an error.
     pub fn run_until(
         &mut self,
         limit: Duration,
         mut done: impl FnMut(&mut Sim) -> bool,
     ) -> io::Result<bool> {
         let deadline = self.now + limit;
-        // Bounded twice: by simulated time and by steps.
+        let (mut instant, mut steps_here) = (self.now, 0);
+        // Bounded three times: by simulated time, by steps, and by steps
+        // at one instant.
         for _ in 0..MAX_STEPS {
+            if self.now != instant {
+                (instant, steps_here) = (self.now, 0);
+            }
+            steps_here += 1;
+            if steps_here > MAX_STEPS_AT_ONE_INSTANT {
+                return Err(io::Error::other(format!(
+                    "the simulation livelocked: {MAX_STEPS_AT_ONE_INSTANT} steps at {} µs of simulated time, the stacks still busy and the clock not moving on",
+                    self.micros()
+                )));
+            }
             self.poll()?;
             if done(self) {
                 return Ok(true);
@@ -378,33 +468,34 @@ impl Sim {
     }
 
     /// The segments the link dropped, as indices into `events` (this run's,
-    /// in any order): each the event of the segment leaving its stack, at
-    /// the instant it was put on the link. Two copies alike in every field,
-    /// sent at the same instant, are one as good as the other.
+    /// as [`Sim::sorted_events`] orders them): each the event of the segment
+    /// leaving its stack, at the instant it was put on the link.
     pub fn lost_segments(&self, events: &[Stamped]) -> HashSet<usize> {
-        let mut departures: HashMap<(u64, SegmentKey), Vec<usize>> = HashMap::new();
-        for (i, e) in events.iter().enumerate().rev() {
-            if let Event::Segment(s) = &e.event {
-                if s.dir == Direction::Out {
-                    departures
-                        .entry((e.micros, segment_key(s)))
-                        .or_default()
-                        .push(i);
-                }
-            }
-        }
-        let mut lost = HashSet::new();
-        for (at, packet) in self.drops.borrow().iter() {
-            let micros = at.saturating_duration_since(self.start).as_micros() as u64;
-            let found = packet_key(packet)
-                .and_then(|k| departures.get_mut(&(micros, k)))
-                .and_then(|copies| copies.pop());
-            if let Some(i) = found {
-                lost.insert(i);
-            }
-        }
-        lost
+        lost_departures(events, &self.drops.borrow())
     }
+}
+
+/// The departures in `events` of the packets in `drops`. Copies alike in
+/// every field that leave at the same instant (an original and its
+/// retransmission, on a link with no delay) are told apart by their order:
+/// the stack traces each as it hands it to the link, so the n-th such
+/// departure in `events` is the n-th such packet put on the link.
+fn lost_departures(events: &[Stamped], drops: &[LinkDrop]) -> HashSet<usize> {
+    let mut departures: HashMap<(u64, SegmentKey), Vec<usize>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Event::Segment(s) = &e.event {
+            if s.dir == Direction::Out {
+                departures
+                    .entry((e.micros, segment_key(s)))
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    drops
+        .iter()
+        .filter_map(|d| departures.get(&(d.micros, d.key))?.get(d.ordinal).copied())
+        .collect()
 }
 
 fn server_addr() -> SocketAddr {
@@ -1077,6 +1168,101 @@ mod tests {
                 preview: String::new(),
             }),
         }
+    }
+
+    /// The packet `data` describes, as put on the link.
+    fn packet() -> Vec<u8> {
+        let mut p = vec![0u8; 140];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&140u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        p[16..20].copy_from_slice(&[198, 18, 0, 1]);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&1234u16.to_be_bytes());
+        p[24..28].copy_from_slice(&1000u32.to_be_bytes());
+        p[28..32].copy_from_slice(&1u32.to_be_bytes());
+        p[32] = 0x50;
+        p[33] = 0x10;
+        p[34..36].copy_from_slice(&512u16.to_be_bytes());
+        p
+    }
+
+    /// On a link with no delay a retransmission can leave in the same
+    /// instant as its original, alike byte for byte. When the link
+    /// delivers the original and drops the retransmission, the
+    /// retransmission is the one lost (it was counted the original, and
+    /// the retransmission taken for a needed one).
+    #[test]
+    fn of_two_copies_alike_the_one_the_link_dropped_is_lost() {
+        let start = Instant::now();
+        let at = start + Duration::from_secs(1);
+        let link = LinkConfig {
+            loss: 0.5,
+            delay: Duration::ZERO,
+            ..LinkConfig::default()
+        };
+        // A seed whose link takes the first packet and drops the second.
+        let drops = (0..1000)
+            .find_map(|seed| {
+                let drops = Drops::default();
+                let mut end = LinkEnd::new(sim_link(link, seed).0, drops.clone(), start);
+                end.transmit(at, &packet()).ok()?;
+                if !drops.borrow().is_empty() {
+                    return None;
+                }
+                end.transmit(at, &packet()).ok()?;
+                let d = drops.borrow().clone();
+                (d.len() == 1).then_some(d)
+            })
+            .expect("a seed in 1000 that delivers one packet and drops the next");
+        assert_eq!(drops[0].ordinal, 1, "{drops:?}");
+        let out = || data("client", Direction::Out);
+        let arrival = || data("server", Direction::In);
+        let ev = [out(), out(), arrival()];
+        let lost = lost_departures(&ev, &drops);
+        assert_eq!(lost, HashSet::from([1]));
+        // The original arrived: its retransmission was not needed.
+        let (late, unacked) = needless_retransmissions(&ev, &lost);
+        assert_eq!(late + unacked, 1);
+        // Of three alike, the third dropped.
+        let third = [LinkDrop {
+            ordinal: 2,
+            ..drops[0]
+        }];
+        assert_eq!(
+            lost_departures(&[out(), arrival(), out(), out()], &third),
+            HashSet::from([3])
+        );
+    }
+
+    /// Stacks that keep each other busy without the clock moving (here an
+    /// application that connects again at every step) end the run with an
+    /// error naming the livelock, at the instant it happened, not after
+    /// MAX_STEPS.
+    #[test]
+    fn stacks_that_never_settle_at_one_instant_are_a_livelock() {
+        let link = LinkConfig {
+            delay: Duration::ZERO,
+            ..LinkConfig::default()
+        };
+        let mut sim = Sim::new(link, 1, 0, None).unwrap();
+        sim.client.set_tracing(false);
+        sim.server.set_tracing(false);
+        let mut connects = 0;
+        let r = sim.run_until(Duration::from_secs(1), |s| {
+            connects += 1;
+            let _ = s.client.tcp_connect(server_addr(), None, s.now);
+            false
+        });
+        let e = r.expect_err("a livelock");
+        assert_eq!(
+            e.to_string(),
+            "the simulation livelocked: 10000 steps at 0 µs of simulated time, the stacks still busy and the clock not moving on"
+        );
+        assert_eq!(connects, MAX_STEPS_AT_ONE_INSTANT);
+        assert_eq!(sim.micros(), 0);
     }
 
     #[test]
