@@ -481,22 +481,26 @@ fn an_interface_that_is_not_a_tun_is_named_so() {
     if !root_or_skip("an_interface_that_is_not_a_tun_is_named_so") {
         return;
     }
+    fails_with_one_line(
+        "--tun lo -l 1234",
+        "2",
+        "oxcat: --stack user: cannot open TUN device lo: an interface of that name exists and is not a TUN device.\n",
+    );
+}
+
+/// `oxcat --stack user ARGS` in a private namespace ends at once with exit
+/// status `rc` and `line` alone on stderr.
+fn fails_with_one_line(args: &str, rc: &str, line: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     in_namespace(
         d,
-        r#"
-timeout 10 $OXCAT --stack user --tun lo -l 1234 < /dev/null 2> $D/err
-echo $? > $D/rc
-"#,
+        &format!("timeout 10 $OXCAT --stack user {args} < /dev/null 2> $D/err\necho $? > $D/rc\n"),
         Duration::from_secs(30),
     );
     let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
-    assert_eq!(s("rc").trim(), "2");
-    assert_eq!(
-        s("err"),
-        "oxcat: --stack user: cannot open TUN device lo: an interface of that name exists and is not a TUN device.\n"
-    );
+    assert_eq!(s("rc").trim(), rc, "{args}: {}", s("err"));
+    assert_eq!(s("err"), line, "{args}");
 }
 
 /// The TUN device deleted under a run (`ip link del`): one line naming it,
@@ -586,8 +590,6 @@ fn an_existing_tun_is_used_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let script = r#"
-set -u
-ip link set lo up
 AS_NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups --"
 # The node on a tmpfs of this mount namespace's own (the tempdir's file
 # system may be mounted nodev).
@@ -631,20 +633,7 @@ timeout 10 $AS_NOBODY $OXCAT --stack user --tun utun -l 1237 < /dev/null > /dev/
 echo $? > $D/noaccess.rc
 true
 "#;
-    let out = run_bounded(
-        Command::new("unshare")
-            .args(["--net", "--mount", "bash", "-c", script])
-            .env("OXCAT", oxcat())
-            .env("NCAT", common::ncat())
-            .env("D", d),
-        Duration::from_secs(90),
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the scenario failed:\n{text}");
+    let text = common::in_namespace_with_mounts(d, script, Duration::from_secs(90));
     let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
     assert_eq!(s("root.rc").trim(), "0", "root: {} {text}", s("root.err"));
     assert_eq!(s("root.out"), "to an existing tun\n");
@@ -680,21 +669,10 @@ fn a_pcap_file_that_cannot_be_written_says_why() {
     if !root_or_skip("a_pcap_file_that_cannot_be_written_says_why") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    in_namespace(
-        d,
-        r#"
-timeout 10 $OXCAT --stack user -l 1234 --pcap /dev/full < /dev/null 2> $D/err
-echo $? > $D/rc
-"#,
-        Duration::from_secs(30),
-    );
-    let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
-    assert_eq!(s("rc").trim(), "1");
-    assert_eq!(
-        s("err"),
-        "oxcat: Unable to open pcap file \"/dev/full\": No space left on device.\n"
+    fails_with_one_line(
+        "-l 1234 --pcap /dev/full",
+        "1",
+        "oxcat: Unable to open pcap file \"/dev/full\": No space left on device.\n",
     );
 }
 
@@ -712,8 +690,6 @@ fn a_pcap_disk_that_fills_stops_the_recording_not_the_connection() {
     let data = random_bytes(1 << 20, 9);
     std::fs::write(d.join("data"), &data).unwrap();
     let script = r#"
-set -u
-ip link set lo up
 mkdir $D/small
 mount -t tmpfs -o size=64k tmpfs $D/small
 timeout 30 $OXCAT --stack user -l 1234 --pcap $D/small/run.pcap < /dev/null > $D/got 2> $D/err &
@@ -728,16 +704,8 @@ cp $D/small/run.pcap $D/run.pcap
 umount $D/small
 true
 "#;
-    let out = run_bounded(
-        Command::new("unshare")
-            .args(["--net", "--mount", "bash", "-c", script])
-            .env("OXCAT", oxcat())
-            .env("NCAT", common::ncat())
-            .env("D", d),
-        Duration::from_secs(60),
-    );
+    common::in_namespace_with_mounts(d, script, Duration::from_secs(60));
     let s = |n: &str| String::from_utf8_lossy(&read(d, n)).to_string();
-    assert!(out.status.success(), "{out:?}");
     assert_eq!(s("rc").trim(), "0", "{}", s("err"));
     assert_eq!(sha(&read(d, "got")), sha(&data), "{}", s("err"));
     let pcap = format!("{}/small/run.pcap", d.display());

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oxcat_stack::{sim_link, Device, LinkConfig, PcapTap, Stack, StackConfig};
+use oxcat_stack::{sim_link, Device, LinkConfig, PcapTap, SocketHandle, Stack, StackConfig};
 
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -23,6 +23,22 @@ fn tshark(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Stacks A and B, B listening on port 5000 (`l`), A connecting to it (`c`).
+fn connecting(now: Instant) -> (Stack, Stack, SocketHandle, SocketHandle) {
+    let cfg = |ip| StackConfig {
+        ipv4: Some(ip),
+        ..StackConfig::default()
+    };
+    let (mut a, mut b) = (Stack::new(cfg(A), now), Stack::new(cfg(B), now));
+    let l = b
+        .tcp_listen(SocketAddr::new(IpAddr::V4(B), 5000), 4, now)
+        .unwrap();
+    let c = a
+        .tcp_connect(SocketAddr::new(IpAddr::V4(B), 5000), None, now)
+        .unwrap();
+    (a, b, l, c)
+}
+
 #[test]
 fn a_tcp_exchange_decodes_in_tshark() {
     let dir = tempfile_dir();
@@ -37,17 +53,7 @@ fn a_tcp_exchange_decodes_in_tshark() {
         9,
     );
     let mut pa = PcapTap::create(pa, &path, t0).unwrap();
-    let cfg = |ip| StackConfig {
-        ipv4: Some(ip),
-        ..StackConfig::default()
-    };
-    let (mut a, mut b) = (Stack::new(cfg(A), now), Stack::new(cfg(B), now));
-    let l = b
-        .tcp_listen(SocketAddr::new(IpAddr::V4(B), 5000), 4, now)
-        .unwrap();
-    let c = a
-        .tcp_connect(SocketAddr::new(IpAddr::V4(B), 5000), None, now)
-        .unwrap();
+    let (mut a, mut b, l, c) = connecting(now);
     let data = vec![0x42u8; 20_000];
     let (mut sent, mut shut, mut server, mut got, mut eof) = (0, false, None, 0, false);
     let mut buf = vec![0u8; 65536];
@@ -178,17 +184,7 @@ fn a_failing_recorder_stops_recording_and_nothing_else() {
         assert_eq!(e.raw_os_error(), Some(28));
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    let cfg = |ip| StackConfig {
-        ipv4: Some(ip),
-        ..StackConfig::default()
-    };
-    let (mut a, mut b) = (Stack::new(cfg(A), now), Stack::new(cfg(B), now));
-    let l = b
-        .tcp_listen(SocketAddr::new(IpAddr::V4(B), 5000), 4, now)
-        .unwrap();
-    let c = a
-        .tcp_connect(SocketAddr::new(IpAddr::V4(B), 5000), None, now)
-        .unwrap();
+    let (mut a, mut b, l, c) = connecting(now);
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let (mut sent, mut server, mut got) = (0, None, Vec::new());
     let mut buf = vec![0u8; 65536];

@@ -236,10 +236,21 @@ pub fn root_or_skip(test: &str) -> bool {
 /// set; fails the test with the output unless the script succeeds within
 /// `limit`. Returns stdout and stderr.
 pub fn in_namespace(dir: &std::path::Path, script: &str, limit: Duration) -> String {
+    in_namespaces(dir, script, limit, &["--net"])
+}
+
+/// [`in_namespace`] with a private mount namespace too: mounts the script
+/// makes (a small tmpfs, a bind mount over a device node) vanish with it.
+pub fn in_namespace_with_mounts(dir: &std::path::Path, script: &str, limit: Duration) -> String {
+    in_namespaces(dir, script, limit, &["--net", "--mount"])
+}
+
+fn in_namespaces(dir: &std::path::Path, script: &str, limit: Duration, kinds: &[&str]) -> String {
     let full = format!("set -u\nip link set lo up\n{script}\n");
     let out = run_bounded(
         Command::new("unshare")
-            .args(["--net", "bash", "-c", &full])
+            .args(kinds)
+            .args(["bash", "-c", &full])
             .env("OXCAT", oxcat())
             .env("NCAT", ncat())
             .env("D", dir),
