@@ -24,7 +24,7 @@ use oxcat_tcp::State;
 use oxcat_trace::{Direction, Event, Stamped};
 use oxcat_wire::{IpProtocol, Ipv4Packet, TcpPacket};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::{DataLink, PcapError};
+use pcap_file::DataLink;
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -47,16 +47,6 @@ pub struct PcapOut {
     failed: Option<io::Error>,
 }
 
-/// The error under a pcap writer's: pcap-file wraps a failed write as
-/// `IoError`, whose text is "Error reading bytes" whatever happened; the
-/// OS's reason ("No space left on device") is inside it.
-fn pcap_io_error(e: PcapError) -> io::Error {
-    match e {
-        PcapError::IoError(e) => e,
-        other => io::Error::other(other),
-    }
-}
-
 /// A pcap file more than one device writes to.
 pub type SharedPcap = Arc<Mutex<PcapOut>>;
 
@@ -73,7 +63,8 @@ impl PcapOut {
             datalink: DataLink::RAW,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(file, header).map_err(pcap_io_error)?;
+        let writer =
+            PcapWriter::with_header(file, header).map_err(oxcat_stack::pcap_tap::io_error)?;
         let now = wall_now();
         Ok(Arc::new(Mutex::new(PcapOut {
             writer,
@@ -107,7 +98,7 @@ impl PcapOut {
         self.last = self.last.max(ts);
         let p = PcapPacket::new(ts, packet.len() as u32, packet);
         if let Err(e) = self.writer.write_packet(&p) {
-            let e = pcap_io_error(e);
+            let e = oxcat_stack::pcap_tap::io_error(e);
             let again = same_error(&e);
             self.failed = Some(e);
             return Err(again);

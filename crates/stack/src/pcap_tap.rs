@@ -203,8 +203,9 @@ impl Recorder for PcapFile {
 }
 
 /// pcap-file's error as the io error it wraps: its `IoError`'s own text is
-/// "Error reading bytes" whatever happened (a full disk, say).
-fn io_error(e: pcap_file::PcapError) -> io::Error {
+/// "Error reading bytes" whatever happened (a full disk, say); the OS's
+/// reason is inside it.
+pub fn io_error(e: pcap_file::PcapError) -> io::Error {
     match e {
         pcap_file::PcapError::IoError(e) => e,
         other => io::Error::other(other),

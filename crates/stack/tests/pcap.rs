@@ -39,6 +39,21 @@ fn connecting(now: Instant) -> (Stack, Stack, SocketHandle, SocketHandle) {
     (a, b, l, c)
 }
 
+/// Both stacks polled at `now`; returns when the next thing is due.
+fn step(
+    now: Instant,
+    (a, pa): (&mut Stack, &mut impl Device),
+    (b, pb): (&mut Stack, &mut impl Device),
+) -> Instant {
+    a.poll(now, pa).unwrap();
+    b.poll(now, pb).unwrap();
+    let next = [pa.poll_at(), pb.poll_at(), a.poll_at(), b.poll_at()]
+        .into_iter()
+        .flatten()
+        .min();
+    next.map_or(now + Duration::from_millis(1), |t| t.max(now))
+}
+
 #[test]
 fn a_tcp_exchange_decodes_in_tshark() {
     let dir = tempfile_dir();
@@ -88,13 +103,7 @@ fn a_tcp_exchange_decodes_in_tshark() {
         if eof && matches!(a.tcp_recv(c, &mut buf), Ok(0)) {
             break;
         }
-        a.poll(now, &mut pa).unwrap();
-        b.poll(now, &mut pb).unwrap();
-        let next = [pa.poll_at(), pb.poll_at(), a.poll_at(), b.poll_at()]
-            .into_iter()
-            .flatten()
-            .min();
-        now = next.map_or(now + Duration::from_millis(1), |t| t.max(now));
+        now = step(now, (&mut a, &mut pa), (&mut b, &mut pb));
     }
     assert_eq!(
         got,
@@ -208,13 +217,7 @@ fn a_failing_recorder_stops_recording_and_nothing_else() {
         if got.len() == data.len() {
             break;
         }
-        a.poll(now, &mut pa).unwrap();
-        b.poll(now, &mut pb).unwrap();
-        let next = [pa.poll_at(), pb.poll_at(), a.poll_at(), b.poll_at()]
-            .into_iter()
-            .flatten()
-            .min();
-        now = next.map_or(now + Duration::from_millis(1), |t| t.max(now));
+        now = step(now, (&mut a, &mut pa), (&mut b, &mut pb));
     }
     assert!(got == data, "{} of {} bytes", got.len(), data.len());
     assert_eq!(pa.stopped().and_then(|e| e.raw_os_error()), Some(28));
