@@ -16,6 +16,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -43,15 +44,29 @@ struct Run {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Run {
+    fn drop(&mut self) {
+        // The whole group (its pid is the listener's); then `child` waits.
+        if let Ok(pid) = i32::try_from(self.child.0.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process
+            // group; no memory is involved.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
+}
+
 impl Run {
     fn start(bin: &Path, args: &[&str]) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let err = dir.path().join("stderr");
+        // A process group of its own: ncat's `-u -l -k -c` forks a child
+        // per sender that outlives a kill of the listener alone.
         let child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&err).unwrap())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         Run {
