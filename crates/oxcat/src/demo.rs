@@ -286,12 +286,7 @@ fn write_line(to: Stream, line: std::fmt::Arguments) -> Result<(), i32> {
 /// `oxcat: demo: <line>` on standard error. If even that cannot be
 /// written there is no one left to tell: the exit status still says it.
 fn complain(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "{}: demo: {line}",
-        crate::msg::prefix()
-    );
+    crate::msg::stderr_line(format_args!("{}: demo: {line}", crate::msg::prefix()));
 }
 
 /// The narrative: standard output, or standard error with `--trace-format
